@@ -1,0 +1,129 @@
+"""``create_app(settings)``: the only wiring of the running service.
+
+Startup order: policies load (or the process refuses to start), storage opens, delivery starts, the
+ticker that expires held segments starts; cleanup runs in reverse and drains delivery. Handlers find their
+collaborators through typed ``AppKey``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from gateway.delivery import Dispatcher
+from gateway.delivery.items import DestinationConfig
+from gateway.engine import Emit
+from gateway.sinks import to_item
+from gateway.policy.compiled import Destination, Policy
+from gateway.policy.load import load_policy
+from gateway.runtime import Gateway, PolicySet
+from gateway.settings import Settings, SettingsError
+from gateway.store.base import Store, StorageError
+from gateway.store.sqlite import SQLiteStore
+from gateway.web import health, ingest
+from gateway.web.auth import Authenticator
+from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, MAX_BODY, SETTINGS, STORE
+from gateway.web.problems import problem_middleware
+
+log = structlog.get_logger("gateway.app")
+
+
+class DispatchSink:
+    """Hands emissions to the dispatcher; on a withdrawal, purges only where consent no longer covers."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self.gateway: Gateway | None = None
+
+    def submit(self, emit: Emit) -> None:
+        self.dispatcher.submit(to_item(emit))
+
+    def purge(self, meeting_id: str, participant_id: str) -> None:
+        for destination in self.dispatcher.destinations():
+            if not self.allowed(destination, meeting_id, participant_id):
+                self.dispatcher.purge(meeting_id, participant_id, destination=destination)
+
+    def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool:
+        gateway = self.gateway
+        return gateway is not None and gateway.still_allowed(meeting_id, destination, participant_id)
+
+
+def destination_configs(policies: Sequence[Policy], settings: Settings) -> dict[str, DestinationConfig]:
+    """One delivery config per destination id; two policies may share an id only for the same URL."""
+    configs: dict[str, DestinationConfig] = {}
+    urls: dict[str, Destination] = {}
+    for policy in policies:
+        for dest in policy.destinations:
+            known = urls.setdefault(dest.id, dest)
+            if known.url != dest.url:
+                raise SettingsError(f"destination {dest.id!r} has two URLs in the loaded policies")
+            configs[dest.id] = DestinationConfig(dest.id, dest.url, settings.secret_for(dest.secret_env))
+    return configs
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+    policies = PolicySet([load_policy(p) for p in settings.policies])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problem_middleware])
+    app[SETTINGS] = settings
+    app[STORE] = store or SQLiteStore(settings.sqlite_path)
+    app[MAX_BODY] = settings.max_body_bytes
+    token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
+    app[AUTH] = Authenticator(token, [s.get_secret_value() for s in settings.webhook_secrets])
+    configs = destination_configs(policies.policies, settings)
+    app.cleanup_ctx.append(_storage)
+    app.cleanup_ctx.append(_delivery(policies, configs))
+    app.cleanup_ctx.append(_ticker)
+    app.router.add_post("/v1/events", ingest.post_events)
+    app.router.add_get("/v1/stream", ingest.stream)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    await app[STORE].open()
+    yield
+    await app[STORE].close()
+
+
+def _delivery(
+    policies: PolicySet, configs: dict[str, DestinationConfig]
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            sink_ref: list[DispatchSink] = []
+            dispatcher = Dispatcher(
+                session, configs, allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id,
+                                                                                  part.participant_id)
+            )
+            sink = DispatchSink(dispatcher)
+            sink_ref.append(sink)
+            sink.gateway = app[GATEWAY] = Gateway(policies, app[STORE], sink)
+            app[DISPATCHER] = dispatcher
+            await dispatcher.start()
+            yield
+            await dispatcher.drain(timeout=5.0)
+            await dispatcher.close()
+
+    return ctx
+
+
+async def _ticker(app: web.Application) -> AsyncIterator[None]:
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(app[SETTINGS].tick_seconds)
+            try:
+                await app[GATEWAY].tick()
+            except StorageError:
+                log.error("tick.storage_unavailable")
+
+    task = asyncio.create_task(run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

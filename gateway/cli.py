@@ -1,0 +1,224 @@
+"""The command-line verbs: serve, demo, replay, policy check|test, log show|verify|export.
+
+Each verb parses its flags, builds what it needs, runs, and returns an exit code: 0 success, 1 a check
+that failed (a broken policy, a tampered ledger, a failing policy test), 2 a usage or settings error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway import __version__
+
+Verb = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    verb: Verb | None = getattr(args, "verb", None)
+    if verb is None:
+        parser.print_help()
+        return 2
+    if verb is not _serve:
+        from gateway import logs
+
+        logs.configure("auto", "warning")  # verbs print their own results; logs only for trouble
+    try:
+        return verb(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="consent-gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    verbs = parser.add_subparsers(title="verbs")
+    _serve_parser(verbs)
+    _demo_parser(verbs)
+    _replay_parser(verbs)
+    _policy_parser(verbs)
+    _log_parser(verbs)
+    return parser
+
+
+# --- serve -----------------------------------------------------------------------------------------
+
+
+def _serve_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("serve", help="run the gateway (defaults: 127.0.0.1:8080, SQLite, default policy)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--database", help="sqlite:///PATH (default sqlite:///consent-gateway.db)")
+    p.add_argument("--policy", dest="policies", action="append", type=Path,
+                   help="policy file (repeatable; the first that applies to a meeting governs it)")
+    p.add_argument("--log-format", choices=["auto", "json", "console"])
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(verb=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    flags = {k: getattr(args, k) for k in ("host", "port", "database", "policies", "log_format", "log_level")}
+    return serve(flags)
+
+
+# --- demo ------------------------------------------------------------------------------------------
+
+
+def _demo_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("demo", help="play a short meeting through a live gateway and a fake AI service")
+    p.add_argument("--width", type=int, default=None, help="terminal width for the side-by-side view")
+    p.set_defaults(verb=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return asyncio.run(run_demo(sys.stdout, width=args.width))
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+
+def _replay_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("replay", help="run recorded generic events through the core, offline")
+    p.add_argument("--policy", required=True, type=Path)
+    p.add_argument("--platform", default="generic")
+    p.add_argument("--out", type=Path, help="directory for one DESTINATION.jsonl per destination "
+                   "(default: JSON lines on stdout)")
+    p.add_argument("events", type=Path, help="JSON-lines file of generic events")
+    p.set_defaults(verb=_replay)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from gateway.replay import replay_file
+
+    return asyncio.run(replay_file(args.policy, args.events, args.out, args.platform, sys.stdout, sys.stderr))
+
+
+# --- policy ----------------------------------------------------------------------------------------
+
+
+def _policy_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("policy", help="check or test policy files")
+    sub = p.add_subparsers(title="policy verbs")
+    check = sub.add_parser("check", help="validate policy files (exit 1 with readable errors)")
+    check.add_argument("files", nargs="+", type=Path)
+    check.set_defaults(verb=_policy_check)
+    test = sub.add_parser("test", help="run policy test cases (default: policies/tests)")
+    test.add_argument("dir", nargs="?", type=Path, default=Path("policies/tests"))
+    test.set_defaults(verb=_policy_test)
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from gateway.policy.load import PolicyError, load_policy
+
+    failed = 0
+    for path in args.files:
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            failed += 1
+            print(exc, file=sys.stderr)
+            continue
+        print(f"{path}: ok (policy {policy.name}, revision {policy.short_revision})")
+    return 1 if failed else 0
+
+
+def _policy_test(args: argparse.Namespace) -> int:
+    from gateway.policy.testing import run_directory
+
+    return asyncio.run(run_directory(args.dir, sys.stdout))
+
+
+# --- log -------------------------------------------------------------------------------------------
+
+
+def _log_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("log", help="read, verify and export the consent ledger and decision log")
+    p.add_argument("--database", default=None, help="sqlite:///PATH (default: as serve)")
+    sub = p.add_subparsers(title="log verbs")
+    show = sub.add_parser("show", help="list consent records")
+    show.add_argument("--meeting")
+    show.add_argument("--participant")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+    show.set_defaults(verb=_log_show)
+    verify = sub.add_parser("verify", help="check the hash chain (exit 1 if anything was altered)")
+    verify.add_argument("--expect-head", help="head hash kept elsewhere: also detects removed newest entries")
+    verify.add_argument("--file", type=Path, help="verify a JSON-lines export instead of the database")
+    verify.set_defaults(verb=_log_verify)
+    export = sub.add_parser("export", help="export the ledger (or decision log) as jsonl or csv")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--what", choices=["ledger", "decisions"], default="ledger")
+    export.set_defaults(verb=_log_export)
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from gateway.settings import load_settings
+    from gateway.store.sqlite import SQLiteStore
+
+    settings = load_settings({"database": args.database})
+    return SQLiteStore(settings.sqlite_path)
+
+
+def _log_show(args: argparse.Namespace) -> int:
+    from gateway import audit
+
+    async def run() -> int:
+        store = _store(args)
+        await store.open()
+        try:
+            await audit.show(store, meeting_id=args.meeting, participant_id=args.participant,
+                             fmt=args.format, out=sys.stdout)
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
+
+
+def _log_verify(args: argparse.Namespace) -> int:
+    from gateway import audit
+    from gateway.consent import ledger
+
+    async def run() -> int:
+        if args.file is not None:
+            with args.file.open(encoding="utf-8") as fh:
+                report = ledger.verify_rows(audit.rows_from_jsonl(fh), args.expect_head)
+        else:
+            store = _store(args)
+            await store.open()
+            try:
+                report = await audit.verify_store(store, args.expect_head)
+            finally:
+                await store.close()
+        print(audit.format_report(report))
+        return 0 if report.ok else 1
+
+    return asyncio.run(run())
+
+
+def _log_export(args: argparse.Namespace) -> int:
+    from gateway import audit
+
+    async def run() -> int:
+        store = _store(args)
+        await store.open()
+        try:
+            count = await audit.export(store, fmt=args.format, out=sys.stdout, what=args.what)
+        finally:
+            await store.close()
+        print(f"exported {count} records", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,304 @@
+"""The dispatcher: delivers allowed content to AI services, in order, with retries, and purges on withdrawal.
+
+Last step of the flow (transform → outbox → **delivery** → AI service). Each (meeting, destination) pair
+is a lane: a FIFO of items served by one worker task that exists only while the lane has work, so a later item
+waits while an earlier one retries and different meetings or destinations proceed concurrently.
+
+Consent (invariants 4 and 7 of DESIGN.md): ``allowed(part)`` is asked for every part immediately before every
+attempt, with no await between the check and the start of the request, so a withdrawal recorded before an
+attempt begins keeps that participant's parts out of it. ``purge()`` removes a participant's parts from queued
+items and from the item in flight or in backoff; an item left with no parts is dropped as ``withdrawn``. A
+request already on the wire cannot be recalled: the deletion request to the destination covers that case.
+
+Memory: lanes are unbounded in-memory queues and a shutdown drops what they hold (reported as ``shutdown``).
+The durable outbox replaces them; until then ``depth()`` is the figure to watch. Concurrency towards
+destinations is bounded by the aiohttp session's connector (its per-host limit), not here.
+
+Logs and results carry ids, status codes, attempt numbers and timings, never payloads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+
+from gateway.delivery.http import Attempt, post
+from gateway.delivery.items import DestinationConfig, Item, Part, Result, Status, body, idempotency_key
+from gateway.delivery.retry import Verdict, backoff, classify, retry_after
+
+Allowed = Callable[[str, Part], bool]
+"""Whether a part may still leave now for a destination (its id comes first); the consent ledger's answer,
+asked before every attempt."""
+OnResult = Callable[[Item, Result], None]
+"""Told once per submitted item how it ended (with the item as submitted)."""
+LaneKey = tuple[str, str]
+"""(meeting_id, destination)."""
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(eq=False)
+class _Entry:
+    """An item on its way: the parts still to send and the bookkeeping of its attempts."""
+
+    item: Item
+    parts: tuple[Part, ...]
+    submitted: float
+    active: bool = False
+    """Picked up by its lane's worker (in flight or in backoff): purge may shrink it but not remove it."""
+    attempts: int = 0
+    last_key: str | None = None
+    last_status: int | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when purge empties an active entry, to end its backoff early."""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        destinations: Mapping[str, DestinationConfig],
+        *,
+        allowed: Allowed,
+        on_result: OnResult | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``clock``: wall time (signature timestamps, ``Retry-After`` dates); ``rng``: backoff jitter."""
+        self._session = session
+        self._destinations = dict(destinations)
+        self._allowed = allowed
+        self._on_result = on_result
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
+        self._lanes: dict[LaneKey, deque[_Entry]] = {}
+        self._workers: dict[LaneKey, asyncio.Task[None]] = {}
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._started = False
+        self._closed = False
+
+    # -- public surface -------------------------------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        """Queue ``item`` behind earlier items of its meeting and destination; never blocks."""
+        if self._closed:
+            raise RuntimeError("dispatcher is closed")
+        if item.destination not in self._destinations:
+            raise ValueError(f"unknown destination {item.destination!r}")
+        key = (item.meeting_id, item.destination)
+        self._lanes.setdefault(key, deque()).append(_Entry(item, item.parts, time.monotonic()))
+        self._pending += 1
+        self._idle.clear()
+        log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
+        if self._started:
+            self._ensure_worker(key)
+
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(self._destinations)
+
+    def purge(self, meeting_id: str, participant_id: str, destination: str | None = None) -> int:
+        """Remove the participant's parts from every queued, in-flight or retrying item (of one destination,
+        if named: a withdrawal of one purpose leaves the others' content alone); returns the count."""
+        removed = 0
+        for key, lane in list(self._lanes.items()):
+            if key[0] == meeting_id and destination in (None, key[1]):
+                removed += sum(self._purge_entry(lane, entry, participant_id) for entry in list(lane))
+                if not lane and key not in self._workers:
+                    del self._lanes[key]
+        log.info("delivery.purged", meeting_id=meeting_id, participant_id=participant_id, parts=removed)
+        return removed
+
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("dispatcher is closed")
+        self._started = True
+        for key in list(self._lanes):
+            self._ensure_worker(key)
+
+    # The timeout parameter is the contract shutdown code wants ("drain for at most N seconds").
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait until every submitted item has a result; False if ``timeout`` seconds passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop the workers; unfinished items are reported dropped (``shutdown``): drain first to avoid it."""
+        self._closed = True
+        workers = list(self._workers.values())
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers.clear()
+        for lane in self._lanes.values():
+            for entry in lane:
+                self._finish(entry, _result(entry, Status.DROPPED, "shutdown"))
+        self._lanes.clear()
+
+    def depth(self) -> int:
+        """Items submitted and not yet finished (queued, in flight or in backoff)."""
+        return self._pending
+
+    # -- lanes ----------------------------------------------------------------------------------------
+
+    def _ensure_worker(self, key: LaneKey) -> None:
+        if key not in self._workers:
+            name = f"delivery:{key[1]}:{key[0]}"
+            self._workers[key] = asyncio.get_running_loop().create_task(self._run_lane(key), name=name)
+
+    async def _run_lane(self, key: LaneKey) -> None:
+        lane = self._lanes[key]
+        while lane:
+            entry = lane[0]
+            entry.active = True
+            result = await self._deliver_safely(entry)
+            lane.popleft()
+            self._finish(entry, result)
+        # No await since the emptiness check: a submit after this point starts a fresh worker.
+        del self._lanes[key]
+        del self._workers[key]
+
+    def _purge_entry(self, lane: deque[_Entry], entry: _Entry, participant_id: str) -> int:
+        kept = tuple(part for part in entry.parts if part.participant_id != participant_id)
+        removed = len(entry.parts) - len(kept)
+        if not removed:
+            return 0
+        entry.parts = kept
+        if entry.active:
+            if not kept:
+                entry.wake.set()  # its worker drops it as soon as it is out of flight or backoff
+        elif not kept:
+            lane.remove(entry)
+            self._finish(entry, _result(entry, Status.DROPPED, "withdrawn"))
+        return removed
+
+    def _finish(self, entry: _Entry, result: Result) -> None:
+        self._pending -= 1
+        if self._pending == 0:
+            self._idle.set()
+        log.info(
+            f"delivery.{result.status}",
+            **_ids(entry.item),
+            reason=result.reason,
+            attempts=result.attempts,
+            http_status=result.http_status,
+            parts_removed=result.parts_removed,
+            latency_ms=round(result.latency * 1000, 1),
+        )
+        if self._on_result is not None:
+            try:
+                self._on_result(entry.item, result)
+            except Exception as exc:
+                # A broken observer must not stall the lane; its error type is enough to find it.
+                log.error("delivery.on_result_failed", **_ids(entry.item), error=type(exc).__name__)
+
+    # -- one item -------------------------------------------------------------------------------------
+
+    async def _deliver_safely(self, entry: _Entry) -> Result:
+        try:
+            return await self._deliver(entry)
+        except Exception as exc:
+            # Fail closed and keep the lane moving; no traceback, since locals could hold payloads.
+            log.error("delivery.internal_error", **_ids(entry.item), error=type(exc).__name__)
+            return _result(entry, Status.FAILED, "internal_error")
+
+    async def _deliver(self, entry: _Entry) -> Result:
+        config = self._destinations[entry.item.destination]
+        for number in range(1, config.max_attempts + 1):
+            attempt = await self._attempt(config, entry, number)
+            if attempt is None:
+                return _result(entry, Status.DROPPED, "withdrawn")
+            if attempt.status is not None:
+                verdict = classify(attempt.status)
+                if verdict is Verdict.DELIVERED:
+                    return _result(entry, Status.DELIVERED, None)
+                if verdict is Verdict.REJECTED:
+                    return _result(entry, Status.FAILED, f"rejected_{attempt.status}")
+            if number < config.max_attempts:
+                await self._pause(entry, self._delay(config, attempt, number))
+        return _result(entry, Status.FAILED, "exhausted")
+
+    async def _attempt(self, config: DestinationConfig, entry: _Entry, number: int) -> Attempt | None:
+        """One try; None when no part is allowed any more. The consent check and the send are adjacent."""
+        entry.attempts = number
+        try:
+            if not self._keep_allowed(entry):
+                return None
+        except Exception as exc:
+            # Fail closed: without an answer nothing is sent now; it counts as a failed attempt, retried.
+            log.warning(
+                "delivery.allowed_check_failed", **_ids(entry.item), attempt=number, error=type(exc).__name__
+            )
+            return Attempt(error="allowed_check_failed")
+        key = idempotency_key(entry.item, entry.parts)
+        payload = body(entry.item, entry.parts)
+        entry.last_key = key
+        log.debug(
+            "delivery.attempt", **_ids(entry.item), sent_key=key, attempt=number, parts=len(entry.parts)
+        )
+        attempt = await post(self._session, config, key, payload, int(self._clock()))
+        entry.last_status = attempt.status
+        log.info(
+            "delivery.response",
+            **_ids(entry.item),
+            attempt=number,
+            status=attempt.status,
+            error=attempt.error,
+        )
+        return attempt
+
+    def _keep_allowed(self, entry: _Entry) -> bool:
+        """Drop the parts ``allowed`` refuses now; False when none is left."""
+        kept = tuple(part for part in entry.parts if self._allowed(entry.item.destination, part))
+        if len(kept) != len(entry.parts):
+            log.info("delivery.parts_withdrawn", **_ids(entry.item), parts=len(entry.parts) - len(kept))
+        entry.parts = kept
+        return bool(kept)
+
+    def _delay(self, config: DestinationConfig, attempt: Attempt, number: int) -> float:
+        requested = retry_after(attempt.retry_after, self._clock(), config.backoff_max)
+        if requested is not None:
+            return requested
+        return backoff(number, config.backoff_base, config.backoff_max, self._rng)
+
+    async def _pause(self, entry: _Entry, delay: float) -> None:
+        """Back off for ``delay`` seconds, or less if a purge leaves the entry with nothing to send."""
+        if not entry.parts:
+            return
+        entry.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await entry.wake.wait()
+
+
+def _result(entry: _Entry, status: Status, reason: str | None) -> Result:
+    return Result(
+        status=status,
+        reason=reason,
+        attempts=entry.attempts,
+        latency=time.monotonic() - entry.submitted,
+        http_status=entry.last_status,
+        idempotency_key=entry.last_key,
+        parts_removed=len(entry.item.parts) - len(entry.parts),
+    )
+
+
+def _ids(item: Item) -> dict[str, str]:
+    return {
+        "destination": item.destination,
+        "meeting_id": item.meeting_id,
+        "idempotency_key": item.idempotency_key,
+    }

@@ -1,0 +1,50 @@
+"""One HTTP delivery attempt: POST a signed JSON body to a destination and report what happened.
+
+The only module of the delivery stage that touches the network. It signs with Standard Webhooks headers
+(``webhook-id`` is the idempotency key, also sent as ``Idempotency-Key``), applies explicit connect and total
+timeouts, and turns every outcome, including connection errors and timeouts, into an ``Attempt`` value for the
+dispatcher's retry decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from gateway import signing
+from gateway.delivery.items import DestinationConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The outcome of one request: an HTTP status, or the class name of the error that prevented one."""
+
+    status: int | None = None
+    retry_after: str | None = None
+    error: str | None = None
+
+
+def timeouts(config: DestinationConfig) -> aiohttp.ClientTimeout:
+    # sock_connect rather than connect: "connect" also counts waiting for a free pooled connection,
+    # which under load is not the destination's fault. total bounds the whole request either way.
+    return aiohttp.ClientTimeout(total=config.total_timeout, sock_connect=config.connect_timeout)
+
+
+async def post(
+    session: aiohttp.ClientSession, config: DestinationConfig, key: str, body: bytes, timestamp: int
+) -> Attempt:
+    """Send ``body`` once; never raises for network trouble (cancellation still propagates)."""
+    sent_headers = {
+        **signing.headers(config.secret, key, timestamp, body),
+        "Idempotency-Key": key,
+        "Content-Type": "application/json",
+    }
+    try:
+        async with session.post(
+            config.url, data=body, headers=sent_headers, timeout=timeouts(config), allow_redirects=False
+        ) as response:
+            return Attempt(status=response.status, retry_after=response.headers.get("Retry-After"))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Only the error's type: its message may carry the URL, which can embed credentials.
+        return Attempt(error=type(exc).__name__)

@@ -1,0 +1,116 @@
+"""What the delivery stage moves: items of allowed content, destination settings and delivery results.
+
+The transform stage hands the dispatcher ``Item``s whose ``Part``s the decision core allowed and scrubbed.
+An item is the unit of one HTTP request and of idempotency; a part is one segment of one participant, the unit
+of withdrawal: purging a participant removes their parts and keeps everyone else's. A ``Result`` reports the
+outcome with counts and timings only, never content.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.model import DestinationId
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One segment's forwardable content: ``payload`` is JSON-able and already scrubbed."""
+
+    meeting_id: str
+    participant_id: str
+    segment_id: str
+    payload: Mapping[str, object] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request to one destination: a single segment, or a transcript batch of segments."""
+
+    destination: DestinationId
+    idempotency_key: str
+    meeting_id: str
+    kind: Literal["segment", "transcript"]
+    parts: tuple[Part, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError(f"item {self.idempotency_key} has no parts")
+        if self.kind == "segment" and len(self.parts) != 1:
+            raise ValueError(f"segment item {self.idempotency_key} has {len(self.parts)} parts, expected 1")
+        if any(part.meeting_id != self.meeting_id for part in self.parts):
+            raise ValueError(f"item {self.idempotency_key} mixes parts of other meetings")
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationConfig:
+    """An AI service endpoint. Timeouts are per request; backoff values in seconds."""
+
+    id: DestinationId
+    url: str = field(repr=False)
+    secret: str = field(repr=False)
+    connect_timeout: float = 2.0
+    total_timeout: float = 10.0
+    max_attempts: int = 8
+    backoff_base: float = 0.2
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"destination {self.id}: max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("connect_timeout", "total_timeout", "backoff_max"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"destination {self.id}: {name} must be > 0, got {getattr(self, name)}")
+        if self.backoff_base < 0:
+            raise ValueError(f"destination {self.id}: backoff_base must be >= 0, got {self.backoff_base}")
+
+
+class Status(enum.StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    """Given up: rejected by the destination or retries exhausted."""
+    DROPPED = "dropped"
+    """Not sent on purpose: every part was withdrawn, or the dispatcher shut down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How one item ended. ``idempotency_key`` is the key last sent (None if nothing was sent)."""
+
+    status: Status
+    reason: str | None
+    attempts: int
+    latency: float
+    """Seconds from submit to this result."""
+    http_status: int | None = None
+    idempotency_key: str | None = None
+    parts_removed: int = 0
+
+
+def body(item: Item, parts: tuple[Part, ...]) -> bytes:
+    """The JSON request body for ``item`` carrying only ``parts`` (those still allowed)."""
+    document: dict[str, object]
+    if item.kind == "segment":
+        document = {"type": "segment", **parts[0].payload}
+    else:
+        segments = [dict(part.payload) for part in parts]
+        document = {"type": "transcript", "meeting_id": item.meeting_id, "segments": segments}
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def idempotency_key(item: Item, parts: tuple[Part, ...]) -> str:
+    """The key for sending ``parts`` of ``item``: the item's own key unless parts were removed.
+
+    A destination that honours idempotency keys keeps the first body it saw under a key (or refuses a
+    different body under it). Once a withdrawal removed parts, the remaining content gets a key of its own,
+    derived deterministically so that every retry of the same content still shares it.
+    """
+    if parts == item.parts:
+        return item.idempotency_key
+    names = "\n".join(f"{part.participant_id}\t{part.segment_id}" for part in parts)
+    return f"{item.idempotency_key}.{hashlib.sha256(names.encode()).hexdigest()[:16]}"

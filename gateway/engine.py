@@ -1,0 +1,378 @@
+"""The segment pipeline and the fold: events in, new meeting state plus decisions and emissions out.
+
+Pure: the shell (``runtime``) or the offline replayer supplies time and record ids, writes consent records
+durably *before* folding them in with ``on_record``, logs every decision, and hands emissions to delivery.
+Live serving and ``consent-gateway replay`` run these same functions, so they forward the same content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Literal
+
+from gateway import meeting
+from gateway.events import (
+    ConsentSubmitted,
+    MeetingEnded,
+    MeetingEvent,
+    MeetingStarted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRenamed,
+    SegmentReceived,
+)
+from gateway.meeting import Held, MeetingState, Part
+from gateway.model import (
+    Action,
+    ConsentChoice,
+    ConsentRecord,
+    ConsentState,
+    Decision,
+    Outcome,
+    RecordOutcome,
+    Segment,
+)
+from gateway.policy.compiled import Destination, Policy
+from gateway.policy.decide import consent_of, decide, decide_all_party, decision_id, scrubber_for
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Content to send to one destination: one segment (streamed) or a whole transcript (meeting end)."""
+
+    destination: str
+    meeting_id: str
+    kind: Literal["segment", "transcript"]
+    idempotency_key: str
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    state: MeetingState
+    decisions: tuple[Decision, ...] = ()
+    emits: tuple[Emit, ...] = ()
+
+
+def new_meeting(platform: str, meeting_id: str) -> MeetingState:
+    return MeetingState(platform=platform, meeting_id=meeting_id)
+
+
+def on_event(state: MeetingState, event: MeetingEvent, policy: Policy, now: datetime) -> Step:
+    """Fold a non-consent event. Consent goes through ``evaluate_consent`` and ``on_record``."""
+    if isinstance(event, SegmentReceived):
+        return on_segment(state, event.segment, policy, now)
+    if isinstance(event, ParticipantJoined):
+        return Step(meeting.joined(state, event.participant_id, event.name, event.email))
+    if isinstance(event, ParticipantLeft):
+        return Step(meeting.left(state, event.participant_id))
+    if isinstance(event, ParticipantRenamed):
+        return Step(meeting.renamed(state, event.participant_id, event.name))
+    if isinstance(event, MeetingStarted):
+        return Step(replace(state, jurisdiction=event.jurisdiction or state.jurisdiction))
+    if isinstance(event, MeetingEnded):
+        return on_meeting_end(state, policy, now)
+    raise TypeError(f"on_event does not take {type(event).__name__}")
+
+
+# --- segments -------------------------------------------------------------------------------------------
+
+
+def on_segment(state: MeetingState, segment: Segment, policy: Policy, now: datetime) -> Step:
+    decisions: list[Decision] = []
+    emits: list[Emit] = []
+    for dest in policy.destinations:
+        outcome = decide(segment, state, policy, dest, now)
+        if outcome.decision.action is Action.HOLD:
+            state, outcome = _hold(state, outcome, policy, dest, now)
+        decisions.append(outcome.decision)
+        state = _route(state, outcome, dest, emits)
+    return Step(state, tuple(decisions), tuple(emits))
+
+
+def _hold(
+    state: MeetingState, outcome: Outcome, policy: Policy, dest: Destination, now: datetime
+) -> tuple[MeetingState, Outcome]:
+    segment = outcome.segment
+    assert segment is not None
+    if not _has_room(state, segment, policy):
+        dropped = _redecided(outcome, Action.DROP, ("hold_full",), "pending.max_segments_per_participant")
+        return state, dropped
+    held = Held(segment, dest.id, now, state.present_ids() | {segment.participant_id or ""})
+    return replace(state, held=(*state.held, held)), outcome
+
+
+def _has_room(state: MeetingState, segment: Segment, policy: Policy) -> bool:
+    pending = policy.spec.pending
+    mine = sum(1 for h in state.held if h.segment.participant_id == segment.participant_id)
+    chars = sum(len(h.segment.text) for h in state.held) + len(segment.text)
+    return mine < pending.max_segments_per_participant and chars <= pending.max_chars_per_meeting
+
+
+def _route(state: MeetingState, outcome: Outcome, dest: Destination, emits: list[Emit]) -> MeetingState:
+    """Forwarded content goes out now (stream) or into the meeting's batch (meeting end)."""
+    if outcome.decision.action not in (Action.FORWARD, Action.REDACT) or outcome.segment is None:
+        return state
+    part = _part(state, outcome, dest)
+    if dest.delivery == "stream":
+        key = _key(state.meeting_id, dest.id, outcome.segment.segment_id)
+        emits.append(Emit(dest.id, state.meeting_id, "segment", key, (part,)))
+        return state
+    batch = (*state.batches.get(dest.id, ()), part)
+    return replace(state, batches=MappingProxyType({**state.batches, dest.id: batch}))
+
+
+def _part(state: MeetingState, outcome: Outcome, dest: Destination) -> Part:
+    segment = outcome.segment
+    assert segment is not None and segment.participant_id is not None
+    speaker = state.participants.get(segment.participant_id)
+    payload: dict[str, Any] = {
+        "meeting_id": segment.meeting_id,
+        "segment_id": segment.segment_id,
+        "participant_id": segment.participant_id,
+        "kind": str(segment.kind),
+        "text": outcome.text,
+        "start": segment.start,
+        "end": segment.end,
+        "at": segment.at.isoformat(),
+        "decision_id": outcome.decision.decision_id,
+        "policy_revision": outcome.decision.policy_revision,
+    }
+    if dest.include_speaker_name:
+        payload["speaker"] = speaker.name if speaker else None
+    return Part(segment.segment_id, segment.participant_id, MappingProxyType(payload))
+
+
+def _key(*parts: str) -> str:
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=16).hexdigest()
+
+
+# --- consent --------------------------------------------------------------------------------------------
+
+
+def evaluate_consent(
+    state: MeetingState, event: ConsentSubmitted, policy: Policy, record_id: str
+) -> ConsentRecord:
+    """Turn a consent request into the ledger record it deserves: accepted, or rejected with a reason."""
+    reason, delegation = _refusal(event, policy)
+    expires = None
+    max_age = policy.spec.consent.max_age_days
+    if event.choice is ConsentChoice.GIVEN and max_age is not None:
+        expires = event.at + timedelta(days=max_age)
+    notice = event.notice_version or _notice_of(policy, event.purposes)
+    return ConsentRecord(
+        record_id=record_id,
+        platform=state.platform,
+        meeting_id=event.meeting_id,
+        subject=event.participant_id,
+        indicated_by=event.indicated_by,
+        purposes=tuple(dict.fromkeys(event.purposes)),
+        choice=event.choice,
+        channel=event.channel,
+        notice_version=notice,
+        policy_revision=policy.revision,
+        at=event.at,
+        expires_at=expires,
+        evidence=event.evidence,
+        delegation=delegation,
+        outcome=RecordOutcome.REJECTED if reason else RecordOutcome.ACCEPTED,
+        reason=reason,
+    )
+
+
+def _refusal(event: ConsentSubmitted, policy: Policy) -> tuple[str | None, str | None]:
+    """Why the ledger must refuse this request (None if it may accept), and the delegation it relies on."""
+    if event.channel not in policy.spec.consent.channels:
+        return "channel_not_allowed", None
+    if not event.purposes or any(p not in policy.purposes for p in event.purposes):
+        return "unknown_purpose", None
+    if event.choice is ConsentChoice.GIVEN and event.notice_version is not None:
+        stale = [p for p in event.purposes if policy.notice_version(p) != event.notice_version]
+        if stale:
+            return "stale_notice", None
+    if event.indicated_by == event.participant_id:
+        return None, None
+    delegation = policy.delegations.get(event.delegation or "")
+    if delegation is None or event.channel not in delegation.channels:
+        return "indicated_by_other", None
+    return None, delegation.name
+
+
+def _notice_of(policy: Policy, purposes: Iterable[str]) -> str | None:
+    versions = sorted({v for p in purposes if (v := policy.notice_version(p))})
+    return ",".join(versions) or None
+
+
+def on_record(state: MeetingState, record: ConsentRecord, policy: Policy, now: datetime) -> Step:
+    """Fold in a record the ledger has durably written, then release or purge what it affects."""
+    if record.outcome is not RecordOutcome.ACCEPTED:
+        return Step(state)
+    state = meeting.with_record(state, record)
+    decisions: list[Decision] = []
+    emits: list[Emit] = []
+    if record.choice is ConsentChoice.GIVEN:
+        state = _release(state, policy, now, decisions, emits)
+    else:
+        state = _purge(state, record.subject, policy, now, decisions)
+    return Step(state, tuple(decisions), tuple(emits))
+
+
+def _release(
+    state: MeetingState, policy: Policy, now: datetime, decisions: list[Decision], emits: list[Emit]
+) -> MeetingState:
+    """Re-decide held segments now that someone consented; those still waiting stay held."""
+    if not policy.spec.pending.release_on_consent or not state.held:
+        return state
+    keep: list[Held] = []
+    released: list[tuple[Outcome, Destination]] = []
+    for held in state.held:
+        dest = policy.destination(held.destination)
+        outcome = _redecide_held(held, state, policy, dest, now)
+        if outcome.decision.action is Action.HOLD:
+            keep.append(held)
+        else:
+            decisions.append(outcome.decision)
+            released.append((outcome, dest))
+    state = replace(state, held=tuple(keep))
+    for outcome, dest in released:
+        state = _route(state, outcome, dest, emits)
+    return state
+
+
+def _redecide_held(held: Held, state: MeetingState, policy: Policy, dest: Destination, now: datetime) -> Outcome:
+    if now - held.since > timedelta(seconds=policy.spec.pending.window_seconds):
+        return _expired(held, policy, dest, now)
+    if policy.mode_for(state.jurisdiction) == "all_party":
+        return decide_all_party(held.segment, state, policy, dest, now, held.present)
+    return decide(held.segment, state, policy, dest, now)
+
+
+def _purge(
+    state: MeetingState, subject: str, policy: Policy, now: datetime, decisions: list[Decision]
+) -> MeetingState:
+    """After a refusal or withdrawal: nothing of the subject that is still here may leave."""
+    keep: list[Held] = []
+    for held in state.held:
+        dest = policy.destination(held.destination)
+        if _blocked_by(held, subject, state, dest, now):
+            decisions.append(_purged(held.segment, dest, policy, now, "purged_consent_changed"))
+        else:
+            keep.append(held)
+    batches: dict[str, tuple[Part, ...]] = {}
+    for dest_id, parts in state.batches.items():
+        dest = policy.destination(dest_id)
+        gone = consent_of(state, subject, dest, now)[0] is not ConsentState.GIVEN
+        batches[dest_id] = tuple(p for p in parts if not (gone and p.participant_id == subject))
+        decisions.extend(
+            _purged(_stub(state, p), dest, policy, now, "purged_consent_changed")
+            for p in parts
+            if gone and p.participant_id == subject
+        )
+    return replace(state, held=tuple(keep), batches=MappingProxyType(batches))
+
+
+def _stub(state: MeetingState, part: Part) -> Segment:
+    """Ids of a batched segment, for decisions about it (its text is not needed and not kept)."""
+    return Segment(state.meeting_id, part.segment_id, part.participant_id, "", datetime.min)
+
+
+def _blocked_by(held: Held, subject: str, state: MeetingState, dest: Destination, now: datetime) -> bool:
+    concerned = held.segment.participant_id == subject or subject in held.present
+    return concerned and consent_of(state, subject, dest, now)[0] is not ConsentState.GIVEN
+
+
+def still_allowed(state: MeetingState, dest: Destination, participant_id: str, now: datetime) -> bool:
+    """Checked by delivery right before every attempt: a withdrawal stops even queued content."""
+    return consent_of(state, participant_id, dest, now)[0] is ConsentState.GIVEN
+
+
+# --- time and meeting end -------------------------------------------------------------------------------
+
+
+def tick(state: MeetingState, policy: Policy, now: datetime) -> Step:
+    """Drop held segments whose pending window has ended."""
+    window = timedelta(seconds=policy.spec.pending.window_seconds)
+    expired = [h for h in state.held if now - h.since >= window]
+    if not expired:
+        return Step(state)
+    keep = tuple(h for h in state.held if now - h.since < window)
+    decisions = tuple(_expired(h, policy, policy.destination(h.destination), now).decision for h in expired)
+    return Step(replace(state, held=keep), decisions)
+
+
+def on_meeting_end(state: MeetingState, policy: Policy, now: datetime) -> Step:
+    """Send each meeting-end destination its transcript, scrubbed against who consents *now*."""
+    state = replace(state, ended=True)
+    decisions: list[Decision] = []
+    emits: list[Emit] = []
+    for dest in policy.destinations:
+        parts = _final_parts(state, policy, dest, now, decisions)
+        if parts:
+            key = _key(state.meeting_id, dest.id, "transcript")
+            emits.append(Emit(dest.id, state.meeting_id, "transcript", key, parts))
+    state = replace(state, batches=MappingProxyType({}))
+    return Step(state, tuple(decisions), tuple(emits))
+
+
+def _final_parts(
+    state: MeetingState, policy: Policy, dest: Destination, now: datetime, decisions: list[Decision]
+) -> tuple[Part, ...]:
+    scrubber = scrubber_for(state, policy, dest, now)
+    out: list[Part] = []
+    for part in state.batches.get(dest.id, ()):
+        if not still_allowed(state, dest, part.participant_id, now):
+            continue
+        text, spans = scrubber.scrub(str(part.payload["text"])) if scrubber else (part.payload["text"], ())
+        if spans:
+            decisions.append(_rescrubbed(state, part, dest, policy, now, len(spans)))
+            part = replace(part, payload=MappingProxyType({**part.payload, "text": text}))
+        out.append(part)
+    return tuple(out)
+
+
+def _rescrubbed(
+    state: MeetingState, part: Part, dest: Destination, policy: Policy, now: datetime, count: int
+) -> Decision:
+    # Offsets here refer to already-scrubbed text, so the record keeps only how many names went.
+    return Decision(
+        decision_id=decision_id(_stub(state, part), dest.id, Action.REDACT, now),
+        meeting_id=state.meeting_id,
+        segment_id=part.segment_id,
+        destination=dest.id,
+        action=Action.REDACT,
+        at=now,
+        policy_revision=policy.revision,
+        reasons=("names_scrubbed_at_meeting_end", f"mentions:{count}"),
+        rule_ids=(dest.rule_id, "redaction.mentions"),
+        participant_id=part.participant_id,
+    )
+
+
+def _expired(held: Held, policy: Policy, dest: Destination, now: datetime) -> Outcome:
+    outcome = Outcome(_purged(held.segment, dest, policy, now, "pending_expired"), None, held.segment)
+    return replace(outcome, decision=replace(outcome.decision, rule_ids=("pending.window_seconds",)))
+
+
+def _purged(segment: Segment, dest: Destination, policy: Policy, now: datetime, reason: str) -> Decision:
+    return Decision(
+        decision_id=decision_id(segment, dest.id, Action.DROP, now),
+        meeting_id=segment.meeting_id,
+        segment_id=segment.segment_id,
+        destination=dest.id,
+        action=Action.DROP,
+        at=now,
+        policy_revision=policy.revision,
+        reasons=(reason,),
+        rule_ids=(dest.rule_id,),
+        participant_id=segment.participant_id,
+    )
+
+
+def _redecided(outcome: Outcome, action: Action, reasons: tuple[str, ...], rule: str) -> Outcome:
+    decision = replace(outcome.decision, action=action, reasons=reasons, rule_ids=(rule,))
+    return replace(outcome, decision=decision, text=None)
+

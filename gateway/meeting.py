@@ -1,0 +1,147 @@
+"""Meeting state: roster, consent per participant and purpose, held segments and pending batches.
+
+A frozen value folded from events by pure functions (``joined``, ``left``, ``renamed``, ``with_record``...).
+Consent here is keyed by participant id, never by display name, and only records the ledger accepted
+(and durably wrote, the shell's job) are ever folded in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from gateway.model import (
+    ConsentChoice,
+    ConsentRecord,
+    ConsentState,
+    DestinationId,
+    Participant,
+    Purpose,
+    RecordOutcome,
+    Segment,
+)
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+_STATE_OF_CHOICE = {
+    ConsentChoice.GIVEN: ConsentState.GIVEN,
+    ConsentChoice.REFUSED: ConsentState.REFUSED,
+    ConsentChoice.WITHDRAWN: ConsentState.WITHDRAWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentEntry:
+    state: ConsentState
+    record_id: str
+    expires_at: datetime | None = None
+
+    def at(self, now: datetime) -> ConsentState:
+        if self.state is ConsentState.GIVEN and self.expires_at is not None and now >= self.expires_at:
+            return ConsentState.EXPIRED
+        return self.state
+
+
+UNKNOWN = ConsentEntry(ConsentState.UNKNOWN, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A segment waiting for consent, for one destination. ``present`` matters in all-party mode: every
+    participant present when it was said must consent before it may leave."""
+
+    segment: Segment
+    destination: DestinationId
+    since: datetime
+    present: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Forwardable content of one segment for one destination, already scrubbed."""
+
+    segment_id: str
+    participant_id: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MeetingState:
+    platform: str
+    meeting_id: str
+    jurisdiction: str | None = None
+    ended: bool = False
+    participants: Mapping[str, Participant] = field(default_factory=lambda: _EMPTY)
+    consents: Mapping[tuple[str, Purpose], ConsentEntry] = field(default_factory=lambda: _EMPTY)
+    held: tuple[Held, ...] = ()
+    batches: Mapping[DestinationId, tuple[Part, ...]] = field(default_factory=lambda: _EMPTY)
+    next_ordinal: int = 1
+    version: int = 0
+    """Bumped on every roster or consent change; keys the derived-value cache."""
+    cache: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Values derived from this exact state (compiled name scrubbers). Safe because the state is frozen."""
+
+    def consent(self, participant_id: str, purpose: Purpose) -> ConsentEntry:
+        return self.consents.get((participant_id, purpose), UNKNOWN)
+
+    def present_ids(self) -> frozenset[str]:
+        return frozenset(pid for pid, p in self.participants.items() if p.present)
+
+
+def _bump(state: MeetingState, **changes: Any) -> MeetingState:
+    return replace(state, version=state.version + 1, cache={}, **changes)
+
+
+def joined(state: MeetingState, participant_id: str, name: str, email: str | None) -> MeetingState:
+    known = state.participants.get(participant_id)
+    if known is None:
+        person = Participant(participant_id, name, email, ordinal=state.next_ordinal)
+        return _bump(state, participants=_put(state.participants, participant_id, person),
+                     next_ordinal=state.next_ordinal + 1)
+    person = _renamed(known, name)
+    person = replace(person, present=True, email=email or known.email)
+    return _bump(state, participants=_put(state.participants, participant_id, person))
+
+
+def left(state: MeetingState, participant_id: str) -> MeetingState:
+    known = state.participants.get(participant_id)
+    if known is None or not known.present:
+        return state
+    return _bump(state, participants=_put(state.participants, participant_id, replace(known, present=False)))
+
+
+def renamed(state: MeetingState, participant_id: str, name: str) -> MeetingState:
+    known = state.participants.get(participant_id)
+    if known is None:
+        return joined(state, participant_id, name, None)
+    return _bump(state, participants=_put(state.participants, participant_id, _renamed(known, name)))
+
+
+def _renamed(person: Participant, name: str) -> Participant:
+    if not name or name == person.name:
+        return person
+    former = tuple(dict.fromkeys((*person.former_names, person.name)))
+    return replace(person, name=name, former_names=former)
+
+
+def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
+    """Fold one ledger record in. Rejected records change nothing (they are evidence only)."""
+    if record.outcome is not RecordOutcome.ACCEPTED:
+        return state
+    entry = ConsentEntry(_STATE_OF_CHOICE[record.choice], record.record_id, record.expires_at)
+    consents = dict(state.consents)
+    for purpose in record.purposes:
+        consents[(record.subject, purpose)] = entry
+    return _bump(state, consents=MappingProxyType(consents))
+
+
+def with_records(state: MeetingState, records: Iterable[ConsentRecord]) -> MeetingState:
+    for record in records:
+        state = with_record(state, record)
+    return state
+
+
+def _put(mapping: Mapping[str, Participant], key: str, value: Participant) -> Mapping[str, Participant]:
+    return MappingProxyType({**mapping, key: value})

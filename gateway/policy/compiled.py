@@ -1,0 +1,93 @@
+"""The compiled policy: an immutable value the decision core evaluates, built once per load.
+
+Rule ids cited by decisions are the policy paths that produced them (``destinations.summariser.purposes``,
+``pending.window_seconds``...), so an auditor can find the exact line behind each decision.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gateway.model import DestinationId, Purpose
+from gateway.policy.schema import Delegation, Mode, PolicySpec, PurposeSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    id: DestinationId
+    url: str
+    purposes: tuple[Purpose, ...]
+    delivery: str
+    secret_env: str | None
+    include_speaker_name: bool
+
+    @property
+    def rule_id(self) -> str:
+        return f"destinations.{self.id}.purposes"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    revision: str
+    source: str
+    spec: PolicySpec
+    destinations: tuple[Destination, ...]
+    purposes: Mapping[Purpose, PurposeSpec]
+    delegations: Mapping[str, Delegation]
+
+    @property
+    def short_revision(self) -> str:
+        return self.revision[:12]
+
+    def destination(self, dest_id: DestinationId) -> Destination:
+        for dest in self.destinations:
+            if dest.id == dest_id:
+                return dest
+        raise KeyError(dest_id)
+
+    def mode_for(self, jurisdiction: str | None) -> Mode:
+        if jurisdiction is not None:
+            return self.spec.jurisdictions.get(jurisdiction, self.spec.mode)
+        return self.spec.mode
+
+    def mode_rule(self, jurisdiction: str | None) -> str:
+        if jurisdiction is not None and jurisdiction in self.spec.jurisdictions:
+            return f"jurisdictions.{jurisdiction}"
+        return "mode"
+
+    def applies(self, platform: str, meeting_id: str) -> bool:
+        scope = self.spec.applies_to
+        return any(fnmatch.fnmatchcase(platform, p) for p in scope.platforms) and any(
+            fnmatch.fnmatchcase(meeting_id, m) for m in scope.meetings
+        )
+
+    def notice_version(self, purpose: Purpose) -> str | None:
+        spec = self.purposes.get(purpose)
+        return spec.notice_version if spec else None
+
+
+def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
+    destinations = tuple(
+        Destination(
+            id=d.id,
+            url=d.url,
+            purposes=tuple(dict.fromkeys(d.purposes)),
+            delivery=d.delivery,
+            secret_env=d.secret_env,
+            include_speaker_name=d.include_speaker_name,
+        )
+        for d in spec.destinations
+    )
+    return Policy(
+        name=spec.policy,
+        revision=revision,
+        source=source,
+        spec=spec,
+        destinations=destinations,
+        purposes=MappingProxyType(dict(spec.purposes)),
+        delegations=MappingProxyType({d.name: d for d in spec.consent.delegations}),
+    )

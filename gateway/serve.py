@@ -1,0 +1,33 @@
+"""``consent-gateway serve``: settings, logs, secrets, then the aiohttp app until a signal stops it.
+
+aiohttp's runner stops accepting on SIGINT/SIGTERM and runs the app's cleanup, which drains delivery.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway import logs
+from gateway.app import create_app
+from gateway.policy.load import PolicyError
+from gateway.settings import SettingsError, load_settings, with_generated_secrets
+
+
+def serve(flags: Mapping[str, Any]) -> int:
+    try:
+        settings = with_generated_secrets(load_settings(flags))
+        logs.configure(settings.log_format, settings.log_level)
+        app = create_app(settings)
+    except (SettingsError, PolicyError) as exc:
+        print(f"consent-gateway: cannot start:\n{exc}", file=sys.stderr)
+        return 2
+    log = structlog.get_logger("gateway.serve")
+    log.info("gateway.starting", host=settings.host, port=settings.port, database=settings.database,
+             policies=[str(p) for p in settings.policies], secrets_file=str(settings.secrets_file))
+    web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
+    return 0

@@ -1,0 +1,123 @@
+"""Settings: command-line flags over ``CONSENT_GATEWAY_*`` environment variables over defaults, validated once.
+
+Secrets the operator did not provide (the ingest token, the outbound signing secret) are generated on first
+start and kept in ``secrets.json`` beside the database with mode 0600, so a quick start works and restarts
+keep the same credentials. They are never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+PREFIX = "CONSENT_GATEWAY_"
+_LIST_FIELDS = {"policies", "webhook_secrets"}
+
+
+class SettingsError(Exception):
+    """Settings that cannot be used; the message names the setting."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    database: str = "sqlite:///consent-gateway.db"
+    policies: tuple[Path, ...] = (Path("policies/default.yaml"),)
+    ingest_token: SecretStr | None = None
+    """Bearer token for ``/v1/events`` and ``/v1/stream``."""
+    webhook_secrets: tuple[SecretStr, ...] = ()
+    """``whsec_`` secrets accepted on Standard Webhooks-signed ingest requests."""
+    signing_secret: SecretStr | None = None
+    """``whsec_`` secret that signs what the gateway sends to destinations."""
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    tick_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    secrets_file: Path | None = None
+
+    @property
+    def sqlite_path(self) -> str:
+        if not self.database.startswith("sqlite:///"):
+            raise SettingsError(f"database: only sqlite:/// URLs are supported so far, got {self.database!r}")
+        return self.database.removeprefix("sqlite:///")
+
+    def secret_for(self, env_name: str | None, environ: Mapping[str, str] = os.environ) -> str:
+        """A destination's signing secret: its own variable if it names one, else the gateway's."""
+        if env_name:
+            value = environ.get(env_name)
+            if not value:
+                raise SettingsError(f"{env_name}: destination signing secret is not set")
+            return value
+        assert self.signing_secret is not None, "with_generated_secrets() fills this"
+        return self.signing_secret.get_secret_value()
+
+
+def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Settings:
+    """Flags (None means not given) override environment variables, which override defaults."""
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(PREFIX + name.upper())
+        if raw is not None:
+            values[name] = raw.split(",") if name in _LIST_FIELDS else raw
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise SettingsError(f"{PREFIX}{field.upper()} / --{field.replace('_', '-')}: {err['msg']}") from None
+
+
+def with_generated_secrets(settings: Settings) -> Settings:
+    """Fill missing secrets from (or into) the secrets file, created 0600 on first start."""
+    if settings.ingest_token and settings.signing_secret:
+        return settings
+    path = settings.secrets_file or _default_secrets_path(settings)
+    stored = _read_secrets(path)
+    changed = False
+    if "ingest_token" not in stored:
+        stored["ingest_token"], changed = secrets.token_urlsafe(32), True
+    if "signing_secret" not in stored:
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        stored["signing_secret"], changed = f"whsec_{key}", True
+    if changed:
+        _write_secrets(path, stored)
+    return settings.model_copy(update={
+        "ingest_token": settings.ingest_token or SecretStr(stored["ingest_token"]),
+        "signing_secret": settings.signing_secret or SecretStr(stored["signing_secret"]),
+        "secrets_file": path,
+    })
+
+
+def _default_secrets_path(settings: Settings) -> Path:
+    db = settings.sqlite_path
+    base = Path(db).parent if db != ":memory:" else Path()
+    return base / "secrets.json"
+
+
+def _read_secrets(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"secrets file {path}: unreadable ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SettingsError(f"secrets file {path}: expected a JSON object of strings")
+    return data
+
+
+def _write_secrets(path: Path, data: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)

@@ -1,0 +1,28 @@
+"""Where the shell sends emissions: the delivery dispatcher when serving, a list when replaying.
+
+Both turn an ``Emit`` into the same delivery ``Item``, so what a replay writes is byte for byte the body a
+destination would receive.
+"""
+
+from __future__ import annotations
+
+from gateway.delivery.items import Item, Part
+from gateway.engine import Emit
+
+
+def to_item(emit: Emit) -> Item:
+    parts = tuple(Part(emit.meeting_id, p.participant_id, p.segment_id, p.payload) for p in emit.parts)
+    return Item(emit.destination, emit.idempotency_key, emit.meeting_id, emit.kind, parts)
+
+
+class CollectSink:
+    """Keeps every emission in order (replay, policy tests). Nothing is queued, so purge has nothing to do."""
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+
+    def submit(self, emit: Emit) -> None:
+        self.items.append(to_item(emit))
+
+    def purge(self, meeting_id: str, participant_id: str) -> None:
+        return None

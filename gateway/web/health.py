@@ -1,0 +1,29 @@
+"""Liveness and readiness: ``/healthz`` says the process answers, ``/readyz`` that it can decide safely.
+
+Ready means storage answers and a policy is loaded; a load balancer stops sending events to a replica that is
+not ready, because such a replica could only hold or drop them.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.store.base import StorageError
+from gateway.web.keys import GATEWAY, STORE
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        await request.app[STORE].ping()
+        checks["storage"] = "ok"
+    except StorageError:
+        checks["storage"] = "unavailable"
+    gateway = request.app.get(GATEWAY)
+    checks["policy"] = "ok" if gateway is not None and gateway.policies.policies else "missing"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,109 @@
+"""The generic event API: ``POST /v1/events`` and the WebSocket ``GET /v1/stream``.
+
+Order matters: authenticate on the raw bytes, then parse, then validate the whole request, and only then
+apply its events one by one. A request with one invalid event changes nothing. Unknown event types are
+acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from gateway.runtime import Gateway, Result
+from gateway.store.base import StorageError
+from gateway.web.keys import AUTH, GATEWAY, MAX_BODY
+from gateway.web.problems import Problem, field_path, invalid
+from gateway.wire import EVENT_ADAPTER, EventIn, is_known, to_event
+
+log = structlog.get_logger("gateway.ingest")
+PLATFORM = "generic"
+MAX_EVENTS = 1000
+
+
+
+async def post_events(request: web.Request) -> web.Response:
+    body = await request.read()
+    request.app[AUTH].check(request.headers, body)
+    batch, single = parse_batch(body)
+    results = await apply(request.app[GATEWAY], batch)
+    if single and results[0].status == "rejected":
+        raise Problem(403, "consent-refused", "Consent request refused", detail=results[0].reason,
+                      record_id=results[0].record_id)
+    return web.json_response({"results": [_result_json(r) for r in results]})
+
+
+def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
+    """Validated events in order (None for an unknown type, ignored), and whether it was a single event."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "malformed-json", "Body is not valid JSON", detail="body") from None
+    if isinstance(doc, dict) and "events" in doc and "type" not in doc:
+        raw = doc["events"]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EVENTS:
+            raise Problem(400, "invalid-event", "Invalid batch",
+                          detail=f"events: expected a list of 1 to {MAX_EVENTS} events")
+        return [_validate(e, ("events", i)) for i, e in enumerate(raw)], False
+    return [_validate(doc, ())], True
+
+
+def _validate(raw: Any, at: tuple[str | int, ...]) -> EventIn | None:
+    if not isinstance(raw, dict):
+        raise Problem(400, "invalid-event", "Invalid event", detail=f"{field_path(at) or 'body'}: expected an object")
+    if not isinstance(raw.get("type"), str):
+        raise Problem(400, "invalid-event", "Invalid event", detail=f"{field_path((*at, 'type'))}: required string")
+    if not is_known(raw):
+        return None
+    try:
+        return EVENT_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        raise invalid(exc, at) from None
+
+
+async def apply(gateway: Gateway, batch: list[EventIn | None]) -> list[Result]:
+    results: list[Result] = []
+    for wire in batch:
+        if wire is None:
+            results.append(Result("ignored", "unknown_type"))
+            continue
+        results.append(await gateway.handle(PLATFORM, to_event(wire, PLATFORM)))
+    return results
+
+
+def _result_json(result: Result) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": result.status}
+    if result.reason:
+        out["reason"] = result.reason
+    if result.record_id:
+        out["record_id"] = result.record_id
+    return out
+
+
+async def stream(request: web.Request) -> web.WebSocketResponse:
+    """One JSON event (or ``{"events": [...]}``) per text message; each gets a results or problem reply."""
+    request.app[AUTH].check(request.headers, b"")
+    ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type is not WSMsgType.TEXT:
+            await ws.send_json({"error": Problem(400, "invalid-event", "Send JSON text messages").document()})
+            continue
+        await ws.send_json(await _stream_message(request.app[GATEWAY], msg.data.encode()))
+    return ws
+
+
+async def _stream_message(gateway: Gateway, data: bytes) -> dict[str, Any]:
+    try:
+        batch, _ = parse_batch(data)
+        results = await apply(gateway, batch)
+    except Problem as exc:
+        return {"error": exc.document()}
+    except StorageError:
+        log.error("storage.unavailable", path="/v1/stream")
+        return {"error": Problem(503, "storage-unavailable", "Storage unavailable; nothing was forwarded").document()}
+    return {"results": [_result_json(r) for r in results]}
