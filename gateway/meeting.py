@@ -130,6 +130,8 @@ def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
     """Fold one ledger record in. Rejected records change nothing (they are evidence only)."""
     if record.outcome is not RecordOutcome.ACCEPTED:
         return state
+    if record.choice is ConsentChoice.GIVEN and record.indicated_by != record.subject and not record.delegation:
+        return state  # backstop for invariant 3, whatever wrote the record
     entry = ConsentEntry(_STATE_OF_CHOICE[record.choice], record.record_id, record.expires_at)
     consents = dict(state.consents)
     for purpose in record.purposes:

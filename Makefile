@@ -1,0 +1,38 @@
+# Everything installs into .venv from pyproject.toml; `make run` and `make test` are the README's quick start.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint demo bench policy-test clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/consent-gateway serve
+
+demo: install
+	$(VENV)/bin/consent-gateway demo
+
+lint: install
+	$(PY) -m ruff check gateway tests bench
+	$(PY) -m ruff format --check gateway tests bench
+	$(PY) -m mypy
+
+policy-test: install
+	$(VENV)/bin/consent-gateway policy check policies/*.yaml
+	$(VENV)/bin/consent-gateway policy test policies/tests
+
+test: lint policy-test
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
