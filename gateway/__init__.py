@@ -1,3 +1,3 @@
-"""consent-gateway: forwards a meeting participant's words to AI services only after that participant opted in."""
+"""consent-gateway: a participant's words reach AI services only after that participant opted in."""
 
 __version__ = "0.1.0"

@@ -18,12 +18,12 @@ from aiohttp import web
 from gateway.delivery import Dispatcher
 from gateway.delivery.items import DestinationConfig
 from gateway.engine import Emit
-from gateway.sinks import to_item
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.load import load_policy
 from gateway.runtime import Gateway, PolicySet
 from gateway.settings import Settings, SettingsError
-from gateway.store.base import Store, StorageError
+from gateway.sinks import to_item
+from gateway.store.base import StorageError, Store
 from gateway.store.sqlite import SQLiteStore
 from gateway.web import health, ingest
 from gateway.web.auth import Authenticator
@@ -98,8 +98,9 @@ def _delivery(
         async with aiohttp.ClientSession() as session:
             sink_ref: list[DispatchSink] = []
             dispatcher = Dispatcher(
-                session, configs, allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id,
-                                                                                  part.participant_id)
+                session,
+                configs,
+                allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id, part.participant_id),
             )
             sink = DispatchSink(dispatcher)
             sink_ref.append(sink)

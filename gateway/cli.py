@@ -54,8 +54,13 @@ def _serve_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--database", help="sqlite:///PATH (default sqlite:///consent-gateway.db)")
-    p.add_argument("--policy", dest="policies", action="append", type=Path,
-                   help="policy file (repeatable; the first that applies to a meeting governs it)")
+    p.add_argument(
+        "--policy",
+        dest="policies",
+        action="append",
+        type=Path,
+        help="policy file (repeatable; the first that applies to a meeting governs it)",
+    )
     p.add_argument("--log-format", choices=["auto", "json", "console"])
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(verb=_serve)
@@ -90,8 +95,11 @@ def _replay_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p = verbs.add_parser("replay", help="run recorded generic events through the core, offline")
     p.add_argument("--policy", required=True, type=Path)
     p.add_argument("--platform", default="generic")
-    p.add_argument("--out", type=Path, help="directory for one DESTINATION.jsonl per destination "
-                   "(default: JSON lines on stdout)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="directory for one DESTINATION.jsonl per destination (default: JSON lines on stdout)",
+    )
     p.add_argument("events", type=Path, help="JSON-lines file of generic events")
     p.set_defaults(verb=_replay)
 
@@ -174,8 +182,13 @@ def _log_show(args: argparse.Namespace) -> int:
         store = _store(args)
         await store.open()
         try:
-            await audit.show(store, meeting_id=args.meeting, participant_id=args.participant,
-                             fmt=args.format, out=sys.stdout)
+            await audit.show(
+                store,
+                meeting_id=args.meeting,
+                participant_id=args.participant,
+                fmt=args.format,
+                out=sys.stdout,
+            )
         finally:
             await store.close()
         return 0

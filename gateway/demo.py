@@ -90,8 +90,13 @@ async def run_demo(out: TextIO, width: int | None = None) -> int:
             policy = Path(tmp) / "demo.yaml"
             policy.write_text(DEMO_POLICY.format(url=f"{ai_url}/segments"))
             token = secrets.token_urlsafe(16)
-            settings = Settings(port=0, database=f"sqlite:///{tmp}/demo.db", policies=(policy,),
-                                ingest_token=SecretStr(token), signing_secret=SecretStr(secret))
+            settings = Settings(
+                port=0,
+                database=f"sqlite:///{tmp}/demo.db",
+                policies=(policy,),
+                ingest_token=SecretStr(token),
+                signing_secret=SecretStr(secret),
+            )
             app = create_app(settings)
             async with _serving(app, None) as gw_url:
                 said = await _play(gw_url, token, app)
@@ -127,13 +132,24 @@ async def _play(url: str, token: str, app: web.Application) -> list[tuple[str, s
         for n, line in enumerate(SCRIPT, 1):
             if line[0] == "consent":
                 _, pid, decision = line
-                await _post(http, url, {"type": "consent", "participant_id": pid, "purposes": ["summary"],
-                                        "decision": decision, "indicated_by": pid, "channel": "api"})
+                await _post(
+                    http,
+                    url,
+                    {
+                        "type": "consent",
+                        "participant_id": pid,
+                        "purposes": ["summary"],
+                        "decision": decision,
+                        "indicated_by": pid,
+                        "channel": "api",
+                    },
+                )
                 said.append(("", PEOPLE[pid], f"({decision} consent for summary)"))
                 continue
             pid, text = line
-            await _post(http, url, {"type": "segment", "segment_id": f"s{n}", "participant_id": pid,
-                                    "text": text})
+            await _post(
+                http, url, {"type": "segment", "segment_id": f"s{n}", "participant_id": pid, "text": text}
+            )
             await app[DISPATCHER].drain(timeout=5.0)  # keep the printout in step with the meeting
             said.append((f"s{n}", PEOPLE[pid], text))
         await _post(http, url, {"type": "meeting.ended"})
@@ -160,7 +176,9 @@ def _print(out: TextIO, said: list[tuple[str, str, str]], receiver: Receiver, wi
             a = lines_l[i] if i < len(lines_l) else ""
             b = lines_r[i] if i < len(lines_r) else ""
             out.write(f"{a:<{col}} | {b}\n")
-    out.write(f"\n{len(receiver.segments)} of {sum(1 for s in said if s[0])} utterances reached the AI service.\n")
+    out.write(
+        f"\n{len(receiver.segments)} of {sum(1 for s in said if s[0])} utterances reached the AI service.\n"
+    )
 
 
 def main() -> None:  # pragma: no cover - convenience for `python -m gateway.demo`

@@ -107,9 +107,13 @@ def _hold(
 
 
 def _has_room(state: MeetingState, segment: Segment, policy: Policy) -> bool:
+    """Bounds count segments, not (segment, destination) pairs: a segment held for two destinations is one."""
+    held = {h.segment.segment_id: h.segment for h in state.held}
+    if segment.segment_id in held:
+        return True
     pending = policy.spec.pending
-    mine = sum(1 for h in state.held if h.segment.participant_id == segment.participant_id)
-    chars = sum(len(h.segment.text) for h in state.held) + len(segment.text)
+    mine = sum(1 for s in held.values() if s.participant_id == segment.participant_id)
+    chars = sum(len(s.text) for s in held.values()) + len(segment.text)
     return mine < pending.max_segments_per_participant and chars <= pending.max_chars_per_meeting
 
 
@@ -243,7 +247,9 @@ def _release(
     return state
 
 
-def _redecide_held(held: Held, state: MeetingState, policy: Policy, dest: Destination, now: datetime) -> Outcome:
+def _redecide_held(
+    held: Held, state: MeetingState, policy: Policy, dest: Destination, now: datetime
+) -> Outcome:
     if now - held.since > timedelta(seconds=policy.spec.pending.window_seconds):
         return _expired(held, policy, dest, now)
     if policy.mode_for(state.jurisdiction) == "all_party":
@@ -321,33 +327,43 @@ def on_meeting_end(state: MeetingState, policy: Policy, now: datetime) -> Step:
 def _final_parts(
     state: MeetingState, policy: Policy, dest: Destination, now: datetime, decisions: list[Decision]
 ) -> tuple[Part, ...]:
+    """Every part is decided again at the end, and each outcome logged: what leaves is what was decided."""
     scrubber = scrubber_for(state, policy, dest, now)
     out: list[Part] = []
     for part in state.batches.get(dest.id, ()):
         if not still_allowed(state, dest, part.participant_id, now):
+            decisions.append(
+                _purged(_stub(state, part), dest, policy, now, "consent_lapsed_before_meeting_end")
+            )
             continue
         text, spans = scrubber.scrub(str(part.payload["text"])) if scrubber else (part.payload["text"], ())
+        decisions.append(_sent_at_end(state, part, dest, policy, now, len(spans)))
         if spans:
-            decisions.append(_rescrubbed(state, part, dest, policy, now, len(spans)))
             part = replace(part, payload=MappingProxyType({**part.payload, "text": text}))
         out.append(part)
     return tuple(out)
 
 
-def _rescrubbed(
-    state: MeetingState, part: Part, dest: Destination, policy: Policy, now: datetime, count: int
+def _sent_at_end(
+    state: MeetingState, part: Part, dest: Destination, policy: Policy, now: datetime, scrubbed: int
 ) -> Decision:
-    # Offsets here refer to already-scrubbed text, so the record keeps only how many names went.
+    # Offsets here would refer to already-scrubbed text, so the record keeps only how many names went.
+    action = Action.REDACT if scrubbed else Action.FORWARD
+    reasons = (
+        ("sent_at_meeting_end", f"names_scrubbed_at_meeting_end:{scrubbed}")
+        if scrubbed
+        else ("sent_at_meeting_end",)
+    )
     return Decision(
-        decision_id=decision_id(_stub(state, part), dest.id, Action.REDACT, now),
+        decision_id=decision_id(_stub(state, part), dest.id, action, now, "meeting_end"),
         meeting_id=state.meeting_id,
         segment_id=part.segment_id,
         destination=dest.id,
-        action=Action.REDACT,
+        action=action,
         at=now,
         policy_revision=policy.revision,
-        reasons=("names_scrubbed_at_meeting_end", f"mentions:{count}"),
-        rule_ids=(dest.rule_id, "redaction.mentions"),
+        reasons=reasons,
+        rule_ids=(dest.rule_id, "redaction.mentions") if scrubbed else (dest.rule_id,),
         participant_id=part.participant_id,
     )
 
@@ -359,7 +375,7 @@ def _expired(held: Held, policy: Policy, dest: Destination, now: datetime) -> Ou
 
 def _purged(segment: Segment, dest: Destination, policy: Policy, now: datetime, reason: str) -> Decision:
     return Decision(
-        decision_id=decision_id(segment, dest.id, Action.DROP, now),
+        decision_id=decision_id(segment, dest.id, Action.DROP, now, reason),
         meeting_id=segment.meeting_id,
         segment_id=segment.segment_id,
         destination=dest.id,
@@ -375,4 +391,3 @@ def _purged(segment: Segment, dest: Destination, policy: Policy, now: datetime, 
 def _redecided(outcome: Outcome, action: Action, reasons: tuple[str, ...], rule: str) -> Outcome:
     decision = replace(outcome.decision, action=action, reasons=reasons, rule_ids=(rule,))
     return replace(outcome, decision=decision, text=None)
-

@@ -98,8 +98,11 @@ def joined(state: MeetingState, participant_id: str, name: str, email: str | Non
     known = state.participants.get(participant_id)
     if known is None:
         person = Participant(participant_id, name, email, ordinal=state.next_ordinal)
-        return _bump(state, participants=_put(state.participants, participant_id, person),
-                     next_ordinal=state.next_ordinal + 1)
+        return _bump(
+            state,
+            participants=_put(state.participants, participant_id, person),
+            next_ordinal=state.next_ordinal + 1,
+        )
     person = _renamed(known, name)
     person = replace(person, present=True, email=email or known.email)
     return _bump(state, participants=_put(state.participants, participant_id, person))
@@ -130,7 +133,11 @@ def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
     """Fold one ledger record in. Rejected records change nothing (they are evidence only)."""
     if record.outcome is not RecordOutcome.ACCEPTED:
         return state
-    if record.choice is ConsentChoice.GIVEN and record.indicated_by != record.subject and not record.delegation:
+    if (
+        record.choice is ConsentChoice.GIVEN
+        and record.indicated_by != record.subject
+        and not record.delegation
+    ):
         return state  # backstop for invariant 3, whatever wrote the record
     entry = ConsentEntry(_STATE_OF_CHOICE[record.choice], record.record_id, record.expires_at)
     consents = dict(state.consents)

@@ -27,7 +27,7 @@ from gateway.policy.load import PolicyError, load_policy
 from gateway.runtime import Gateway, PolicySet, Result
 from gateway.sinks import CollectSink
 from gateway.store.sqlite import SQLiteStore
-from gateway.web.problems import field_path
+from gateway.web.problems import event_loc, field_path
 from gateway.wire import EVENT_ADAPTER, is_known, to_event
 
 
@@ -69,7 +69,7 @@ def parse_events(lines: Iterable[str]) -> Iterator[Any]:
             continue
         try:
             raw = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep to decode
             raise ReplayError(f"line {number}: not valid JSON") from None
         if not is_known(raw):
             continue
@@ -77,7 +77,8 @@ def parse_events(lines: Iterable[str]) -> Iterator[Any]:
             yield EVENT_ADAPTER.validate_python(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            raise ReplayError(f"line {number}: {field_path(err['loc'])}: {err['msg']}") from None
+            field = field_path(event_loc(err["loc"], raw["type"]))
+            raise ReplayError(f"line {number}: {field}: {err['msg']}") from None
 
 
 def summary(output: ReplayOutput) -> str:
@@ -108,8 +109,11 @@ async def replay_file(
 def write_items(items: list[Item], out_dir: Path | None, stdout: TextIO) -> None:
     if out_dir is None:
         for item in items:
-            doc = {"destination": item.destination, "idempotency_key": item.idempotency_key,
-                   "body": json.loads(body(item, item.parts))}
+            doc = {
+                "destination": item.destination,
+                "idempotency_key": item.idempotency_key,
+                "body": json.loads(body(item, item.parts)),
+            }
             stdout.write(json.dumps(doc, ensure_ascii=False) + "\n")
         return
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,5 +121,3 @@ def write_items(items: list[Item], out_dir: Path | None, stdout: TextIO) -> None
         with (out_dir / f"{dest}.jsonl").open("w", encoding="utf-8") as fh:
             for item in (i for i in items if i.destination == dest):
                 fh.write(body(item, item.parts).decode() + "\n")
-
-

@@ -84,7 +84,7 @@ class Gateway:
     # --- reading state (delivery asks before every attempt) ---------------------------------------
 
     def still_allowed(self, meeting_id: str, destination: str, participant_id: str) -> bool:
-        """Whether the participant's consent covers ``destination`` now, on every platform with that meeting id."""
+        """Whether the participant's consent covers ``destination`` now, on every platform with it."""
         keys = [(platform, meeting_id) for platform in self._platforms.get(meeting_id, ())]
         return bool(keys) and all(self._allows(key, destination, participant_id) for key in keys)
 
@@ -135,9 +135,15 @@ class Gateway:
             self._states[key] = step.state
             self.sink.purge(event.meeting_id, event.participant_id)
         await self._commit(key, _merge(expired, step), now)
-        log.info("consent.recorded", meeting_id=event.meeting_id, record_id=record.record_id,
-                 choice=str(record.choice), outcome=str(record.outcome), channel=record.channel,
-                 reason=record.reason)
+        log.info(
+            "consent.recorded",
+            meeting_id=event.meeting_id,
+            record_id=record.record_id,
+            choice=str(record.choice),
+            outcome=str(record.outcome),
+            channel=record.channel,
+            reason=record.reason,
+        )
         if record.outcome is not RecordOutcome.ACCEPTED:
             return Result("rejected", record.reason, record.record_id)
         return Result("accepted", None, record.record_id)
@@ -195,4 +201,3 @@ class Gateway:
 
 def _merge(first: Step, second: Step) -> Step:
     return Step(second.state, first.decisions + second.decisions, first.emits + second.emits)
-

@@ -27,7 +27,13 @@ def serve(flags: Mapping[str, Any]) -> int:
         print(f"consent-gateway: cannot start:\n{exc}", file=sys.stderr)
         return 2
     log = structlog.get_logger("gateway.serve")
-    log.info("gateway.starting", host=settings.host, port=settings.port, database=settings.database,
-             policies=[str(p) for p in settings.policies], secrets_file=str(settings.secrets_file))
+    log.info(
+        "gateway.starting",
+        host=settings.host,
+        port=settings.port,
+        database=settings.database,
+        policies=[str(p) for p in settings.policies],
+        secrets_file=str(settings.secrets_file),
+    )
     web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
     return 0

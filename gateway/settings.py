@@ -1,4 +1,4 @@
-"""Settings: command-line flags over ``CONSENT_GATEWAY_*`` environment variables over defaults, validated once.
+"""Settings: flags over ``CONSENT_GATEWAY_*`` environment variables over defaults, validated once.
 
 Secrets the operator did not provide (the ingest token, the outbound signing secret) are generated on first
 start and kept in ``secrets.json`` beside the database with mode 0600, so a quick start works and restarts
@@ -91,11 +91,13 @@ def with_generated_secrets(settings: Settings) -> Settings:
         stored["signing_secret"], changed = f"whsec_{key}", True
     if changed:
         _write_secrets(path, stored)
-    return settings.model_copy(update={
-        "ingest_token": settings.ingest_token or SecretStr(stored["ingest_token"]),
-        "signing_secret": settings.signing_secret or SecretStr(stored["signing_secret"]),
-        "secrets_file": path,
-    })
+    return settings.model_copy(
+        update={
+            "ingest_token": settings.ingest_token or SecretStr(stored["ingest_token"]),
+            "signing_secret": settings.signing_secret or SecretStr(stored["signing_secret"]),
+            "secrets_file": path,
+        }
+    )
 
 
 def _default_secrets_path(settings: Settings) -> Path:

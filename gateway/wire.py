@@ -87,7 +87,9 @@ class ChatMessageIn(_Event):
 class ConsentIn(_Event):
     type: Literal["consent"]
     participant_id: Id
-    purposes: Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=32)]
+    purposes: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=64)]], Field(min_length=1, max_length=32)
+    ]
     decision: ConsentChoice
     indicated_by: Id
     channel: Annotated[str, Field(min_length=1, max_length=32)]
@@ -109,8 +111,16 @@ EventIn = Annotated[
 ]
 EVENT_ADAPTER: TypeAdapter[EventIn] = TypeAdapter(EventIn)
 KNOWN_TYPES = frozenset(
-    {"meeting.started", "meeting.ended", "participant.joined", "participant.left", "participant.renamed",
-     "segment", "chat.message", "consent"}
+    {
+        "meeting.started",
+        "meeting.ended",
+        "participant.joined",
+        "participant.left",
+        "participant.renamed",
+        "segment",
+        "chat.message",
+        "consent",
+    }
 )
 
 
@@ -118,19 +128,48 @@ def is_known(raw: Any) -> bool:
     return isinstance(raw, dict) and raw.get("type") in KNOWN_TYPES
 
 
-def to_event(wire: EventIn, platform: str) -> MeetingEvent:  # noqa: PLR0911 - one branch per event type
+def to_event(wire: EventIn, platform: str) -> MeetingEvent:
     """The internal event for a validated wire event."""
     match wire:
         case SegmentIn():
-            return SegmentReceived(platform, Segment(wire.meeting_id, wire.segment_id, wire.participant_id,
-                                                     wire.text, wire.at, wire.start, wire.end))
+            return SegmentReceived(
+                platform,
+                Segment(
+                    wire.meeting_id,
+                    wire.segment_id,
+                    wire.participant_id,
+                    wire.text,
+                    wire.at,
+                    wire.start,
+                    wire.end,
+                ),
+            )
         case ChatMessageIn():
-            return SegmentReceived(platform, Segment(wire.meeting_id, wire.message_id, wire.participant_id,
-                                                     wire.text, wire.at, kind=ContentKind.CHAT))
+            return SegmentReceived(
+                platform,
+                Segment(
+                    wire.meeting_id,
+                    wire.message_id,
+                    wire.participant_id,
+                    wire.text,
+                    wire.at,
+                    kind=ContentKind.CHAT,
+                ),
+            )
         case ConsentIn():
-            return ConsentSubmitted(platform, wire.meeting_id, wire.participant_id, tuple(wire.purposes),
-                                    wire.decision, wire.indicated_by, wire.channel, wire.at,
-                                    wire.notice_version, wire.delegation, wire.evidence)
+            return ConsentSubmitted(
+                platform,
+                wire.meeting_id,
+                wire.participant_id,
+                tuple(wire.purposes),
+                wire.decision,
+                wire.indicated_by,
+                wire.channel,
+                wire.at,
+                wire.notice_version,
+                wire.delegation,
+                wire.evidence,
+            )
         case ParticipantJoinedIn():
             p = wire.participant
             return ParticipantJoined(platform, wire.meeting_id, p.id, p.name, wire.at, p.email)

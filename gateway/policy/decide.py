@@ -25,7 +25,9 @@ _SEVERITY = (
 _FAR_FUTURE = datetime.max
 
 
-def decide(segment: Segment, state: MeetingState, policy: Policy, dest: Destination, now: datetime) -> Outcome:
+def decide(
+    segment: Segment, state: MeetingState, policy: Policy, dest: Destination, now: datetime
+) -> Outcome:
     """Decide what ``dest`` may receive of ``segment`` now."""
     if segment.participant_id is None:
         return _verdict(segment, dest, policy, now, Action.DROP, ("unattributed",), ("unattributed",))
@@ -49,7 +51,7 @@ def decide_all_party(
 ) -> Outcome:
     """All-party mode: forward only when everyone present when it was said has consented."""
     rules = (dest.rule_id, policy.mode_rule(state.jurisdiction))
-    worst, record_ids = ConsentState.GIVEN, ()
+    worst, record_ids = ConsentState.GIVEN, tuple[str, ...]()
     for pid in sorted(present):
         state_p, ids = consent_of(state, pid, dest, now)
         record_ids += ids
@@ -102,8 +104,9 @@ def _hold_or_drop(
     if policy.spec.pending.window_seconds > 0:
         hold_rules = (*rules, "pending.window_seconds")
         return _verdict(segment, dest, policy, now, Action.HOLD, (reason,), hold_rules, record_ids)
-    return _verdict(segment, dest, policy, now, Action.DROP, (reason,), (*rules, "pending.window_seconds"),
-                    record_ids)
+    return _verdict(
+        segment, dest, policy, now, Action.DROP, (reason,), (*rules, "pending.window_seconds"), record_ids
+    )
 
 
 def _forward(
@@ -118,13 +121,26 @@ def _forward(
     scrubber = scrubber_for(state, policy, dest, now)
     text, spans = scrubber.scrub(segment.text) if scrubber is not None else (segment.text, ())
     if not spans:
-        return _verdict(segment, dest, policy, now, Action.FORWARD, ("consent_given",), rules, record_ids,
-                        text=text)
-    return _verdict(segment, dest, policy, now, Action.REDACT, ("consent_given", "names_scrubbed"),
-                    (*rules, "redaction.mentions"), record_ids, text=text, spans=spans)
+        return _verdict(
+            segment, dest, policy, now, Action.FORWARD, ("consent_given",), rules, record_ids, text=text
+        )
+    return _verdict(
+        segment,
+        dest,
+        policy,
+        now,
+        Action.REDACT,
+        ("consent_given", "names_scrubbed"),
+        (*rules, "redaction.mentions"),
+        record_ids,
+        text=text,
+        spans=spans,
+    )
 
 
-def scrubber_for(state: MeetingState, policy: Policy, dest: Destination, now: datetime) -> NameScrubber | None:
+def scrubber_for(
+    state: MeetingState, policy: Policy, dest: Destination, now: datetime
+) -> NameScrubber | None:
     """The name scrubber for everyone not consenting to ``dest`` now, compiled once per state change."""
     if not policy.spec.redaction.scrub_names:
         return None
@@ -151,8 +167,8 @@ def _build_scrubber(state: MeetingState, policy: Policy, dest: Destination, now:
 
 def _next_expiry(state: MeetingState, now: datetime) -> datetime:
     """When a given consent next lapses: a cached scrubber is valid until then."""
-    upcoming = [e.expires_at for e in state.consents.values() if _expires_after(e, now)]
-    return min(upcoming, default=_FAR_FUTURE.replace(tzinfo=now.tzinfo))  # type: ignore[arg-type]
+    upcoming = [e.expires_at for e in state.consents.values() if e.expires_at and _expires_after(e, now)]
+    return min(upcoming, default=_FAR_FUTURE.replace(tzinfo=now.tzinfo))
 
 
 def _expires_after(entry: ConsentEntry, now: datetime) -> bool:
@@ -189,7 +205,8 @@ def _verdict(
     return Outcome(decision, text, segment)
 
 
-def decision_id(segment: Segment, destination: str, action: Action, now: datetime) -> str:
-    """Deterministic, so that a replay and the live server name the same decision the same way."""
-    raw = f"{segment.meeting_id}\0{segment.segment_id}\0{destination}\0{action}\0{now.isoformat()}"
+def decision_id(segment: Segment, destination: str, action: Action, now: datetime, stage: str = "") -> str:
+    """Deterministic in the decision's inputs, time included: a platform's redelivery of a segment is a new
+    decision (it gets its own record), while retrying an event that failed to commit names the same one."""
+    raw = f"{segment.meeting_id}\0{segment.segment_id}\0{destination}\0{action}\0{now.isoformat()}\0{stage}"
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import SafeConstructor
 from pydantic import ValidationError
+from yaml.constructor import SafeConstructor
 
 from gateway.policy.compiled import Policy, compile_spec
 from gateway.policy.schema import PolicySpec

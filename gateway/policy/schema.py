@@ -20,31 +20,31 @@ Channel = Literal["api", "chat", "consent_page", "standing"]
 class _Strict(BaseModel):
     # strict: YAML's "yes" must not become True, nor 60 become "60"; lists stay lists (the compiled
     # policy turns them into tuples).
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
 
 class PurposeSpec(_Strict):
     description: str = Field(min_length=1)
+    """One line saying what the purpose is, shown on consent pages and receipts."""
     notice: str = Field(min_length=1)
     """The text a participant is shown before deciding."""
     notice_version: str = Field(min_length=1)
+    """Changes whenever the notice changes; a consent names the version the participant saw, and a consent
+    to an older version is refused."""
 
 
 class Delegation(_Strict):
     name: Identifier
     """Named on a consent request (``delegation: guardian``) by someone other than the subject."""
-    channels: list[Channel] = Field(default_factory=lambda: ["api"])
-
-
-class StandingConsent(_Strict):
-    allowed: bool = False
-    max_days: int = Field(default=365, ge=1, le=3650)
+    channels: list[Channel] = Field(default_factory=lambda: list[Channel](["api"]))
+    """Channels through which this delegation may be used."""
 
 
 class ConsentSpec(_Strict):
-    channels: list[Channel] = Field(default_factory=lambda: ["api", "chat", "consent_page"])
+    channels: list[Channel] = Field(default_factory=lambda: list[Channel](["api", "chat", "consent_page"]))
+    """Channels through which consent is accepted; a request through another is refused and recorded."""
     delegations: list[Delegation] = Field(default_factory=list)
-    standing: StandingConsent = StandingConsent()
+    """Who may consent on someone else's behalf. Empty (the default): only the participant themselves."""
     max_age_days: int | None = Field(default=None, ge=1, le=3650)
     """A given consent expires this many days after it was recorded (None: lasts for the meeting)."""
 
@@ -53,9 +53,13 @@ class PendingSpec(_Strict):
     window_seconds: float = Field(default=60.0, ge=0, le=3600)
     """How long segments of a participant with unknown consent are held; 0 drops them at once."""
     release_on_consent: bool = True
+    """Whether held segments are forwarded when consent arrives within the window (else they are dropped)."""
     on_expiry: Literal["drop"] = "drop"
+    """What happens to held segments when the window ends: they are dropped, and the drop is logged."""
     max_segments_per_participant: int = Field(default=500, ge=0, le=100_000)
+    """Held segments per participant at most; beyond it new segments are dropped (``hold_full``)."""
     max_chars_per_meeting: int = Field(default=2_000_000, ge=0, le=100_000_000)
+    """Characters held per meeting at most (bounded memory)."""
 
 
 class RedactionSpec(_Strict):
@@ -65,44 +69,57 @@ class RedactionSpec(_Strict):
     mentions: Literal["placeholder", "remove"] = "placeholder"
     """Name mentions of non-consenting participants in others' words: ``[participant N]`` or ``[name]``."""
     scrub_names: bool = True
+    """Whether names of non-consenting participants are scrubbed from forwarded text."""
 
 
 class DestinationSpec(_Strict):
     id: Identifier
+    """Names the destination in decisions and logs."""
     url: str = Field(pattern=r"^https?://")
+    """Where signed JSON is POSTed."""
     purposes: list[Identifier] = Field(min_length=1)
+    """Every purpose this service uses content for: a speaker must have consented to all of them."""
     delivery: Literal["stream", "meeting_end"] = "stream"
+    """``stream``: each segment as it is decided; ``meeting_end``: the whole transcript once, scrubbed
+    against consent as it stands at the end."""
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
     """Environment variable holding this destination's ``whsec_`` signing secret (else the gateway's)."""
     include_speaker_name: bool = True
-
-
-class RetentionSpec(_Strict):
-    queued_seconds: float = Field(default=86_400.0, gt=0)
-    """Content not delivered by then is dropped with a logged reason."""
+    """Whether the (consenting) speaker's display name is sent with their words."""
 
 
 class AppliesTo(_Strict):
     platforms: list[str] = Field(default_factory=lambda: ["*"])
+    """Shell-style patterns on the platform name (``generic``, ``zoom``...)."""
     meetings: list[str] = Field(default_factory=lambda: ["*"])
     """Shell-style patterns on the meeting id."""
 
 
 class PolicySpec(_Strict):
     policy: Identifier
+    """The policy's name, shown beside its revision."""
     description: str = ""
+    """Free text for the people who read the policy."""
     applies_to: AppliesTo = AppliesTo()
+    """Which meetings this policy governs; with several policies loaded, the first that applies wins, and a
+    meeting no policy applies to has nothing forwarded."""
     mode: Mode = "per_speaker"
+    """``per_speaker``: each speaker's own consent decides; ``all_party``: nothing is forwarded while anyone
+    present lacks consent."""
     jurisdictions: dict[str, Mode] = Field(default_factory=dict)
     """Mode per jurisdiction code given on ``meeting.started``; others use ``mode``."""
     purposes: dict[Identifier, PurposeSpec] = Field(min_length=1)
+    """The purposes a participant can consent to, each with its notice."""
     consent: ConsentSpec = ConsentSpec()
+    """How consent may be given."""
     pending: PendingSpec = PendingSpec()
+    """What happens to the words of someone whose consent is still unknown."""
     unattributed: Literal["drop"] = "drop"
     """Text nobody can be credited with is never forwarded (invariant 2); the key exists to say so."""
     redaction: RedactionSpec = RedactionSpec()
+    """How non-consenting people are removed from what is forwarded."""
     destinations: list[DestinationSpec] = Field(default_factory=list)
-    retention: RetentionSpec = RetentionSpec()
+    """The AI services content may go to."""
 
     @field_validator("jurisdictions")
     @classmethod

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.delivery.items import Item
+from gateway.policy.compiled import Policy
 from gateway.policy.load import PolicyError, load_policy
 from gateway.replay import ReplayError, ReplayOutput, replay
 
@@ -51,7 +52,7 @@ class TestFile(BaseModel):
 
 
 async def run_directory(directory: Path, out: TextIO) -> int:
-    files = sorted(directory.glob("*.yaml")) if directory.is_dir() else [directory]
+    files = _files(directory)
     if not files:
         print(f"no policy tests in {directory}", file=out)
         return 1
@@ -69,11 +70,10 @@ async def run_directory(directory: Path, out: TextIO) -> int:
 async def run_file(path: Path) -> list[tuple[str, str | None]]:
     """(case name, None if it passed or why it failed) for every case in a test file."""
     try:
-        spec = TestFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-        policy = load_policy(path.parent / spec.policy)
+        spec, policy = _load(path)
     except (OSError, yaml.YAMLError, ValidationError, PolicyError) as exc:
         return [(path.name, f"cannot load: {exc}")]
-    results = []
+    results: list[tuple[str, str | None]] = []
     for case in spec.cases:
         try:
             output = await replay(policy, _lines(case.events))
@@ -83,6 +83,15 @@ async def run_file(path: Path) -> list[tuple[str, str | None]]:
         problems = [p for e in case.expect if (p := check(e, output)) is not None]
         results.append((case.name, "; ".join(problems) or None))
     return results
+
+
+def _load(path: Path) -> tuple[TestFile, Policy]:
+    spec = TestFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    return spec, load_policy(path.parent / spec.policy)
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.yaml")) if directory.is_dir() else [directory]
 
 
 def _lines(events: list[dict[str, Any]]) -> Iterator[str]:
@@ -96,8 +105,14 @@ def _lines(events: list[dict[str, Any]]) -> Iterator[str]:
 def check(expect: Expectation, output: ReplayOutput) -> str | None:
     if expect.receives is not None:
         got = [p.segment_id for i in output.items if i.destination == expect.destination for p in i.parts]
-        return None if got == expect.receives else f"{expect.destination} received {got}, expected {expect.receives}"
-    final = [d for d in output.decisions if d.segment_id == expect.segment and d.destination == expect.destination]
+        return (
+            None
+            if got == expect.receives
+            else f"{expect.destination} received {got}, expected {expect.receives}"
+        )
+    final = [
+        d for d in output.decisions if d.segment_id == expect.segment and d.destination == expect.destination
+    ]
     where = f"{expect.segment} -> {expect.destination}"
     if not final:
         return f"{where}: no decision"
@@ -113,8 +128,13 @@ def check(expect: Expectation, output: ReplayOutput) -> str | None:
 
 
 def _check_text(expect: Expectation, items: list[Item], where: str) -> str | None:
-    texts = [p.payload.get("text") for i in items if i.destination == expect.destination
-             for p in i.parts if p.segment_id == expect.segment]
+    texts = [
+        p.payload.get("text")
+        for i in items
+        if i.destination == expect.destination
+        for p in i.parts
+        if p.segment_id == expect.segment
+    ]
     if not texts:
         return f"{where}: nothing received, expected text {expect.text!r}"
     return None if texts[-1] == expect.text else f"{where}: text {texts[-1]!r}, expected {expect.text!r}"

@@ -55,8 +55,11 @@ _INSERT_LEDGER = (
     "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# A decision id is a hash of the decision's inputs, so the same id is the same decision (an event redelivered
+# with its original time, as platforms do and replays of them do): writing it again changes nothing.
 _INSERT_DECISION = (
-    "INSERT INTO decisions (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
+    "INSERT OR IGNORE INTO decisions"
+    " (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"

@@ -51,9 +51,17 @@ class Authenticator:
         self._forget_old(now)
         if msg_id in self._seen:
             log.warning("ingest.replayed", msg_id=msg_id)
-            raise Problem(409, "replayed", "This delivery was already accepted", detail="webhook-id seen before")
+            raise Problem(
+                409, "replayed", "This delivery was already accepted", detail="webhook-id seen before"
+            )
         self._seen[msg_id] = now
         return f"webhook:{msg_id}"
+
+    def release(self, caller: str) -> None:
+        """Forget the delivery id of a request that was not accepted (bad body, storage down): the
+        platform's retry of it is not a replay and must not be refused as one."""
+        if caller.startswith("webhook:"):
+            self._seen.pop(caller.removeprefix("webhook:"), None)
 
     def _forget_old(self, now: int) -> None:
         # ids older than the timestamp window can never verify again, so the set stays bounded; dicts keep

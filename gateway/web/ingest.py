@@ -25,15 +25,24 @@ PLATFORM = "generic"
 MAX_EVENTS = 1000
 
 
-
 async def post_events(request: web.Request) -> web.Response:
     body = await request.read()
-    request.app[AUTH].check(request.headers, body)
-    batch, single = parse_batch(body)
-    results = await apply(request.app[GATEWAY], batch)
+    auth = request.app[AUTH]
+    caller = auth.check(request.headers, body)
+    try:
+        batch, single = parse_batch(body)
+        results = await apply(request.app[GATEWAY], batch)
+    except BaseException:
+        auth.release(caller)  # not accepted, so the platform's retry of this delivery is not a replay
+        raise
     if single and results[0].status == "rejected":
-        raise Problem(403, "consent-refused", "Consent request refused", detail=results[0].reason,
-                      record_id=results[0].record_id)
+        raise Problem(
+            403,
+            "consent-refused",
+            "Consent request refused",
+            detail=results[0].reason,
+            record_id=results[0].record_id,
+        )
     return web.json_response({"results": [_result_json(r) for r in results]})
 
 
@@ -41,28 +50,36 @@ def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
     """Validated events in order (None for an unknown type, ignored), and whether it was a single event."""
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nesting too deep to decode
         raise Problem(400, "malformed-json", "Body is not valid JSON", detail="body") from None
     if isinstance(doc, dict) and "events" in doc and "type" not in doc:
         raw = doc["events"]
         if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_EVENTS:
-            raise Problem(400, "invalid-event", "Invalid batch",
-                          detail=f"events: expected a list of 1 to {MAX_EVENTS} events")
+            raise Problem(
+                400,
+                "invalid-event",
+                "Invalid batch",
+                detail=f"events: expected a list of 1 to {MAX_EVENTS} events",
+            )
         return [_validate(e, ("events", i)) for i, e in enumerate(raw)], False
     return [_validate(doc, ())], True
 
 
 def _validate(raw: Any, at: tuple[str | int, ...]) -> EventIn | None:
     if not isinstance(raw, dict):
-        raise Problem(400, "invalid-event", "Invalid event", detail=f"{field_path(at) or 'body'}: expected an object")
+        raise Problem(
+            400, "invalid-event", "Invalid event", detail=f"{field_path(at) or 'body'}: expected an object"
+        )
     if not isinstance(raw.get("type"), str):
-        raise Problem(400, "invalid-event", "Invalid event", detail=f"{field_path((*at, 'type'))}: required string")
+        raise Problem(
+            400, "invalid-event", "Invalid event", detail=f"{field_path((*at, 'type'))}: required string"
+        )
     if not is_known(raw):
         return None
     try:
         return EVENT_ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        raise invalid(exc, at) from None
+        raise invalid(exc, at, tag=raw["type"]) from None
 
 
 async def apply(gateway: Gateway, batch: list[EventIn | None]) -> list[Result]:
@@ -105,5 +122,9 @@ async def _stream_message(gateway: Gateway, data: bytes) -> dict[str, Any]:
         return {"error": exc.document()}
     except StorageError:
         log.error("storage.unavailable", path="/v1/stream")
-        return {"error": Problem(503, "storage-unavailable", "Storage unavailable; nothing was forwarded").document()}
+        return {
+            "error": Problem(
+                503, "storage-unavailable", "Storage unavailable; nothing was forwarded"
+            ).document()
+        }
     return {"results": [_result_json(r) for r in results]}

@@ -11,7 +11,7 @@ from gateway.store.base import Store
 from gateway.web.auth import Authenticator
 
 SETTINGS = web.AppKey("settings", Settings)
-STORE = web.AppKey("store", Store)  # type: ignore[type-abstract]
+STORE = web.AppKey("store", Store)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 GATEWAY = web.AppKey("gateway", Gateway)
 AUTH = web.AppKey("authenticator", Authenticator)

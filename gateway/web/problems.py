@@ -24,7 +24,9 @@ _TYPE_BASE = "https://consent-gateway.dev/problems/"
 
 
 class Problem(Exception):
-    def __init__(self, status: int, kind: str, title: str, *, detail: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self, status: int, kind: str, title: str, *, detail: str | None = None, **extra: Any
+    ) -> None:
         super().__init__(title)
         self.status = status
         self.kind = kind
@@ -43,12 +45,23 @@ class Problem(Exception):
         return web.Response(status=self.status, text=body, content_type=PROBLEM_JSON)
 
 
-def invalid(exc: ValidationError, prefix: Sequence[str | int] = ()) -> Problem:
-    """400 naming each invalid field by its path (``events[2].participant.id``), never echoing values."""
-    errors = [{"field": field_path((*prefix, *e["loc"])), "message": e["msg"]} for e in exc.errors()]
+def invalid(exc: ValidationError, prefix: Sequence[str | int] = (), tag: str | None = None) -> Problem:
+    """400 naming each invalid field by its path (``events[2].participant.id``), never echoing values.
+
+    ``tag``: the event's ``type`` when ``exc`` comes from the discriminated event union, whose error
+    locations start with it; the field the client must fix is named without it."""
+    errors = [
+        {"field": field_path((*prefix, *event_loc(e["loc"], tag))), "message": e["msg"]} for e in exc.errors()
+    ]
     first = errors[0]["field"] if errors else ""
-    return Problem(400, "invalid-event", "Invalid event", detail=f"{first}: {errors[0]['message']}",
-                   errors=errors)
+    return Problem(
+        400, "invalid-event", "Invalid event", detail=f"{first}: {errors[0]['message']}", errors=errors
+    )
+
+
+def event_loc(loc: Sequence[Any], tag: str | None) -> tuple[Any, ...]:
+    """An error location without the discriminated union's tag (``("segment", "text")`` -> ``("text",)``)."""
+    return tuple(loc[1:]) if tag is not None and loc and loc[0] == tag else tuple(loc)
 
 
 def field_path(loc: Sequence[Any]) -> str:

@@ -1,0 +1,27 @@
+"""Test-suite helpers shared across packages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+"""The shared data next to the checkout (``../shared``): corpus, platform fixtures."""
+
+
+def require_shared(relative: str) -> Path:
+    """``../shared/<relative>``; skips the test when absent (fails under CONSENT_GATEWAY_REQUIRE_ALL=1)."""
+    path = SHARED / relative
+    if not path.exists():
+        message = f"{path} is absent (the shared data is not checked out here)"
+        if os.environ.get("CONSENT_GATEWAY_REQUIRE_ALL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def shared_dir(relative: str = "corpus") -> Path:
+    """The shared corpus directory (``../shared/corpus`` by default): skip, or fail when all is required."""
+    return require_shared(relative)

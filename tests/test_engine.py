@@ -1,0 +1,220 @@
+"""The pure core, by example: consent evaluation, holds and their bounds, purges, meeting-end batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway import engine
+from gateway.events import (
+    ConsentSubmitted,
+    MeetingEnded,
+    ParticipantJoined,
+    ParticipantRenamed,
+    SegmentReceived,
+)
+from gateway.meeting import MeetingState
+from gateway.model import Action, ConsentChoice, RecordOutcome, Segment
+from gateway.policy.compiled import Policy
+from gateway.policy.load import parse_policy
+
+T0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+BASE = """\
+policy: t
+purposes:
+  summary: {description: s, notice: n, notice_version: "s1"}
+  training: {description: t, notice: n, notice_version: "t1"}
+consent:
+  channels: [api, chat]
+  delegations: [{name: guardian, channels: [api]}]
+  max_age_days: 1
+pending: {window_seconds: 30, max_segments_per_participant: 2}
+destinations:
+  - {id: live, url: "http://127.0.0.1:9/a", purposes: [summary]}
+  - {id: batch, url: "http://127.0.0.1:9/b", purposes: [summary, training], delivery: meeting_end}
+"""
+
+
+def policy(extra: str = "") -> Policy:
+    return parse_policy((BASE + extra).encode(), "t.yaml")
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+class Meeting:
+    """A tiny driver over the pure functions, playing the shell's part (records are 'durable' at once)."""
+
+    def __init__(self, pol: Policy | None = None) -> None:
+        self.policy = pol or policy()
+        self.state: MeetingState = engine.new_meeting("generic", "m1")
+        self.decisions: list = []
+        self.emits: list = []
+        self.records: list = []
+
+    def _take(self, step: engine.Step) -> None:
+        self.state = step.state
+        self.decisions += step.decisions
+        self.emits += step.emits
+
+    def join(self, pid: str, name: str, t: float = 0) -> None:
+        self._take(
+            engine.on_event(
+                self.state, ParticipantJoined("generic", "m1", pid, name, at(t)), self.policy, at(t)
+            )
+        )
+
+    def rename(self, pid: str, name: str, t: float = 0) -> None:
+        event = ParticipantRenamed("generic", "m1", pid, name, at(t))
+        self._take(engine.on_event(self.state, event, self.policy, at(t)))
+
+    def consent(self, pid: str, purposes: tuple[str, ...], choice: str = "given", t: float = 0, **kw: object):
+        event = ConsentSubmitted(
+            "generic",
+            "m1",
+            pid,
+            purposes,
+            ConsentChoice(choice),
+            str(kw.pop("by", pid)),
+            str(kw.pop("channel", "api")),
+            at(t),
+            **kw,
+        )  # type: ignore[arg-type]
+        record = engine.evaluate_consent(self.state, event, self.policy, f"r{len(self.records)}")
+        self.records.append(record)
+        self._take(engine.on_record(self.state, record, self.policy, at(t)))
+        return record
+
+    def say(self, sid: str, pid: str | None, text: str, t: float = 0) -> None:
+        event = SegmentReceived("generic", Segment("m1", sid, pid, text, at(t)))
+        self._take(engine.on_event(self.state, event, self.policy, at(t)))
+
+    def tick(self, t: float) -> None:
+        self._take(engine.tick(self.state, self.policy, at(t)))
+
+    def end(self, t: float) -> None:
+        self._take(engine.on_event(self.state, MeetingEnded("generic", "m1", at(t)), self.policy, at(t)))
+
+    def last(self, sid: str, dest: str = "live"):
+        return [d for d in self.decisions if d.segment_id == sid and d.destination == dest][-1]
+
+    def sent(self, dest: str) -> list[tuple[str, str]]:
+        return [
+            (p.segment_id, p.payload["text"]) for e in self.emits if e.destination == dest for p in e.parts
+        ]
+
+
+def test_consent_by_someone_else_is_rejected_and_recorded() -> None:
+    """A host's 'yes' for a guest yields a rejected record and changes nothing."""
+    m = Meeting()
+    record = m.consent("guest", ("summary",), by="host")
+    assert record.outcome is RecordOutcome.REJECTED and record.reason == "indicated_by_other"
+    m.say("s1", "guest", "hello")
+    assert m.last("s1").action is Action.HOLD
+
+
+def test_a_policy_delegation_allows_consent_on_someones_behalf_and_says_so() -> None:
+    """A named delegation over an allowed channel is accepted and recorded as a delegation."""
+    m = Meeting()
+    record = m.consent("child", ("summary",), by="parent", delegation="guardian")
+    assert record.outcome is RecordOutcome.ACCEPTED and record.delegation == "guardian"
+    assert m.consent("child2", ("summary",), by="parent", delegation="guardian", channel="chat").reason == (
+        "indicated_by_other"
+    )
+
+
+def test_requests_the_policy_does_not_know_are_rejected() -> None:
+    """Unknown purposes, channels the policy does not accept and stale notices are refused."""
+    m = Meeting()
+    assert m.consent("a", ("marketing",)).reason == "unknown_purpose"
+    assert m.consent("a", ("summary",), channel="standing").reason == "channel_not_allowed"
+    assert m.consent("a", ("summary",), notice_version="s0").reason == "stale_notice"
+    assert m.consent("a", ("summary",), notice_version="s1").outcome is RecordOutcome.ACCEPTED
+
+
+def test_consent_expires_after_the_policy_max_age() -> None:
+    """A given consent stops forwarding once max_age_days have passed."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.consent("a", ("summary",))
+    m.say("s1", "a", "on day one", t=10)
+    m.say("s2", "a", "two days later", t=2 * 86400)
+    assert m.last("s1").action is Action.FORWARD
+    assert m.last("s2").reasons == ("consent_expired",)
+
+
+def test_hold_is_bounded_per_participant() -> None:
+    """Beyond max_segments_per_participant, further segments are dropped, not buffered."""
+    m = Meeting()
+    for n in range(3):
+        m.say(f"s{n}", "quiet", "words", t=n)
+    assert [m.last(f"s{n}").action for n in range(3)] == [Action.HOLD, Action.HOLD, Action.DROP]
+    assert m.last("s2").reasons == ("hold_full",)
+
+
+def test_withdrawing_training_keeps_the_summary_stream_but_purges_the_training_batch() -> None:
+    """A withdrawal for one purpose purges only destinations that need it."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.consent("a", ("summary", "training"))
+    m.say("s1", "a", "first", t=1)
+    m.consent("a", ("training",), "withdrawn", t=2)
+    m.say("s2", "a", "second", t=3)
+    m.end(4)
+    assert m.sent("live") == [("s1", "first"), ("s2", "second")]
+    assert m.sent("batch") == []
+    assert m.last("s1", "batch").reasons == ("purged_consent_changed",)
+
+
+def test_former_names_are_scrubbed_after_a_rename() -> None:
+    """Renaming oneself does not make the old name safe to forward."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.rename("b", "Bart Q")
+    m.consent("a", ("summary",))
+    m.say("s1", "a", "Over to Bartholomew Quist and Bart Q.", t=1)
+    assert m.sent("live") == [("s1", "Over to [participant 2] and [participant 2].")]
+
+
+def test_meeting_end_batch_is_rescrubbed_against_consent_at_the_end() -> None:
+    """A name that was fine when said is scrubbed if its owner withdrew before the batch left."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.consent("a", ("summary", "training"))
+    m.consent("b", ("summary", "training"))
+    m.say("s1", "a", "Thanks Bartholomew.", t=1)
+    m.consent("b", ("summary", "training"), "withdrawn", t=2)
+    m.end(3)
+    assert m.sent("batch") == [("s1", "Thanks [participant 2].")]
+    assert m.last("s1", "batch").reasons == ("sent_at_meeting_end", "names_scrubbed_at_meeting_end:1")
+
+
+def test_all_party_release_needs_everyone_present_when_it_was_said() -> None:
+    """A held segment waits for everyone who heard it, even if one of them left since."""
+    m = Meeting(policy("mode: all_party\n"))
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.consent("a", ("summary",))
+    m.say("s1", "a", "hello", t=1)
+    m.state = engine.meeting.left(m.state, "b")
+    m.say("s2", "a", "now alone", t=2)
+    assert m.last("s1").action is Action.HOLD
+    assert m.last("s2").action is Action.FORWARD
+    m.consent("b", ("summary",), t=3)
+    assert m.last("s1").action is Action.FORWARD
+
+
+def test_decisions_carry_rule_ids_and_record_ids_but_no_text() -> None:
+    """Every decision cites its rule and consent record; redactions are spans, not words."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.consent("a", ("summary",))
+    m.say("s1", "a", "Hi Bartholomew", t=1)
+    d = m.last("s1")
+    assert d.action is Action.REDACT and d.consent_record_ids == ("r0",)
+    assert "destinations.live.purposes" in d.rule_ids and "redaction.mentions" in d.rule_ids
+    assert [(r.start, r.end, r.placeholder) for r in d.redactions] == [(3, 14, "[participant 2]")]
+    assert "Bartholomew" not in repr(d)

@@ -1,0 +1,103 @@
+"""Settings: flags over ``CONSENT_GATEWAY_*`` variables over defaults, errors that name the variable, and
+secrets generated once into a 0600 file and reused."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from gateway.settings import Settings, SettingsError, load_settings, with_generated_secrets
+
+
+def test_defaults_apply_when_nothing_is_given() -> None:
+    """With no flags and no environment, the documented defaults hold."""
+    settings = load_settings({}, environ={})
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.database == "sqlite:///consent-gateway.db"
+    assert settings.policies == (Path("policies/default.yaml"),)
+    assert settings.ingest_token is None
+
+
+def test_environment_overrides_defaults_and_flags_override_environment() -> None:
+    """An environment variable beats the default, and a flag beats the environment variable."""
+    environ = {
+        "CONSENT_GATEWAY_PORT": "9001",
+        "CONSENT_GATEWAY_HOST": "192.0.2.1",
+        "CONSENT_GATEWAY_POLICIES": "a.yaml,b.yaml",
+        "CONSENT_GATEWAY_MAX_BODY_BYTES": "4096",
+    }
+    from_env = load_settings({}, environ=environ)
+    assert (from_env.host, from_env.port, from_env.max_body_bytes) == ("192.0.2.1", 9001, 4096)
+    assert from_env.policies == (Path("a.yaml"), Path("b.yaml"))
+    flagged = load_settings({"port": 7000, "host": None, "policies": [Path("c.yaml")]}, environ=environ)
+    assert (flagged.host, flagged.port) == ("192.0.2.1", 7000)  # None means the flag was not given
+    assert flagged.policies == (Path("c.yaml"),)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CONSENT_GATEWAY_PORT", "eighty"), ("CONSENT_GATEWAY_PORT", "70000"),
+     ("CONSENT_GATEWAY_MAX_BODY_BYTES", "10"), ("CONSENT_GATEWAY_LOG_LEVEL", "loud")],
+)  # fmt: skip
+def test_bad_environment_value_names_the_variable(variable: str, value: str) -> None:
+    """A value that does not validate fails with a message naming the variable, not echoing secrets."""
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({}, environ={variable: value})
+
+
+def test_unsupported_database_url_names_the_setting() -> None:
+    """A database URL other than sqlite:/// is refused with a message naming ``database``."""
+    settings = load_settings({"database": "postgres://db/gw"}, environ={})
+    with pytest.raises(SettingsError, match="database"):
+        _ = settings.sqlite_path
+
+
+def test_secrets_are_generated_once_into_a_private_file_and_reused(tmp_path: Path) -> None:
+    """Missing secrets are generated into secrets.json beside the database, mode 0600, and the next start
+    reads the same values back."""
+    settings = load_settings({"database": f"sqlite:///{tmp_path}/gw.db"}, environ={})
+    first = with_generated_secrets(settings)
+    path = tmp_path / "secrets.json"
+    assert first.secrets_file == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.ingest_token is not None
+    assert first.signing_secret is not None
+    assert first.signing_secret.get_secret_value().startswith("whsec_")
+    stored = path.read_bytes()
+    second = with_generated_secrets(load_settings({"database": f"sqlite:///{tmp_path}/gw.db"}, environ={}))
+    assert second.ingest_token == first.ingest_token
+    assert second.signing_secret == first.signing_secret
+    assert path.read_bytes() == stored  # reused, not rewritten
+
+
+def test_given_secrets_win_over_the_file_and_are_not_written(tmp_path: Path) -> None:
+    """A token set by the operator is used as is; only the missing signing secret is generated."""
+    environ = {"CONSENT_GATEWAY_INGEST_TOKEN": "operator-token"}
+    settings = with_generated_secrets(
+        load_settings({"database": f"sqlite:///{tmp_path}/gw.db"}, environ=environ)
+    )
+    assert settings.ingest_token == SecretStr("operator-token")
+    assert "operator-token" not in (tmp_path / "secrets.json").read_text()
+
+
+def test_unreadable_secrets_file_is_a_settings_error(tmp_path: Path) -> None:
+    """A corrupt secrets file stops the start with a message naming the file, not its content."""
+    (tmp_path / "secrets.json").write_text('["not", "an object"]')
+    settings = Settings(database=f"sqlite:///{tmp_path}/gw.db")
+    with pytest.raises(SettingsError, match=r"secrets\.json"):
+        with_generated_secrets(settings)
+    (tmp_path / "secrets.json").write_text("{broken")
+    with pytest.raises(SettingsError, match="unreadable"):
+        with_generated_secrets(settings)
+
+
+def test_secrets_file_content_is_a_json_object_of_strings(tmp_path: Path) -> None:
+    """The generated file holds exactly the two generated secrets as strings."""
+    with_generated_secrets(Settings(database=f"sqlite:///{tmp_path}/gw.db"))
+    data = json.loads((tmp_path / "secrets.json").read_text())
+    assert sorted(data) == ["ingest_token", "signing_secret"]
+    assert all(isinstance(v, str) and v for v in data.values())
