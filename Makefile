@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint demo bench policy-test clean
+.PHONY: install run test lint demo bench policy-test browser clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,7 +28,13 @@ policy-test: install
 	$(VENV)/bin/consent-gateway policy check policies/*.yaml
 	$(VENV)/bin/consent-gateway policy test policies/tests
 
-test: lint policy-test
+# Browser tests use Debian's Chromium; as root it is installed here, otherwise they skip with a message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed (needs root): browser tests will skip"; }
+
+test: lint policy-test browser
 	$(PY) -m pytest
 
 bench: install

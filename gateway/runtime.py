@@ -23,6 +23,7 @@ from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent
 from gateway.meeting import MeetingState, with_records
 from gateway.model import ConsentChoice, RecordOutcome
+from gateway.notify import Notify, discard
 from gateway.policy.compiled import Policy
 from gateway.store.base import Store
 
@@ -71,10 +72,13 @@ class Gateway:
         sink: Sink,
         *,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        notify: Notify = discard,
     ) -> None:
         self.policies = policies
         self.store = store
         self.sink = sink
+        self.notify = notify
+        """Where notices to participants go (consent links, chat replies); see gateway.notify."""
         self._new_id = new_id
         self._states: dict[MeetingKey, MeetingState] = {}
         self._ended_at: dict[MeetingKey, datetime] = {}

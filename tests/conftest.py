@@ -25,3 +25,31 @@ def require_shared(relative: str) -> Path:
 def shared_dir(relative: str = "corpus") -> Path:
     """The shared corpus directory (``../shared/corpus`` by default): skip, or fail when all is required."""
     return require_shared(relative)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def require_chromium() -> Path:
+    """Debian's Chromium for browser tests; skips when absent (fails under CONSENT_GATEWAY_REQUIRE_ALL=1).
+
+    Launch it through Playwright with ``executable_path`` and the flags in ``CHROMIUM_ARGS``; nothing is
+    downloaded."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is absent: `make browser` (apt-get install chromium) installs it"
+        if os.environ.get("CONSENT_GATEWAY_REQUIRE_ALL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
