@@ -144,7 +144,7 @@ def scrubber_for(
     """The name scrubber for everyone not consenting to ``dest`` now, compiled once per state change."""
     if not policy.spec.redaction.scrub_names:
         return None
-    key = ("scrubber", dest.purposes)
+    key = ("scrubber", policy.revision, dest.purposes)
     cached = state.cache.get(key)
     if cached is not None and now < cached[0]:
         return cached[1]  # type: ignore[no-any-return]
