@@ -1,0 +1,492 @@
+"""Benchmark (b): segments per second through ``POST /v1/events``, against a pass-through proxy.
+
+Three kinds of process, all on 127.0.0.1: this one (the load generator), the server under test (the real
+gateway, ``consent-gateway serve`` with settings from the environment, SQLite in a temporary directory;
+or the baseline, a tiny aiohttp proxy that forwards each body to the receiver with a ClientSession), and
+the receiver (a tiny aiohttp app that answers 200 and counts). Separate processes keep the load generator
+off the server's event loop; with two cores the three still share them, which the report says.
+
+Each of ``clients`` concurrent clients owns one meeting and posts one segment event per request, in
+order, with a bearer token. Before the measured phase every meeting's participants have joined and given
+or refused consent, and a warm-up round has run (it also compiles each meeting's name scrubber). Only
+consenting speakers' segments are sent, so every request should reach the receiver exactly once. The
+gateway answers before it delivers, so its figure is end to end: from the first request until the
+receiver holds every segment. Rounds alternate proxy and gateway; the median round is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import gzip
+import io
+import json
+import os
+import pstats
+import random
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "meetings.jsonl.gz"
+TARGET_RATIO = 0.60
+SEED = 2026
+REFUSE_SHARE = 0.25
+MAX_TEXT = 100_000
+POLICY = """\
+policy: bench-ingest
+purposes:
+  summary:
+    description: Meeting summaries.
+    notice: What you say is sent to the summary service if you agree.
+    notice_version: bench-1
+destinations:
+  - id: summariser
+    url: {url}
+    purposes: [summary]
+    delivery: stream
+"""
+FALLBACK_NAMES = ("Priya Raman", "Tomás Ortega", "Wen Li", "Sam Okafor")
+FALLBACK_TEXT = (
+    "Thanks {n}, I think the numbers look right, let's check the pricing page before Friday.",
+    "Sure, I'll look at it today and flag anything odd to {n} and the team.",
+    "Could we move the launch review to next week? The design isn't final yet.",
+)
+
+
+@dataclass(frozen=True)
+class Script:
+    """One client's meeting: who is there, who consents, and what the consenting speakers say."""
+
+    meeting_id: str
+    people: tuple[tuple[str, str, bool], ...]
+    """(participant id, name, consents)."""
+    texts: tuple[tuple[str, str], ...]
+    """(participant id, text) of consenting speakers, used in a cycle."""
+
+
+# ------------------------------------------------------------------------------------------ scripts
+
+
+def scripts(clients: int, corpus: Path = CORPUS) -> tuple[list[Script], str]:
+    """Meetings for the clients: Earnings-21 calls (real names, spoken in the text) if the corpus is here."""
+    calls = _earnings21(corpus) if corpus.exists() else []
+    rng = random.Random(SEED)
+    out = []
+    for n in range(clients):
+        if calls:
+            roster, turns = calls[n % len(calls)]
+        else:
+            roster = {f"s{i}": name for i, name in enumerate(FALLBACK_NAMES)}
+            turns = [
+                (f"s{i % 4}", t.format(n=FALLBACK_NAMES[(i + 1) % 4]))
+                for i, t in enumerate(FALLBACK_TEXT * 4)
+            ]
+        out.append(_script(f"bench-meeting-{n:03d}", roster, turns, rng))
+    source = "Earnings-21 calls from the shared corpus" if calls else "synthetic text (corpus not found)"
+    return out, source
+
+
+def _earnings21(corpus: Path) -> list[tuple[dict[str, str], list[tuple[str, str]]]]:
+    calls = []
+    with gzip.open(corpus, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            raw = json.loads(line)
+            if raw["meeting_id"].startswith("earnings21/"):
+                names = raw["meta"].get("speaker_names", {})
+                turns = [
+                    (t["speaker"], t["text"])
+                    for t in raw["turns"]
+                    if t["speaker"] and t["text"].strip() and len(t["text"]) <= MAX_TEXT
+                ]
+                roster = {label: names.get(label, label) for label, _ in turns}
+                calls.append((roster, turns))
+    return calls
+
+
+def _script(
+    meeting_id: str, roster: dict[str, str], turns: list[tuple[str, str]], rng: random.Random
+) -> Script:
+    labels = list(roster)
+    consents = {label: rng.random() >= REFUSE_SHARE for label in labels}
+    if not any(consents.values()):
+        consents[labels[0]] = True
+    pid = {label: f"p{i + 1}" for i, label in enumerate(labels)}
+    people = tuple((pid[label], roster[label], consents[label]) for label in labels)
+    texts = tuple((pid[label], text) for label, text in turns if consents[label])
+    return Script(meeting_id, people, texts)
+
+
+def _event(script: Script, **fields: Any) -> dict[str, Any]:
+    return {"meeting_id": script.meeting_id, "at": datetime.now(UTC).isoformat(), **fields}
+
+
+def setup_events(script: Script) -> list[dict[str, Any]]:
+    events = [
+        _event(script, type="participant.joined", participant={"id": pid, "name": name})
+        for pid, name, _ in script.people
+    ]
+    events += [
+        _event(
+            script,
+            type="consent",
+            participant_id=pid,
+            purposes=["summary"],
+            indicated_by=pid,
+            channel="api",
+            decision="given" if yes else "refused",
+        )
+        for pid, _, yes in script.people
+    ]
+    return events
+
+
+def segment_bodies(script: Script, first: int, count: int) -> list[bytes]:
+    """Serialised before the clock starts, so that the load generator spends its time sending."""
+    out = []
+    for n in range(first, first + count):
+        pid, text = script.texts[n % len(script.texts)]
+        event = _event(script, type="segment", segment_id=f"s{n}", participant_id=pid, text=text)
+        out.append(json.dumps(event, ensure_ascii=False).encode())
+    return out
+
+
+# ---------------------------------------------------------------------------------------- processes
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if this process dies, so no server outlives the benchmark."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def process(
+    argv: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    announces_port: bool = False,
+) -> Iterator[tuple[subprocess.Popen[bytes], int | None]]:
+    err = log.open("wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(  # noqa: S603 - argv built here from sys.executable and fixed words
+        argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, preexec_fn=_die_with_parent
+    )
+    try:
+        port = _read_port(proc) if announces_port else None
+        yield proc, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc.stdout:
+            proc.stdout.close()
+        if log:
+            err.close()  # type: ignore[union-attr]
+
+
+def _read_port(proc: subprocess.Popen[bytes]) -> int:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode().strip()
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"server did not announce its port (got {line!r}, exit {proc.poll()})")
+    return int(line.split()[1])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to show where the cores went."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------------------------- load
+
+
+async def wait_ready(http: aiohttp.ClientSession, url: str, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(url) as resp:
+                if resp.status == 200:
+                    return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {seconds} s")
+
+
+async def received(http: aiohttp.ClientSession, receiver: str) -> int:
+    async with http.get(f"{receiver}/stats") as resp:
+        return int((await resp.json())["count"])
+
+
+async def post_all(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], per_client: list[list[bytes]]
+) -> tuple[list[float], int]:
+    """Every client sends its bodies one after another; returns latencies (s) and non-200 answers."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def client(bodies: list[bytes]) -> None:
+        nonlocal failures
+        for body in bodies:
+            start = time.perf_counter()
+            async with http.post(url, data=body, headers=headers) as resp:
+                await resp.read()
+                failures += resp.status != 200
+            latencies.append(time.perf_counter() - start)
+
+    await asyncio.gather(*(client(b) for b in per_client))
+    return latencies, failures
+
+
+async def phase(
+    name: str,
+    url: str,
+    token: str,
+    receiver: str,
+    pids: dict[str, int],
+    per_client: list[list[bytes]],
+    wait_limit: float,
+) -> dict[str, Any]:
+    """One measured phase: send everything, then wait until the receiver has it all (bounded)."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    total = sum(len(b) for b in per_client)
+    connector = aiohttp.TCPConnector(limit=len(per_client) + 4)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        before = await received(http, receiver)
+        cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        start = time.perf_counter()
+        latencies, failures = await post_all(http, url, headers, per_client)
+        answered = time.perf_counter()
+        got = await received(http, receiver) - before
+        while got < total and time.perf_counter() - answered < wait_limit:
+            await asyncio.sleep(0.005)
+            got = await received(http, receiver) - before
+        done = time.perf_counter()
+        cpu = {role: round(cpu_seconds(pid) - cpu0[role], 2) for role, pid in pids.items()}
+    latencies.sort()
+    return {
+        "name": name,
+        "requests": total,
+        "failures": failures,
+        "delivered": got,
+        "answered_per_s": total / (answered - start),
+        "end_to_end_per_s": got / (done - start),
+        "seconds": done - start,
+        "drain_seconds": done - answered,
+        "p50_ms": _pct(latencies, 0.50) * 1000,
+        "p99_ms": _pct(latencies, 0.99) * 1000,
+        "cpu_seconds": cpu,
+    }
+
+
+def _pct(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def split(bodies: list[list[bytes]], start: int, count: int) -> list[list[bytes]]:
+    return [b[start : start + count] for b in bodies]
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+@dataclass(frozen=True)
+class Plan:
+    clients: int
+    requests: int
+    warmup: int
+    rounds: int
+    log_level: str
+    profile: bool = False
+
+
+async def _run(plan: Plan, tmp: Path) -> dict[str, Any]:
+    meetings, text_source = scripts(plan.clients)
+    per_client = plan.requests // plan.clients
+    warm = max(1, plan.warmup // plan.clients)
+    needed = warm + per_client * plan.rounds
+    bodies = [segment_bodies(m, 0, needed) for m in meetings]
+    mean_bytes = statistics.mean(len(b) for bs in bodies for b in bs)
+    token = secrets.token_urlsafe(24)
+    py = sys.executable
+    rounds: dict[str, list[dict[str, Any]]] = {"proxy": [], "gateway": []}
+    with process([py, str(BENCH / "servers.py"), "receiver"], announces_port=True) as (recv, recv_port):
+        receiver = f"http://127.0.0.1:{recv_port}"
+        policy = tmp / "bench-ingest.yaml"
+        policy.write_text(POLICY.format(url=f"{receiver}/segments"))
+        gw_port = free_port()
+        env = {
+            **os.environ,
+            "CONSENT_GATEWAY_HOST": "127.0.0.1",
+            "CONSENT_GATEWAY_PORT": str(gw_port),
+            "CONSENT_GATEWAY_DATABASE": f"sqlite:///{tmp}/gateway.db",
+            "CONSENT_GATEWAY_POLICIES": str(policy),
+            "CONSENT_GATEWAY_INGEST_TOKEN": token,
+            "PYTHONPATH": str(ROOT),
+            "CONSENT_GATEWAY_LOG_FORMAT": "json",
+            "CONSENT_GATEWAY_LOG_LEVEL": plan.log_level,
+        }
+        gateway_cmd = _gateway_command(py)
+        if plan.profile:
+            gateway_cmd = [
+                py,
+                str(BENCH / "servers.py"),
+                "gateway",
+                "--profile-out",
+                str(tmp / "gateway.prof"),
+            ]
+        proxy_cmd = [py, str(BENCH / "servers.py"), "proxy", "--upstream", f"{receiver}/segments"]
+        with (
+            process(gateway_cmd, env=env, log=tmp / "gateway.log") as (gw, _),
+            process(proxy_cmd, announces_port=True) as (proxy, proxy_port),
+        ):
+            gw_url = f"http://127.0.0.1:{gw_port}"
+            proxy_url = f"http://127.0.0.1:{proxy_port}/v1/events"
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+                await wait_ready(http, f"{gw_url}/readyz")
+                for m in meetings:
+                    for event in setup_events(m):
+                        async with http.post(f"{gw_url}/v1/events", json=event) as resp:
+                            if resp.status != 200:
+                                raise RuntimeError(f"setup event {event['type']} got {resp.status}")
+            targets = {
+                "proxy": (proxy_url, {"proxy": proxy.pid}),
+                "gateway": (f"{gw_url}/v1/events", {"gateway": gw.pid}),
+            }
+            for name, (url, pids) in targets.items():
+                await phase(f"{name} warm-up", url, token, receiver, pids, split(bodies, 0, warm), 30)
+            for r in range(plan.rounds):
+                chunk = split(bodies, warm + r * per_client, per_client)
+                for name, (url, pids) in targets.items():
+                    profiling = plan.profile and name == "gateway"
+                    if profiling:
+                        gw.send_signal(signal.SIGUSR1)
+                    pids = {**pids, "receiver": recv.pid}
+                    result = await phase(name, url, token, receiver, pids, chunk, 60)
+                    if profiling:
+                        gw.send_signal(signal.SIGUSR2)
+                        await asyncio.sleep(0.5)  # let it write the profile
+                    rounds[name].append(result)
+                    _print_round(r + 1, result)
+            log_lines = sum(1 for _ in (tmp / "gateway.log").open("rb"))
+    proxy_med, gw_med = (_median_round(rounds[n]) for n in ("proxy", "gateway"))
+    profile = _gateway_profile(tmp / "gateway.prof") if plan.profile else None
+    ratio = gw_med["end_to_end_per_s"] / proxy_med["end_to_end_per_s"]
+    return {
+        "clients": plan.clients,
+        "requests_per_round": per_client * plan.clients,
+        "rounds": plan.rounds,
+        "warmup_requests": warm * plan.clients,
+        "text": text_source,
+        "mean_body_bytes": round(mean_bytes),
+        "gateway_log_level": plan.log_level,
+        "gateway_log_lines": log_lines,
+        "proxy": proxy_med,
+        "gateway": gw_med,
+        "all_rounds": rounds,
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "met": ratio >= TARGET_RATIO,
+        "profile": profile,
+        "complete": all(
+            r["delivered"] == r["requests"] and not r["failures"] for rs in rounds.values() for r in rs
+        ),
+    }
+
+
+def _gateway_profile(path: Path, top: int = 30) -> dict[str, str]:
+    """The gateway process's cProfile over the measured gateway rounds, by own and by cumulative time."""
+    out = {}
+    for sort in ("tottime", "cumulative"):
+        buffer = io.StringIO()
+        pstats.Stats(str(path), stream=buffer).strip_dirs().sort_stats(sort).print_stats(top)
+        text = buffer.getvalue()
+        out[sort] = text[text.index("   ncalls") :] if "   ncalls" in text else text
+    return out
+
+
+def _gateway_command(py: str) -> list[str]:
+    """``consent-gateway serve`` as installed by ``make install``, else the same entry point from the tree."""
+    script = Path(py).parent / "consent-gateway"
+    return [str(script), "serve"] if script.exists() else [py, "-m", "gateway.cli", "serve"]
+
+
+def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    ordered = sorted(rounds, key=lambda r: r["end_to_end_per_s"])
+    return ordered[len(ordered) // 2]
+
+
+def _print_round(n: int, r: dict[str, Any]) -> None:
+    cpu = ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu_seconds"].items())
+    print(
+        f"[ingest] round {n} {r['name']:<7}: {r['end_to_end_per_s']:>7,.0f} segments/s end to end "
+        f"({r['answered_per_s']:,.0f} answered/s), p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+        f"delivered {r['delivered']}/{r['requests']}, failures {r['failures']}, "
+        f"drain {r['drain_seconds']:.2f} s, CPU {cpu}"
+    )
+
+
+def run(
+    *,
+    quick: bool,
+    clients: int = 32,
+    requests: int | None = None,
+    rounds: int | None = None,
+    log_level: str = "info",
+    profile: bool = False,
+) -> dict[str, Any]:
+    requests = requests or (2_000 if quick else 8_000)
+    plan = Plan(
+        clients,
+        requests,
+        warmup=max(clients * 10, requests // 10),
+        rounds=rounds or (1 if quick else 3),
+        log_level=log_level,
+        profile=profile,
+    )
+    print(
+        f"[ingest] {clients} clients, {plan.requests // clients * clients} requests per round, "
+        f"{plan.rounds} round(s), gateway log level {log_level}; load generator, server and receiver are "
+        f"separate processes sharing {os.cpu_count()} cores"
+    )
+    with tempfile.TemporaryDirectory(prefix="consent-gateway-bench-") as tmp:
+        result = asyncio.run(_run(plan, Path(tmp)))
+    g, p = result["gateway"], result["proxy"]
+    print(
+        f"[ingest] gateway {g['end_to_end_per_s']:,.0f}/s vs pass-through {p['end_to_end_per_s']:,.0f}/s: "
+        f"ratio {result['ratio']:.2f}, target >= {TARGET_RATIO:.2f}: {'met' if result['met'] else 'MISSED'}"
+        f"{'' if result['complete'] else ' (INCOMPLETE: some segments missing or failed)'}"
+    )
+    if result["profile"]:
+        print("[ingest] gateway process profile (cProfile, measured rounds only), by own time:")
+        print(result["profile"]["tottime"])
+        print("[ingest] by cumulative time:")
+        print(result["profile"]["cumulative"])
+    return result
