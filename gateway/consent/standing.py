@@ -1,0 +1,179 @@
+"""Standing consent: a verified identity's consent for named purposes, across meetings, until it lapses.
+
+A standing record lives in the same hash-chained ledger as every other consent, with ``meeting_id`` equal to
+``STANDING_MEETING`` and ``subject`` equal to ``email:<address>`` (trimmed, case-folded). It never lets words
+flow by itself: when a participant whose e-mail the platform vouches for joins a meeting, ``derive`` turns
+the standing consents that still hold into ordinary per-meeting requests (channel ``standing``, evidence
+``standing:<record id>``), which the shell records like any other consent, so each meeting's ledger says why
+that person's words flow. A standing choice recorded while the identity is in live meetings applies there
+at once (``changes``): a withdrawal withdraws, a new consent applies as on joining. Pure: no I/O, no
+clock; the shell reads the records and supplies the time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from gateway import engine
+from gateway.events import ConsentSubmitted
+from gateway.meeting import MeetingState
+from gateway.model import ConsentChoice, ConsentRecord, ConsentState, Purpose, RecordOutcome
+from gateway.policy.compiled import Policy
+
+STANDING_MEETING = "*standing*"
+"""The ``meeting_id`` of standing records; the governing policy is the first that applies to it."""
+CHANNEL = "standing"
+
+
+def subject_for(email: str) -> str:
+    """The ledger subject of an e-mail identity; unverified e-mails never reach this function's callers."""
+    return "email:" + email.strip().casefold()
+
+
+@dataclass(frozen=True, slots=True)
+class StandingSubmitted:
+    """A platform asks to record a standing consent choice for the identity ``email`` on ``platform``."""
+
+    platform: str
+    email: str
+    purposes: tuple[Purpose, ...]
+    choice: ConsentChoice
+    indicated_by: str
+    """The identity's own e-mail when they decide themselves; anything else needs a delegation."""
+    at: datetime
+    evidence: str | None = None
+    notice_version: str | None = None
+    delegation: str | None = None
+
+
+def evaluate(submitted: StandingSubmitted, policy: Policy, record_id: str) -> ConsentRecord:
+    """The ledger record a standing request deserves under ``policy``: accepted, or rejected with a reason."""
+    subject = subject_for(submitted.email)
+    by_self = submitted.indicated_by.strip().casefold() == submitted.email.strip().casefold()
+    event = ConsentSubmitted(
+        platform=submitted.platform,
+        meeting_id=STANDING_MEETING,
+        participant_id=subject,
+        purposes=submitted.purposes,
+        choice=submitted.choice,
+        indicated_by=subject if by_self else submitted.indicated_by,
+        channel=CHANNEL,
+        at=submitted.at,
+        notice_version=submitted.notice_version,
+        delegation=submitted.delegation,
+        evidence=submitted.evidence,
+        expires_at=submitted.at + timedelta(days=policy.spec.consent.standing.max_days),
+    )
+    record = engine.evaluate_consent(
+        engine.new_meeting(submitted.platform, STANDING_MEETING), event, policy, record_id
+    )
+    if record.outcome is RecordOutcome.ACCEPTED and not policy.spec.consent.standing.allowed:
+        return replace(record, outcome=RecordOutcome.REJECTED, reason="standing_not_allowed")
+    return record
+
+
+def holding(records: Iterable[ConsentRecord], platform: str, now: datetime) -> dict[Purpose, ConsentRecord]:
+    """Per purpose, the standing record giving consent now (the latest accepted one, if given and live)."""
+    latest: dict[Purpose, ConsentRecord] = {}
+    for record in records:
+        if record.outcome is RecordOutcome.ACCEPTED and record.platform == platform:
+            latest.update(dict.fromkeys(record.purposes, record))
+    return {p: r for p, r in latest.items() if _live(r, now)}
+
+
+def _live(record: ConsentRecord, now: datetime) -> bool:
+    return record.choice is ConsentChoice.GIVEN and (record.expires_at is None or now < record.expires_at)
+
+
+def usable(policy: Policy) -> bool:
+    consent = policy.spec.consent
+    return consent.standing.allowed and CHANNEL in consent.channels
+
+
+def derive(
+    state: MeetingState,
+    participant_id: str,
+    records: Iterable[ConsentRecord],
+    policy: Policy,
+    now: datetime,
+) -> tuple[ConsentSubmitted, ...]:
+    """The per-meeting consents a joining participant's standing records justify.
+
+    Only purposes of this policy, only where the participant has not decided otherwise in this meeting, and
+    only where the standing consent was given to the notice the policy shows now (a changed notice is asked
+    again). One request per standing record, so that each derived record points at its source.
+    """
+    if not usable(policy):
+        return ()
+    by_record: dict[str, tuple[ConsentRecord, list[Purpose]]] = {}
+    for purpose, record in holding(records, state.platform, now).items():
+        decided = state.consent(participant_id, purpose).state is not ConsentState.UNKNOWN
+        if purpose in policy.purposes and not decided and _same_notice(record, policy, purpose):
+            by_record.setdefault(record.record_id, (record, []))[1].append(purpose)
+    return tuple(
+        _request(state, participant_id, tuple(purposes), ConsentChoice.GIVEN, record, now)
+        for record, purposes in by_record.values()
+    )
+
+
+def _same_notice(record: ConsentRecord, policy: Policy, purpose: Purpose) -> bool:
+    current = policy.notice_version(purpose)
+    return current is not None and current in (record.notice_version or "").split(",")
+
+
+def withdrawal(
+    state: MeetingState, participant_id: str, record: ConsentRecord, policy: Policy, now: datetime
+) -> ConsentSubmitted | None:
+    """After a standing refusal or withdrawal: withdraw, in this meeting, what the identity had given."""
+    if not usable(policy) or record.outcome is not RecordOutcome.ACCEPTED:
+        return None
+    if record.choice is ConsentChoice.GIVEN:
+        return None
+    given = tuple(
+        p
+        for p in record.purposes
+        if p in policy.purposes and state.consent(participant_id, p).at(now) is ConsentState.GIVEN
+    )
+    if not given:
+        return None
+    return _request(state, participant_id, given, ConsentChoice.WITHDRAWN, record, now)
+
+
+def changes(
+    state: MeetingState,
+    participant_id: str,
+    record: ConsentRecord,
+    records: Iterable[ConsentRecord],
+    policy: Policy,
+    now: datetime,
+) -> tuple[ConsentSubmitted, ...]:
+    """What a newly recorded standing choice means in a live meeting the identity is in: a given one
+    applies as on joining; a refusal or withdrawal withdraws what the identity had given there."""
+    if record.choice is ConsentChoice.GIVEN:
+        return derive(state, participant_id, records, policy, now)
+    withdrawn = withdrawal(state, participant_id, record, policy, now)
+    return () if withdrawn is None else (withdrawn,)
+
+
+def _request(
+    state: MeetingState,
+    participant_id: str,
+    purposes: tuple[Purpose, ...],
+    choice: ConsentChoice,
+    source: ConsentRecord,
+    now: datetime,
+) -> ConsentSubmitted:
+    return ConsentSubmitted(
+        platform=state.platform,
+        meeting_id=state.meeting_id,
+        participant_id=participant_id,
+        purposes=purposes,
+        choice=choice,
+        indicated_by=participant_id,
+        channel=CHANNEL,
+        at=now,
+        evidence=f"standing:{source.record_id}",
+        expires_at=source.expires_at if choice is ConsentChoice.GIVEN else None,
+    )

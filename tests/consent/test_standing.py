@@ -1,0 +1,262 @@
+"""Standing consent: recorded in the one ledger, turned into per-meeting consent only for verified e-mails,
+withdrawn everywhere at once. Pure rules first, then through ``runtime.Gateway`` on real SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.consent import standing
+from gateway.consent.standing import STANDING_MEETING, StandingSubmitted
+from gateway.engine import new_meeting
+from gateway.events import ConsentSubmitted, ParticipantJoined, SegmentReceived
+from gateway.meeting import joined
+from gateway.model import Action, ConsentChoice, ConsentState, RecordOutcome, Segment
+from gateway.policy.compiled import Policy
+from gateway.policy.load import parse_policy
+from gateway.runtime import Gateway, PolicySet, Result
+from gateway.sinks import CollectSink
+from gateway.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+ADA = "Ada.Lovelace@Example.org"
+POLICY = """\
+policy: standing
+purposes:
+  summary: {description: s, notice: n, notice_version: "s1"}
+  training: {description: t, notice: n, notice_version: "t1"}
+consent:
+  channels: [api, chat, consent_page, standing]
+  standing: {allowed: true, max_days: 30}
+pending: {window_seconds: 30}
+destinations:
+  - {id: live, url: "http://127.0.0.1:9/x", purposes: [summary]}
+"""
+
+
+def _policy(text: str = POLICY) -> Policy:
+    return parse_policy(text.encode(), "standing.yaml")
+
+
+def _submitted(
+    choice: ConsentChoice = ConsentChoice.GIVEN, purposes: tuple[str, ...] = ("summary",), **kw: object
+) -> StandingSubmitted:
+    fields: dict[str, object] = {"indicated_by": ADA.lower(), "at": T0, **kw}
+    return StandingSubmitted("generic", ADA, purposes, choice, **fields)  # type: ignore[arg-type]
+
+
+# --- pure rules ----------------------------------------------------------------------------------------
+
+
+def test_a_standing_record_is_keyed_by_the_normalised_email() -> None:
+    """Subject `email:<address>` (trimmed, case-folded), meeting `*standing*`, channel standing, and it
+    lapses after the policy's max_days."""
+    record = standing.evaluate(_submitted(), _policy(), "r1")
+    assert (record.subject, record.meeting_id, record.channel) == (
+        "email:ada.lovelace@example.org",
+        STANDING_MEETING,
+        "standing",
+    )
+    assert record.indicated_by == record.subject and record.outcome is RecordOutcome.ACCEPTED
+    assert record.expires_at == T0 + timedelta(days=30)
+
+
+@pytest.mark.parametrize(
+    ("policy_text", "reason"),
+    [
+        (POLICY.replace("allowed: true", "allowed: false"), "standing_not_allowed"),
+        (POLICY.replace("consent_page, standing]", "consent_page]"), "channel_not_allowed"),
+    ],
+)
+def test_standing_consent_needs_the_policy_to_allow_it(policy_text: str, reason: str) -> None:
+    """Without `standing.allowed` and the `standing` channel, the request is recorded as rejected."""
+    record = standing.evaluate(_submitted(), _policy(policy_text), "r1")
+    assert (record.outcome, record.reason) == (RecordOutcome.REJECTED, reason)
+
+
+def test_someone_else_cannot_give_standing_consent() -> None:
+    """A standing consent indicated by another identity is rejected without a delegation."""
+    record = standing.evaluate(_submitted(indicated_by="host@example.org"), _policy(), "r1")
+    assert (record.outcome, record.reason) == (RecordOutcome.REJECTED, "indicated_by_other")
+
+
+def test_derive_only_what_still_holds() -> None:
+    """Derived consent: live given purposes of this platform, not ones withdrawn since or expired."""
+    policy = _policy()
+    state = joined(new_meeting("generic", "m1"), "p-ada", "Ada", ADA)
+    given = standing.evaluate(_submitted(purposes=("summary", "training")), policy, "r1")
+    (request,) = standing.derive(state, "p-ada", [given], policy, T0)
+    assert request.purposes == ("summary", "training") and request.channel == "standing"
+    assert request.evidence == "standing:r1" and request.expires_at == given.expires_at
+    withdrawn = standing.evaluate(_submitted(ConsentChoice.WITHDRAWN, ("training",)), policy, "r2")
+    (request,) = standing.derive(state, "p-ada", [given, withdrawn], policy, T0)
+    assert request.purposes == ("summary",)
+    assert standing.derive(state, "p-ada", [given], policy, T0 + timedelta(days=31)) == ()
+    other = new_meeting("zoom", "m1")
+    assert standing.derive(other, "p-ada", [given], policy, T0) == ()
+
+
+def test_a_changed_notice_is_asked_again() -> None:
+    """A standing consent to an older notice version derives nothing for that purpose."""
+    given = standing.evaluate(_submitted(), _policy(), "r1")
+    newer = _policy(POLICY.replace('"s1"', '"s2"'))
+    assert standing.derive(new_meeting("generic", "m1"), "p", [given], newer, T0) == ()
+
+
+# --- through the shell ---------------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    gateway: Gateway
+    store: SQLiteStore
+    sink: CollectSink
+    now: datetime = T0
+    n: int = 0
+    results: list[Result] = field(default_factory=list)
+
+    def tick(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+    async def join(self, meeting: str, pid: str, email: str | None = ADA, *, verified: bool = True) -> None:
+        event = ParticipantJoined("generic", meeting, pid, "Ada", self.tick(), email, verified)
+        await self.gateway.handle("generic", event, now=self.now)
+
+    async def say(self, meeting: str, pid: str) -> str:
+        self.n += 1
+        seg = Segment(meeting, f"s{self.n}", pid, "words", self.tick())
+        await self.gateway.handle("generic", SegmentReceived("generic", seg), now=self.now)
+        return seg.segment_id
+
+    async def standing(self, choice: ConsentChoice, purposes: tuple[str, ...] = ("summary",)) -> Result:
+        result = await self.gateway.record_standing(
+            _submitted(choice, purposes, at=self.tick()), now=self.now
+        )
+        self.results.append(result)
+        return result
+
+    def state(self, meeting: str, pid: str, purpose: str = "summary") -> ConsentState:
+        live = self.gateway.meeting("generic", meeting)
+        assert live is not None
+        return live.consent(pid, purpose).at(self.now)
+
+    def forwarded(self) -> set[str]:
+        return {p.segment_id for i in self.sink.items for p in i.parts}
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    store = SQLiteStore(tmp_path / "standing.db")
+    await store.open()
+    sink = CollectSink()
+    try:
+        yield World(Gateway(PolicySet([_policy()]), store, sink), store, sink)
+    finally:
+        await store.close()
+
+
+async def test_a_verified_joiner_brings_their_standing_consent(world: World) -> None:
+    """The meeting ledger gets a standing-channel record pointing at the standing one; their words flow."""
+    given = await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada")
+    sid = await world.say("m1", "p-ada")
+    assert sid in world.forwarded()
+    (derived,) = await world.store.ledger_entries(meeting_id="m1")
+    assert derived.record.channel == "standing" and derived.record.subject == "p-ada"
+    assert derived.record.evidence == f"standing:{given.record_id}"
+    (source,) = await world.store.standing_records(ADA.upper())
+    assert derived.record.expires_at == source.expires_at == source.at + timedelta(days=30)
+
+
+async def test_an_unverified_email_never_matches(world: World) -> None:
+    """The same e-mail without the platform's word for it derives nothing: the speaker is held, not sent."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada", verified=False)
+    sid = await world.say("m1", "p-ada")
+    assert sid not in world.forwarded()
+    assert await world.store.ledger_entries(meeting_id="m1") == []
+    assert world.state("m1", "p-ada") is ConsentState.UNKNOWN
+
+
+async def test_another_email_never_matches(world: World) -> None:
+    """A verified e-mail that is not the standing identity derives nothing."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-bob", "bob@example.org")
+    assert await world.store.ledger_entries(meeting_id="m1") == []
+
+
+async def test_withdrawing_standing_consent_applies_in_every_live_meeting(world: World) -> None:
+    """A standing withdrawal is recorded in each live meeting the identity is in; nothing flows after it."""
+    await world.standing(ConsentChoice.GIVEN, ("summary", "training"))
+    await world.join("m1", "p-ada")
+    await world.join("m2", "ada-2")
+    assert world.state("m1", "p-ada") is ConsentState.GIVEN
+    await world.standing(ConsentChoice.WITHDRAWN, ("summary", "training"))
+    assert world.state("m1", "p-ada") is ConsentState.WITHDRAWN
+    assert world.state("m2", "ada-2", "training") is ConsentState.WITHDRAWN
+    sid = await world.say("m1", "p-ada")
+    assert sid not in world.forwarded()
+    decisions = [d for d in await world.store.decision_records() if d.segment_id == sid]
+    assert [d.reasons for d in decisions] == [("consent_withdrawn",)]
+    for meeting in ("m1", "m2"):
+        last = (await world.store.ledger_entries(meeting_id=meeting))[-1].record
+        assert (last.choice, last.channel) == (ConsentChoice.WITHDRAWN, "standing")
+
+
+async def test_a_standing_withdrawal_purges_held_segments(tmp_path: Path) -> None:
+    """Words held for a destination needing a purpose not yet given are purged by the standing withdrawal."""
+    text = POLICY + '  - {id: trainer, url: "http://127.0.0.1:9/y", purposes: [summary, training]}\n'
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        sink = CollectSink()
+        world = World(Gateway(PolicySet([_policy(text)]), store, sink), store, sink)
+        await world.standing(ConsentChoice.GIVEN)
+        await world.join("m1", "p-ada")
+        held = await world.say("m1", "p-ada")
+        await world.standing(ConsentChoice.WITHDRAWN)
+        decisions = [d for d in await store.decision_records() if d.segment_id == held]
+        assert [(d.destination, d.action) for d in decisions] == [
+            ("live", Action.FORWARD),
+            ("trainer", Action.HOLD),
+            ("trainer", Action.DROP),
+        ]
+        assert decisions[-1].reasons == ("purged_consent_changed",)
+    finally:
+        await store.close()
+
+
+async def test_standing_consent_given_mid_meeting_applies_at_once(world: World) -> None:
+    """A verified participant already in a meeting is covered once their standing consent is recorded."""
+    await world.join("m1", "p-ada")
+    assert world.state("m1", "p-ada") is ConsentState.UNKNOWN
+    await world.standing(ConsentChoice.GIVEN)
+    assert world.state("m1", "p-ada") is ConsentState.GIVEN
+    assert await world.say("m1", "p-ada") in world.forwarded()
+
+
+async def test_an_in_meeting_refusal_outranks_standing_consent(world: World) -> None:
+    """Rejoining after refusing in this meeting does not bring the standing consent back."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada")
+    refusal = ConsentSubmitted(
+        "generic", "m1", "p-ada", ("summary",), ConsentChoice.REFUSED, "p-ada", "chat", world.tick()
+    )
+    await world.gateway.handle("generic", refusal, now=world.now)
+    await world.join("m1", "p-ada")
+    assert world.state("m1", "p-ada") is ConsentState.REFUSED
+
+
+async def test_a_rejected_standing_request_changes_nothing(world: World) -> None:
+    """A standing request for an unknown purpose is recorded as rejected and derives nothing."""
+    result = await world.standing(ConsentChoice.GIVEN, ("marketing",))
+    assert (result.status, result.reason) == ("rejected", "unknown_purpose")
+    await world.join("m1", "p-ada")
+    assert await world.store.ledger_entries(meeting_id="m1") == []
+    (rejected,) = await world.store.standing_records(ADA)
+    assert rejected.outcome is RecordOutcome.REJECTED
