@@ -1,0 +1,116 @@
+"""WebVTT transcripts into cues, and speaker names into roster participants: shared by Zoom and Teams.
+
+Parsing is ``webvtt-py``'s. Two platform quirks are handled before it sees the text: Teams writes negative
+timestamps (a cue that began before the recording), which the parser would silently drop, so they are clamped
+to zero; unpadded timestamps (``0:0:1.5``) it reads as they are. Speakers come from a ``<v Name>`` voice tag
+(Teams) or, when a roster is given, from a ``Name: `` prefix (Zoom).
+
+Cue text is returned without markup (``<v>``, ``<b>``...) and with character references (``&amp;``,
+``&lt;``) decoded, whitespace collapsed to single spaces.
+
+Display names are not identity. A name is credited to a participant only when exactly one roster participant
+bears it (current or earlier name); otherwise the cue is unattributed, which the core treats as not consented.
+Zoom names may contain ``:``, so prefixes are matched against the roster's names, never split at a colon.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import webvtt
+from webvtt.errors import MalformedFileError
+
+from gateway.model import Participant
+
+_NEGATIVE_TIME = re.compile(r"(?m)^(\s*)-[\d:.]+(\s+-->)|(-->\s+)-[\d:.]+")
+_VOICE = re.compile(r"^<v(?:\.[^\s>]*)?\s+([^>]*)>")
+MAX_CUES = 200_000
+
+
+class VttError(ValueError):
+    """A file that is not WebVTT; the message never carries the file's text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    index: int
+    """1-based position in the file: the identifier when the cue has none."""
+    identifier: str | None
+    start: float
+    end: float
+    text: str = field(repr=False)
+    voice: str | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """A stable id for the cue within its file."""
+        return self.identifier or f"n{self.index}"
+
+
+def parse(text: str) -> list[Cue]:
+    """The cues of a WebVTT document, in order (raises VttError)."""
+    clamped = _NEGATIVE_TIME.sub(_zero, text.replace("\r\n", "\n"))
+    try:
+        captions = webvtt.from_string(clamped)
+    except (MalformedFileError, ValueError, IndexError):
+        raise VttError("not a WebVTT document") from None
+    cues = []
+    for index, caption in enumerate(captions.captions, 1):
+        if index > MAX_CUES:
+            raise VttError(f"more than {MAX_CUES} cues")
+        raw = caption.raw_text.strip()
+        voice = _VOICE.match(raw)
+        cues.append(
+            Cue(
+                index=index,
+                identifier=(caption.identifier or "").strip() or None,
+                start=_seconds(caption.start_time),
+                end=_seconds(caption.end_time),
+                text=" ".join(html.unescape(caption.text).split()),
+                voice=voice.group(1).strip() if voice else None,
+            )
+        )
+    return cues
+
+
+def _zero(match: re.Match[str]) -> str:
+    if match.group(3) is not None:
+        return f"{match.group(3)}00:00:00.000"
+    return f"{match.group(1)}00:00:00.000{match.group(2)}"
+
+
+def _seconds(stamp: object) -> float:
+    h, m, s, ms = (int(getattr(stamp, k)) for k in ("hours", "minutes", "seconds", "milliseconds"))
+    return float(h * 3600 + m * 60 + s) + ms / 1000.0
+
+
+# --- who spoke -----------------------------------------------------------------------------------------
+
+
+def by_name(roster: Mapping[str, Participant], name: str) -> str | None:
+    """The one participant bearing ``name`` (now or earlier), or None when none or several do."""
+    owners = {pid for pid, p in roster.items() if name in p.names}
+    return next(iter(owners)) if len(owners) == 1 else None
+
+
+def split_prefix(roster: Mapping[str, Participant], text: str) -> tuple[str | None, str]:
+    """``"Name: words"`` -> (participant id, words) when exactly one participant's name prefixes the text.
+
+    When names of several participants prefix it (``Ann`` and ``Ann: Lee`` on ``"Ann: Lee: hi"``), or
+    none does, the cue is unattributed and its text is kept whole."""
+    matches = list(_prefixes(roster.items(), text))
+    owners = {pid for pid, _ in matches}
+    if len(owners) != 1:
+        return None, text
+    longest = max(len(name) for _, name in matches)
+    return owners.pop(), text[longest + 1 :].strip()
+
+
+def _prefixes(roster: Iterable[tuple[str, Participant]], text: str) -> Iterator[tuple[str, str]]:
+    for pid, person in roster:
+        for name in person.names:
+            if name and text.startswith(name + ":"):
+                yield pid, name

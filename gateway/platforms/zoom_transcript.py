@@ -1,0 +1,244 @@
+"""Zoom recorded transcripts: ``recording.transcript_completed`` → download the VTT → segments for the core.
+
+The webhook carries a short-lived ``download_token``; each ``TRANSCRIPT`` file's ``download_url`` is fetched
+with it as a Bearer token, only from the app's configured ``download_base`` (the token never goes elsewhere).
+The download runs in a background task so the webhook is answered at once; transient failures (network,
+timeouts, 5xx) are retried a few times, refusals (401/403/404) are not. The cues' ``Name: `` prefixes are
+matched against the meeting's roster as the core knows it (``vtt.split_prefix``): a name borne by no
+participant, or by several, leaves the cue unattributed, and cues without a prefix are unattributed.
+Segment ids are ``{meeting uuid}/vtt/{cue identifier}``, stable across redeliveries.
+
+The closed-caption file (``file_type: CC``) has no speakers and is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+from gateway.events import MeetingEnded, ParticipantJoined, SegmentReceived
+from gateway.model import Participant, Segment
+from gateway.platforms import vtt
+from gateway.store.base import StorageError
+from gateway.web.problems import Problem
+
+if TYPE_CHECKING:
+    from gateway.runtime import Gateway
+
+log = structlog.get_logger("gateway.platforms.zoom")
+MAX_VTT_BYTES = 32 * 1024 * 1024
+
+
+def _id_text(value: Any) -> Any:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RecordingFile(_Wire):
+    file_type: Annotated[str, Field(max_length=64)]
+    id: Annotated[str, BeforeValidator(_id_text), Field(max_length=256)] | None = None
+    download_url: Annotated[str, Field(max_length=4096)] | None = None
+    status: str | None = None
+    recording_start: AwareDatetime | None = None
+
+
+class RecordingObject(_Wire):
+    uuid: Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
+    start_time: AwareDatetime | None = None
+    recording_files: Annotated[list[RecordingFile], Field(max_length=1000)] = []
+
+
+class CompletedPayload(_Wire):
+    object: RecordingObject
+    download_token: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptFile:
+    url: str
+    recording_start: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptJob:
+    meeting_id: str
+    files: tuple[TranscriptFile, ...]
+    token: str = field(repr=False)
+    started_at: datetime
+
+
+def parse_completed(payload: dict[str, Any], at: datetime, token: str | None) -> TranscriptJob:
+    """The downloads a ``recording.transcript_completed`` asks for (``token``: the envelope's one)."""
+    parsed = CompletedPayload.model_validate(payload)
+    token = token or parsed.download_token
+    if not token:
+        raise Problem(400, "invalid-event", "Invalid event", detail="download_token: required")
+    obj = parsed.object
+    files = tuple(
+        TranscriptFile(f.download_url, f.recording_start or obj.start_time)
+        for f in obj.recording_files
+        if f.file_type == "TRANSCRIPT" and f.download_url and f.status in (None, "completed")
+    )
+    return TranscriptJob(obj.uuid, files, token, obj.start_time or at)
+
+
+def allowed(url: str, base: str) -> bool:
+    """Whether ``url`` is on ``base``'s scheme and host (or a subdomain of it) and port."""
+    try:
+        got, want = urlsplit(url), urlsplit(base)
+        host, port, want_port = got.hostname or "", got.port, want.port
+    except ValueError:
+        return False
+    base_host = want.hostname or ""
+    same_host = host == base_host or host.endswith("." + base_host)
+    return got.scheme == want.scheme and same_host and port == want_port and not got.username
+
+
+class DownloadError(Exception):
+    """A transcript that could not be fetched; the message names the reason, never content."""
+
+
+class Fetcher:
+    """Downloads transcripts with the download token, retrying transient failures."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, retry_seconds: Sequence[float]) -> None:
+        self.session = session
+        self.base = base
+        self.retry_seconds = tuple(retry_seconds)
+
+    async def fetch(self, url: str, token: str) -> str:
+        if not allowed(url, self.base):
+            raise DownloadError("download_url outside the app's download_base")
+        for delay in (*self.retry_seconds, None):
+            try:
+                return await self._once(url, token)
+            except (aiohttp.ClientError, TimeoutError, _Transient) as exc:
+                if delay is None:
+                    raise DownloadError(f"gave up: {type(exc).__name__}") from None
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _once(self, url: str, token: str) -> str:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/vtt"}
+        async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
+            if resp.status >= 500 or resp.status == 429:
+                raise _Transient()
+            if resp.status != 200:
+                raise DownloadError(f"status {resp.status}")
+            raw = await resp.content.read(MAX_VTT_BYTES + 1)
+        if len(raw) > MAX_VTT_BYTES:
+            raise DownloadError("transcript too large")
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DownloadError("transcript is not UTF-8") from None
+
+
+class _Transient(Exception):
+    pass
+
+
+def segments(
+    meeting_id: str,
+    file: TranscriptFile,
+    cues: Sequence[vtt.Cue],
+    roster: dict[str, Participant],
+    started_at: datetime,
+    platform: str,
+) -> list[SegmentReceived]:
+    """The cues of one transcript file as segments, attributed by ``Name: `` prefix against ``roster``."""
+    origin = file.recording_start or started_at
+    out = []
+    for cue in cues:
+        participant_id, text = vtt.split_prefix(roster, cue.text)
+        if not text:
+            continue
+        segment = Segment(
+            meeting_id=meeting_id,
+            segment_id=f"{meeting_id}/vtt/{cue.key}",
+            participant_id=participant_id,
+            text=text,
+            at=origin + timedelta(seconds=cue.start),
+            start=cue.start,
+            end=cue.end,
+        )
+        out.append(SegmentReceived(platform, segment))
+    return out
+
+
+class Rosters:
+    """Who joined each recent meeting, as the webhooks said (bounded: the oldest meetings are forgotten).
+
+    A recorded transcript often completes long after the meeting ended, when the core may have forgotten the
+    meeting's roster; without it no cue could be attributed and, worse, no name could be scrubbed. The joins
+    remembered here are announced again before such a transcript's segments."""
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self.capacity = capacity
+        self._joins: OrderedDict[str, dict[str, ParticipantJoined]] = OrderedDict()
+
+    def add(self, event: ParticipantJoined) -> None:
+        joins = self._joins.pop(event.meeting_id, {})
+        joins[event.participant_id] = event
+        self._joins[event.meeting_id] = joins
+        while len(self._joins) > self.capacity:
+            self._joins.popitem(last=False)
+
+    def joins(self, meeting_id: str) -> tuple[ParticipantJoined, ...]:
+        return tuple(self._joins.get(meeting_id, {}).values())
+
+
+async def run(
+    job: TranscriptJob, fetcher: Fetcher, gateway: Gateway, platform: str, rosters: Rosters
+) -> None:
+    """Download, parse and apply every transcript file of ``job``; failures are logged, never raised."""
+    for file in job.files:
+        try:
+            text = await fetcher.fetch(file.url, job.token)
+            cues = vtt.parse(text)
+        except (DownloadError, vtt.VttError) as exc:
+            log.warning("zoom.transcript.failed", meeting_id=job.meeting_id, reason=str(exc))
+            continue
+        try:
+            await _apply(job, file, cues, gateway, platform, rosters)
+        except StorageError:
+            log.error("zoom.transcript.storage_unavailable", meeting_id=job.meeting_id)
+            return
+
+
+async def _apply(
+    job: TranscriptJob,
+    file: TranscriptFile,
+    cues: Sequence[vtt.Cue],
+    gateway: Gateway,
+    platform: str,
+    rosters: Rosters,
+) -> None:
+    """The segments of one file; a meeting that had ended is ended again afterwards, so destinations that
+    receive the transcript at meeting end get the recorded one too."""
+    state = gateway.meeting(platform, job.meeting_id)
+    ended = state is None or state.ended
+    if state is None:
+        for joined in rosters.joins(job.meeting_id):
+            await gateway.handle(platform, joined)
+        state = gateway.meeting(platform, job.meeting_id)
+    roster = dict(state.participants) if state is not None else {}
+    events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)
+    for event in events:
+        await gateway.handle(platform, event)
+    if ended:
+        await gateway.handle(platform, MeetingEnded(platform, job.meeting_id, datetime.now(UTC)))
+    attributed = sum(1 for e in events if e.segment.participant_id is not None)
+    log.info("zoom.transcript.applied", meeting_id=job.meeting_id, cues=len(events), attributed=attributed)

@@ -1,0 +1,136 @@
+"""A fake Google Meet REST API (v2) with pagination, and the Pub/Sub push that announces its events.
+
+A real aiohttp server on 127.0.0.1 answering, for its bearer token only:
+``GET /v2/conferenceRecords/{c}/participants``, ``GET /v2/conferenceRecords/{c}/transcripts`` and
+``GET /v2/conferenceRecords/{c}/transcripts/{t}/entries``, each paginated by ``pageSize`` / ``pageToken`` with
+``nextPageToken`` (the page size is capped by ``max_page`` so that tests see several pages). ``push()``
+delivers a Workspace Events payload wrapped in a Pub/Sub push envelope (base64 ``message.data``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from aiohttp import web
+
+TOKEN = "meet-test-token"
+
+
+@dataclass
+class FakeMeet:
+    token: str = TOKEN
+    participants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """conference id -> participant resources."""
+    entries: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    """(conference id, transcript id) -> transcript entry resources."""
+    max_page: int = 3
+    fail_with: int | None = None
+    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+    _port: int = 0
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self._port}/v2"
+
+    async def __aenter__(self) -> Self:
+        app = web.Application()
+        app.router.add_get("/v2/conferenceRecords/{c}/participants", self._participants)
+        app.router.add_get("/v2/conferenceRecords/{c}/transcripts", self._transcripts)
+        app.router.add_get("/v2/conferenceRecords/{c}/transcripts/{t}/entries", self._entries)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    # --- data ---------------------------------------------------------------------------------------------
+
+    def add_participant(self, conference: str, pid: str, name: str, kind: str = "signedinUser") -> str:
+        resource = f"conferenceRecords/{conference}/participants/{pid}"
+        user = {"displayName": name, **({"user": f"users/{pid}"} if kind == "signedinUser" else {})}
+        self.participants.setdefault(conference, []).append(
+            {"name": resource, kind: user, "earliestStartTime": "2026-11-27T09:00:00Z"}
+        )
+        return resource
+
+    def add_entry(
+        self, conference: str, transcript: str, participant: str | None, text: str, second: int
+    ) -> str:
+        entries = self.entries.setdefault((conference, transcript), [])
+        name = f"conferenceRecords/{conference}/transcripts/{transcript}/entries/e{len(entries):05d}"
+        entry = {
+            "name": name,
+            "text": text,
+            "languageCode": "en-US",
+            "startTime": f"2026-11-27T09:{second // 60 % 60:02d}:{second % 60:02d}Z",
+            "endTime": f"2026-11-27T09:{second // 60 % 60:02d}:{second % 60:02d}.900Z",
+        }
+        if participant is not None:
+            entry["participant"] = participant
+        entries.append(entry)
+        return name
+
+    # --- the API ------------------------------------------------------------------------------------------
+
+    def _page(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
+        self.requests.append((request.path, dict(request.query)))
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401)
+        if self.fail_with is not None:
+            return web.json_response({"error": {"code": self.fail_with}}, status=self.fail_with)
+        size = min(int(request.query.get("pageSize", "100")), self.max_page)
+        start = int(request.query.get("pageToken", "0") or 0)
+        doc: dict[str, Any] = {key: items[start : start + size]}
+        if start + size < len(items):
+            doc["nextPageToken"] = str(start + size)
+        return web.json_response(doc)
+
+    async def _participants(self, request: web.Request) -> web.Response:
+        return self._page(request, "participants", self.participants.get(request.match_info["c"], []))
+
+    async def _transcripts(self, request: web.Request) -> web.Response:
+        c = request.match_info["c"]
+        names = sorted({t for conf, t in self.entries if conf == c})
+        items = [{"name": f"conferenceRecords/{c}/transcripts/{t}", "state": "FILE_GENERATED"} for t in names]
+        return self._page(request, "transcripts", items)
+
+    async def _entries(self, request: web.Request) -> web.Response:
+        key = (request.match_info["c"], request.match_info["t"])
+        return self._page(request, "transcriptEntries", self.entries.get(key, []))
+
+    # --- Pub/Sub push to the gateway ----------------------------------------------------------------------
+
+    @staticmethod
+    def envelope(
+        data: dict[str, Any], event_type: str = "google.workspace.meet.transcript.v2.fileGenerated"
+    ) -> dict[str, Any]:
+        return {
+            "message": {
+                "attributes": {"ce-type": event_type, "ce-source": "//workspaceevents.googleapis.com"},
+                "data": base64.b64encode(json.dumps(data).encode()).decode(),
+                "messageId": "2070443601311540",
+                "publishTime": "2026-11-27T10:00:00.000Z",
+            },
+            "subscription": "projects/p/subscriptions/meet-events",
+        }
+
+    @staticmethod
+    async def push(http: aiohttp.ClientSession, url: str, token: str | None, doc: Any) -> tuple[int, Any]:
+        params = {"token": token} if token is not None else {}
+        async with http.post(url, params=params, json=doc) as resp:
+            return resp.status, await resp.json(content_type=None)

@@ -1,0 +1,201 @@
+"""Microsoft Teams transcripts through Graph change notifications, against a fake Graph on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.platforms import teams
+from gateway.platforms.config import PlatformsConfigError, TeamsInstall
+from tests.conftest import require_shared
+from tests.fakes.graph import FakeGraph
+from tests.platforms.platform_gateway import forwarded, platform_gateway
+from tests.web.harness import LiveGateway, consent, joined
+
+MEETING = "MSo1N2Y5ZGFjYy03MWJmLTQ3NDMtYjQxMy01M2EdFGkdRWHJlQ"
+TRANSCRIPT = "MSMjMCMjNzU3ODc2ZDYtOTcwMi00MDhkLWFkNDItOTE2ZDNmZjkwZGY4"
+CLIENT_STATE = "teams-client-state-0123456789"
+DATA = Path(__file__).resolve().parents[1] / "data" / "teams"
+
+
+@dataclass
+class World:
+    live: LiveGateway
+    graph: FakeGraph
+
+    @property
+    def url(self) -> str:
+        return f"{self.live.url}{teams.PATH}"
+
+    async def notify(self, *notes: dict[str, object]) -> int:
+        status, _ = await FakeGraph.notify(self.live.http, self.url, *notes)
+        await self.live.app[teams.TEAMS].idle()
+        await self.live.settle()
+        return status
+
+    async def roster(self, *people: tuple[str, str], consenting: tuple[str, ...] = ()) -> None:
+        """The integration's roster and consents, through the generic API under the Graph meeting id."""
+        await self.live.send(*(joined(pid, name, meeting=MEETING) for pid, name in people))
+        await self.live.send(*(consent(pid, "given", meeting=MEETING) for pid in consenting))
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeGraph() as graph:
+        install = TeamsInstall(
+            id="contoso", client_state_env="STATE", token_env="TOKEN", graph_base=graph.base
+        )
+
+        def setup(app: web.Application) -> None:
+            teams.setup(app, [install], environ={"STATE": CLIENT_STATE, "TOKEN": graph.token})
+
+        async with platform_gateway(tmp_path, setup) as live:
+            yield World(live, graph)
+
+
+async def test_validation_token_is_echoed_as_plain_text(world: World) -> None:
+    """Subscription validation: the URL-decoded token comes back as 200 ``text/plain``."""
+    token = "Validation: Testing client application reachability for subscription Request-Id: 7f+a/b%c"
+    status, content_type, text = await FakeGraph.validate(world.live.http, world.url, token)
+    assert (status, content_type, text) == (200, "text/plain", token)
+
+
+async def test_a_transcript_is_fetched_and_names_resolve_against_the_roster(world: World) -> None:
+    """A ``created`` notification is answered 202; the VTT is fetched with the bearer token as ``text/vtt``;
+    cues of the one consenting roster name are forwarded with their (unpadded, clamped) times; a refusing
+    speaker, an ambiguous name, an unknown name and a cue without voice are not."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (DATA / "transcript.vtt").read_text(encoding="utf-8")
+    await world.roster(
+        ("p-ada", "Ada Lovelace"), ("p-bea", "Bea Okafor"), ("p-sam1", "Sam Lee"), ("p-sam2", "Sam Lee"),
+        consenting=("p-ada", "p-sam1", "p-sam2"),
+    )  # fmt: skip
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    (request,) = world.graph.requests
+    assert request.authorization == f"Bearer {world.graph.token}"
+    assert request.query == {"$format": "text/vtt"}
+    assert request.path.endswith(f"/onlineMeetings/{MEETING}/transcripts/{TRANSCRIPT}/content")
+    sent = forwarded(world.live)
+    assert [(p["participant_id"], p["text"]) for p in sent] == [
+        ("p-ada", "We started before the recording did."),
+        ("p-ada", "Understood, [participant 2]."),
+        ("p-ada", "Q&A, then let's wrap up."),
+    ]
+    assert [(p["start"], p["end"]) for p in sent] == [(0.0, 2.5), (6.25, 9.0), (63.5, 64.0)]
+    decisions = await world.live.decisions()
+    assert len(decisions) == 7, "every cue was decided, attributed or not"
+
+
+async def test_disabled_speaker_attribution_forwards_nothing(world: World) -> None:
+    """Graph's 403 (attribution disabled for the tenant): nothing is fed in, so nothing is decided or sent."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (DATA / "transcript.vtt").read_text(encoding="utf-8")
+    world.graph.attribution_disabled = True
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert len(world.graph.requests) == 1
+    assert forwarded(world.live) == [] and await world.live.decisions() == []
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_a_wrong_client_state_is_refused_and_nothing_is_fetched(world: World, mixed: bool) -> None:
+    """A notification whose ``clientState`` matches no installation makes the whole request 401."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = "WEBVTT\n"
+    notes = [FakeGraph.notification(MEETING, TRANSCRIPT, "guessed")]
+    if mixed:
+        notes.insert(0, FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE))
+    assert await world.notify(*notes) == 401
+    assert world.graph.requests == []
+
+
+async def test_redelivered_notifications_fetch_once(world: World) -> None:
+    """Graph's redelivery of a notification does not feed the same transcript twice."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:0.0 --> 0:0:1.0\n<v Ada Lovelace>Hi.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    note = FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)
+    assert await world.notify(note) == 202
+    assert await world.notify(note) == 202
+    assert len(world.graph.requests) == 1 and len(forwarded(world.live)) == 1
+
+
+async def test_the_communications_form_of_the_resource_is_understood(world: World) -> None:
+    """``communications/onlineMeetings('m')/transcripts('t')`` resources are fetched under that path."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = "WEBVTT\n"
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE, user=None)) == 202
+    (request,) = world.graph.requests
+    assert request.path.startswith("/v1.0/communications/onlineMeetings/")
+
+
+async def test_shared_graph_examples(world: World) -> None:
+    """Graph's own examples: the documented VTT (``0:0:0.0`` timestamps) is attributed to its one roster
+    name; the documented notification (a message resource) is authenticated by its clientState and ignored."""
+    vtt = require_shared("fixtures/platforms/msgraph/calltranscript-get.example2.content.text-vtt.vtt")
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = vtt.read_text(encoding="utf-8")
+    await world.roster(("p-user", "User Name"), consenting=("p-user",))
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    (only,) = forwarded(world.live)
+    assert (only["participant_id"], only["text"], only["start"], only["end"]) == (
+        "p-user", "This is a transcript test.", 0.0, 5.32,
+    )  # fmt: skip
+    doc = json.loads(
+        require_shared(
+            "fixtures/platforms/msgraph/change-notifications-delivery-webhooks.notification.json"
+        ).read_text()
+    )
+    assert await world.notify(*doc["value"]) == 401, "its clientState is not ours"
+    doc["value"][0]["clientState"] = CLIENT_STATE
+    assert await world.notify(*doc["value"]) == 202
+    assert len(world.graph.requests) == 1, "a message resource is not a transcript"
+    deleted = {**FakeGraph.notification(MEETING, "other", CLIENT_STATE), "changeType": "deleted"}
+    assert await world.notify(deleted) == 202
+    assert len(world.graph.requests) == 1, "only a created transcript is fetched"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b"{nope", 400, "body"),
+        (b"{}", 400, "value"),
+        (b'{"value": []}', 400, "value"),
+        (b'{"value": [{"clientState": "x"}]}', 400, "value[0].resource"),
+    ],
+)
+async def test_malformed_notifications_get_400_naming_the_field(
+    world: World, body: bytes, status: int, detail: str
+) -> None:
+    """A request that is not a notification collection is refused with a problem naming the field."""
+    async with world.live.http.post(world.url, data=body, headers={"Content-Type": "application/json"}) as r:
+        doc = await r.json(content_type=None)
+    assert r.status == status and doc["detail"].startswith(detail), doc
+    assert world.graph.requests == []
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        (f"users('u1')/onlineMeetings('{MEETING}')/transcripts('t1')", ("u1", MEETING, "t1")),
+        (f"/users/u1/onlineMeetings/{MEETING}/transcripts/t1", ("u1", MEETING, "t1")),
+        ("communications/onlineMeetings('m1')/transcripts('t1')", (None, "m1", "t1")),
+        ("users('u1')/onlineMeetings('m1')/transcripts('../../me')", None),
+        ("users('u1')/onlineMeetings('m1?x=1')/transcripts('t1')", None),
+        ("users/u1/messages/m1", None),
+    ],
+)
+def test_transcript_resources_are_recognised_and_nothing_else(
+    resource: str, expected: tuple[str | None, str, str] | None
+) -> None:
+    """Only transcript resources with plain ids are fetched (no path or query smuggled into the URL)."""
+    ref = teams.transcript_ref(resource)
+    assert (None if ref is None else (ref.user_id, ref.meeting_id, ref.transcript_id)) == expected
+
+
+def test_missing_secrets_name_their_variable() -> None:
+    """An installation whose clientState or token variable is unset is a configuration error naming it."""
+    install = TeamsInstall(id="c", client_state_env="TEAMS_STATE", token_env="TEAMS_TOKEN")
+    with pytest.raises(PlatformsConfigError, match="TEAMS_TOKEN"):
+        teams.Teams([install], {"TEAMS_STATE": "s"})

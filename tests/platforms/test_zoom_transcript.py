@@ -1,0 +1,157 @@
+"""Zoom recorded transcripts: the VTT is downloaded with the token, parsed, and attributed by the roster."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.web.keys import GATEWAY
+from tests.conftest import require_shared
+from tests.fakes.zoom import chat_event, participant_event, transcript_completed
+from tests.platforms.zoom_support import UUID, ZoomRig, fixture, fixture_text, texts, zoom_gateway
+from tests.web.harness import Dest, wait_for
+
+TOKEN = "dl-token-3f9a"
+ROSTER = [
+    ("16778241", "Gwen Ap Rhys: Ops"),
+    ("16778242", "Tomás Ó Briain"),
+    ("16778243", "Sam Lee"),
+    ("16778244", "Sam Lee"),
+]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[ZoomRig]:
+    async with zoom_gateway(tmp_path, monkeypatch) as rig:
+        yield rig
+
+
+async def _meeting_with_consent(rig: ZoomRig) -> None:
+    """Everyone joins and gives consent with a Zoom chat command."""
+    await rig.accept(fixture("meeting.started.json"))
+    for user_id, name in ROSTER:
+        await rig.accept(participant_event("meeting.participant_joined", UUID, user_id, name))
+        await rig.accept(chat_event(UUID, user_id, f"c-{user_id}", "/consent summary"))
+
+
+async def _downloaded(rig: ZoomRig, n: int = 1) -> None:
+    async def done() -> bool:
+        return len(rig.zoom.downloads) >= n and not rig.service.tasks
+
+    await wait_for(done, "the transcript download to finish")
+
+
+async def test_transcript_is_attributed_by_unique_roster_names(rig: ZoomRig) -> None:
+    """Prefixes naming one participant are attributed (colons in names too); shared, unknown or absent
+    speaker names are unattributed and so not forwarded."""
+    await _meeting_with_consent(rig)
+    url = rig.zoom.add_transcript("t1", fixture_text("transcript.vtt"), TOKEN)
+    await rig.accept(fixture("recording.transcript_completed.json", TIMESTAMP=1795855000000,
+                             TEST_TRANSCRIPT_URL=url, TEST_TRANSCRIPT_BEARER=TOKEN))  # fmt: skip
+    await _downloaded(rig)
+    await rig.gw.settle()
+    assert rig.zoom.downloads == [("t1", 200)]  # the CC file is not fetched
+    assert texts(rig.gw) == [
+        ("16778241", "speech", "Morning all, let's start with the release."),
+        ("16778242", "speech", "Thanks Gwen. The build is green since Tuesday."),
+    ]
+    segment_ids = {d.segment_id for d in await rig.gw.decisions() if "/vtt/" in d.segment_id}
+    assert segment_ids == {f"{UUID}/vtt/{n}" for n in range(1, 6)}
+    reasons = {d.segment_id: d.reasons for d in await rig.gw.decisions()}
+    for n in (3, 4, 5):
+        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/{n}"]), n
+
+
+async def test_wrong_download_token_forwards_nothing(rig: ZoomRig) -> None:
+    """The fake refuses a wrong token (401); the gateway gives up without retrying and forwards nothing."""
+    await _meeting_with_consent(rig)
+    url = rig.zoom.add_transcript("t1", fixture_text("transcript.vtt"), TOKEN)
+    await rig.accept(transcript_completed(UUID, url, "not-the-token"))
+    await _downloaded(rig)
+    assert rig.zoom.downloads == [("t1", 401)]
+    await rig.gw.settle()
+    assert texts(rig.gw) == []
+
+
+async def test_transient_failures_are_retried(rig: ZoomRig) -> None:
+    """A 503 from the download server is retried and the transcript then applied."""
+    await _meeting_with_consent(rig)
+    url = rig.zoom.add_transcript("t1", fixture_text("transcript.vtt"), TOKEN)
+    rig.zoom.fail_next = 2
+    await rig.accept(transcript_completed(UUID, url, TOKEN))
+    await _downloaded(rig, 3)
+    assert [status for _, status in rig.zoom.downloads] == [503, 503, 200]
+    await rig.gw.settle()
+    assert len(texts(rig.gw)) == 2
+
+
+async def test_download_url_outside_the_download_base_is_never_fetched(rig: ZoomRig) -> None:
+    """A download_url on another host never receives the token: no request is made at all."""
+    await _meeting_with_consent(rig)
+    rig.zoom.add_transcript("t1", fixture_text("transcript.vtt"), TOKEN)
+    evil = rig.zoom.url.replace("127.0.0.1", "localhost") + "/rec/download/t1"
+    await rig.accept(transcript_completed(UUID, evil, TOKEN))
+    await _downloaded(rig, 0)
+    assert rig.zoom.downloads == []
+    assert texts(rig.gw) == []
+
+
+async def test_redelivered_transcript_event_downloads_once(rig: ZoomRig) -> None:
+    """Zoom's retry of recording.transcript_completed is a duplicate: one download, one set of segments."""
+    await _meeting_with_consent(rig)
+    url = rig.zoom.add_transcript("t1", fixture_text("transcript.vtt"), TOKEN)
+    doc = transcript_completed(UUID, url, TOKEN, ts=1795855000000)
+    await rig.accept(doc)
+    assert (await rig.send(doc)).doc == {"status": "duplicate"}
+    await _downloaded(rig)
+    await rig.gw.settle()
+    assert len(rig.zoom.downloads) == 1 and len(texts(rig.gw)) == 2
+
+
+async def test_missing_download_token_is_400(rig: ZoomRig) -> None:
+    """A transcript event without a download_token is a schema violation naming it."""
+    doc = transcript_completed(UUID, "http://x/y", TOKEN)
+    del doc["download_token"]
+    reply = await rig.send(doc)
+    assert reply.status == 400 and reply.doc["detail"].startswith("download_token")
+
+
+async def test_shared_documented_transcript_event_is_accepted(rig: ZoomRig) -> None:
+    """Zoom's documented recording.transcript_completed (numeric object.id) drives a download."""
+    template = require_shared("fixtures/platforms/zoom") / "recording.transcript_completed.template.txt"
+    url = rig.zoom.add_transcript("doc", "WEBVTT\n\n1\n00:00:00.000 --> 00:00:01.000\nHi.\n", TOKEN)
+    doc = fixture(template.name, template.parent, TIMESTAMP=1795855000001, TEST_TRANSCRIPT_URL=url,
+                  TEST_TRANSCRIPT_BEARER=TOKEN)  # fmt: skip
+    await rig.accept(doc)
+    await _downloaded(rig)
+    assert rig.zoom.downloads == [("doc", 200)]
+
+
+async def test_transcript_after_the_core_forgot_the_meeting_is_still_attributed_and_scrubbed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transcript completing after the core forgot the ended meeting is attributed by the remembered
+    joins, a decliner's name is scrubbed from others' words, and a meeting-end destination gets it."""
+    dests = (Dest("summariser"), Dest("archive", delivery="meeting_end"))
+    async with zoom_gateway(tmp_path, monkeypatch, dests) as rig:
+        await rig.accept(fixture("meeting.started.json"))
+        for user_id, name in ROSTER[:2]:
+            await rig.accept(participant_event("meeting.participant_joined", UUID, user_id, name))
+        await rig.accept(chat_event(UUID, "16778242", "c-1", "/consent summary"))
+        await rig.accept(chat_event(UUID, "16778241", "c-2", "/optout"))
+        await rig.accept(fixture("meeting.ended.json"))
+        gateway = rig.gw.app[GATEWAY]
+        await gateway.tick(datetime.now(UTC) + timedelta(minutes=11))
+        assert gateway.meeting("zoom", UUID) is None
+        vtt = "WEBVTT\n\n1\n00:00:01.000 --> 00:00:02.000\nTomás Ó Briain: Thanks Gwen Ap Rhys: Ops.\n"
+        url = rig.zoom.add_transcript("late", vtt, TOKEN)
+        await rig.accept(transcript_completed(UUID, url, TOKEN))
+        await _downloaded(rig)
+        await rig.gw.settle()
+        for dest in ("summariser", "archive"):
+            rows = texts(rig.gw, dest)
+            assert [(pid, kind) for pid, kind, _ in rows] == [("16778242", "speech")], dest
+            assert "Gwen" not in rows[0][2], dest

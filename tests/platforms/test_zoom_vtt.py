@@ -1,0 +1,92 @@
+"""VTT parsing (webvtt-py with platform quirks) and attributing ``Name: `` prefixes by the roster."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.model import Participant
+from gateway.platforms import vtt
+from tests.platforms.zoom_support import fixture_text
+
+ROSTER = {
+    "1": Participant("1", "Gwen Ap Rhys: Ops"),
+    "2": Participant("2", "Tomás Ó Briain", former_names=("Tom",)),
+    "3": Participant("3", "Sam Lee"),
+    "4": Participant("4", "Sam Lee"),
+    "5": Participant("5", "Gwen"),
+}
+
+
+def test_zoom_transcript_fixture_parses_with_identifiers_and_times() -> None:
+    """Numbered cues keep their identifiers and millisecond times."""
+    cues = vtt.parse(fixture_text("transcript.vtt"))
+    assert [c.key for c in cues] == ["1", "2", "3", "4", "5"]
+    assert (cues[0].start, cues[0].end) == (1.12, 4.48)
+    assert cues[3].text == "And the budget is approved."
+
+
+def test_teams_voice_tags_unpadded_and_negative_timestamps() -> None:
+    """``<v Name>`` gives the voice; unpadded times parse; a negative start is clamped to 0, not dropped."""
+    text = (
+        "WEBVTT\n\n-0:0:1.5 --> 0:0:2.0\n<v Ann Lee>Early words</v>\n\n0:0:3.25 --> 0:1:0.0\n<v B>Later</v>\n"
+    )
+    cues = vtt.parse(text)
+    assert [(c.voice, c.text, c.start, c.end) for c in cues] == [
+        ("Ann Lee", "Early words", 0.0, 2.0),
+        ("B", "Later", 3.25, 60.0),
+    ]
+    assert [c.key for c in cues] == ["n1", "n2"]
+
+
+@pytest.mark.parametrize("text", ["", "not a vtt", "WEBVTX\n\n00:00:01.000 --> 00:00:02.000\nx\n"])
+def test_not_webvtt_raises_vtt_error(text: str) -> None:
+    """A file that is not WebVTT is a VttError (whose message carries no file text)."""
+    with pytest.raises(vtt.VttError) as raised:
+        vtt.parse(text + "SECRET-WORDS")
+    assert "SECRET" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Gwen Ap Rhys: Ops: Hello", ("1", "Hello")),
+        ("Gwen: hi there", ("5", "hi there")),
+        ("Tomás Ó Briain: Ahoj", ("2", "Ahoj")),
+        ("Tom: earlier name", ("2", "earlier name")),
+        ("Sam Lee: who am I", (None, "Sam Lee: who am I")),
+        ("Pat: not here", (None, "Pat: not here")),
+        ("no prefix at all", (None, "no prefix at all")),
+        ("Gwen Ap Rhys said: hi", (None, "Gwen Ap Rhys said: hi")),
+    ],
+)
+def test_prefix_attribution(text: str, expected: tuple[str | None, str]) -> None:
+    """A prefix is credited only to the one participant bearing that name; otherwise unattributed."""
+    assert vtt.split_prefix(ROSTER, text) == expected
+
+
+def test_prefix_that_two_roster_names_match_is_unattributed() -> None:
+    """``Ann`` and ``Ann: Lee`` both prefix ``Ann: Lee: hi``: ambiguous, so nobody is credited."""
+    roster = {"a": Participant("a", "Ann"), "b": Participant("b", "Ann: Lee")}
+    assert vtt.split_prefix(roster, "Ann: Lee: hi") == (None, "Ann: Lee: hi")
+    assert vtt.split_prefix(roster, "Ann: hi") == ("a", "hi")
+
+
+names = st.text(st.sampled_from("AB :é"), min_size=1, max_size=6)
+
+
+@given(roster_names=st.lists(names, max_size=5), speaker=names, words=st.text(max_size=20))
+def test_attribution_is_only_ever_to_the_unique_bearer(
+    roster_names: list[str], speaker: str, words: str
+) -> None:
+    """Whatever the names, a cue is credited to a participant only if exactly one participant's name
+    prefixes it, and that participant is the one credited."""
+    roster = {str(i): Participant(str(i), n) for i, n in enumerate(roster_names)}
+    text = f"{speaker}: {words}"
+    pid, _ = vtt.split_prefix(roster, text)
+    bearers = {p for p, person in roster.items() if text.startswith(person.name + ":")}
+    if pid is None:
+        assert len(bearers) != 1
+    else:
+        assert bearers == {pid}
