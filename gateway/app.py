@@ -9,25 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from gateway.consent.links import consent_request
 from gateway.delivery import Dispatcher
 from gateway.delivery.items import DestinationConfig
 from gateway.engine import Emit
+from gateway.metrics import METRICS, Metrics, metrics_handler
+from gateway.platforms import setup_platforms
+from gateway.platforms.config import load_platforms
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.load import load_policy
+from gateway.reload import POLICIES, PolicyManager
 from gateway.runtime import Gateway, PolicySet
 from gateway.settings import Settings, SettingsError
 from gateway.sinks import to_item
 from gateway.store.base import StorageError, Store
 from gateway.store.sqlite import SQLiteStore
-from gateway.web import health, ingest
+from gateway.web import admin, consent_api, dashboard, health, ingest, request_id, standing
 from gateway.web.auth import Authenticator
-from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, MAX_BODY, SETTINGS, STORE
+from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, LINKS, MAX_BODY, NOTIFIER, SETTINGS, STORE
 from gateway.web.problems import problem_middleware
 
 log = structlog.get_logger("gateway.app")
@@ -75,14 +81,46 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
     app[AUTH] = Authenticator(token, [s.get_secret_value() for s in settings.webhook_secrets])
     configs = destination_configs(policies.policies, settings)
+    _operations(app, settings, configs)
     app.cleanup_ctx.append(_storage)
+    consent_api.setup(app, settings)  # links, receipts, notices: before delivery, which uses them
     app.cleanup_ctx.append(_delivery(policies, configs))
     app.cleanup_ctx.append(_ticker)
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_get("/v1/stream", ingest.stream)
+    app.router.add_post("/v1/standing-consents", standing.post_standing)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    if settings.platforms_file is not None:
+        setup_platforms(app, load_platforms(settings.platforms_file))
     return app
+
+
+def _operations(app: web.Application, settings: Settings, configs: dict[str, DestinationConfig]) -> None:
+    """Metrics, request ids, the admin API and dashboard, policy reload and shadow candidates."""
+    for path in settings.shadow_policies:
+        load_policy(path)  # a broken candidate refuses to start, like a broken policy
+    app[METRICS] = metrics = Metrics()
+    app[POLICIES] = PolicyManager(
+        settings.policies,
+        lambda ps: destination_configs(ps, settings),
+        configs,
+        on_difference=metrics.on_shadow_difference,
+        on_reload=metrics.on_reload,
+    )
+    request_id.setup(app)
+    tokens = [s.get_secret_value() for s in (*settings.admin_tokens, *settings.auditor_tokens)]
+    if settings.ingest_token and settings.ingest_token.get_secret_value() in tokens:
+        raise SettingsError("admin_tokens / auditor_tokens: must differ from the ingest token")
+    admin.setup(
+        app,
+        admin.AdminAuth(
+            [s.get_secret_value() for s in settings.admin_tokens],
+            [s.get_secret_value() for s in settings.auditor_tokens],
+        ),
+    )
+    dashboard.setup(app)
+    app.router.add_get("/metrics", metrics_handler)
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -101,11 +139,17 @@ def _delivery(
                 session,
                 configs,
                 allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id, part.participant_id),
+                on_result=app[METRICS].on_delivery,
             )
             sink = DispatchSink(dispatcher)
             sink_ref.append(sink)
-            sink.gateway = app[GATEWAY] = Gateway(policies, app[STORE], sink)
+            sink.gateway = app[GATEWAY] = Gateway(policies, app[STORE], sink, notify=app[NOTIFIER])
+            app[GATEWAY].consent_request = functools.partial(consent_request, app[LINKS])
             app[DISPATCHER] = dispatcher
+            app[GATEWAY].observers.append(app[METRICS])
+            if app[SETTINGS].shadow_policies:
+                app[POLICIES].set_shadow(app[GATEWAY], app[SETTINGS].shadow_policies)
+            app[METRICS].track_outbox(dispatcher.depth, dispatcher.oldest_age)
             await dispatcher.start()
             yield
             await dispatcher.drain(timeout=5.0)
@@ -124,6 +168,7 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
                 log.error("tick.storage_unavailable")
 
     task = asyncio.create_task(run())
+    app[health.TICKER] = task
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,4 @@
-"""The command-line verbs: serve, demo, replay, policy check|test, log show|verify|export.
+"""The command-line verbs: serve, demo, replay, policy check|test, log show|verify|export, receipt verify.
 
 Each verb parses its flags, builds what it needs, runs, and returns an exit code: 0 success, 1 a check
 that failed (a broken policy, a tampered ledger, a failing policy test), 2 a usage or settings error.
@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     _replay_parser(verbs)
     _policy_parser(verbs)
     _log_parser(verbs)
+    _receipt_parser(verbs)
     return parser
 
 
@@ -231,6 +232,45 @@ def _log_export(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+# --- receipt ---------------------------------------------------------------------------------------
+
+
+def _receipt_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser("receipt", help="check consent receipts")
+    sub = p.add_subparsers(title="receipt verbs")
+    verify = sub.add_parser("verify", help="check a receipt's signature (exit 1 if it does not verify)")
+    verify.add_argument("file", type=Path, help="the receipt JSON a consent page gave")
+    verify.add_argument(
+        "--key",
+        help="the gateway's public key: a file (JWK set from /.well-known/consent-gateway/receipt-key, "
+        "or base64) or the base64 itself; without it only the key inside the receipt is checked",
+    )
+    verify.set_defaults(verb=_receipt_verify)
+
+
+def _receipt_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from gateway.consent import receipts
+
+    try:
+        receipt = json.loads(args.file.read_text(encoding="utf-8"))
+        key = None
+        if args.key is not None:
+            key_path = Path(args.key)
+            key = receipts.load_public_key(key_path.read_text() if key_path.is_file() else args.key)
+    except (OSError, ValueError) as exc:
+        print(f"{args.file}: cannot check: {exc}", file=sys.stderr)
+        return 1
+    result = receipts.verify(receipt, key)
+    if not result.ok:
+        print(f"{args.file}: INVALID ({result.reason})")
+        return 1
+    pinned = "" if result.key_pinned else " (against the key inside it; pass --key to pin the gateway's)"
+    print(f"{args.file}: valid receipt {receipt['record_id']} signed by key {receipt['key']['kid']}{pinned}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``consent-gateway demo``: a short meeting through a live gateway to a local stand-in AI service.
 
-Four people meet. Priya and Sam opt in for summaries; Tomás declines and is named by the others; Wen opts
-in, then withdraws midway. Everything runs for real on 127.0.0.1: the gateway app with a throw-away SQLite
+Four people meet. Priya and Sam opt in for summaries (Sam on his personal consent page, as a browser would:
+the page's GET and its form POST); Tomás declines and is named by the others; Wen opts in, then withdraws
+midway. Everything runs for real on 127.0.0.1: the gateway app with a throw-away SQLite
 file, and a small receiver that checks the gateway's signatures and keeps what it is sent. The output puts
 what was said beside what the AI service received, then the consent ledger's verification.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import json
+import re
 import secrets
 import shutil
 import tempfile
@@ -31,6 +34,8 @@ from gateway.settings import Settings
 from gateway.web.keys import DISPATCHER, STORE
 
 MEETING = "demo-weekly-sync"
+PAGE_USER = "p-sam"
+"""Who consents on their personal consent page rather than through the integration API."""
 PEOPLE = {"p-priya": "Priya Raman", "p-tomas": "Tomás Ortega", "p-wen": "Wen Li", "p-sam": "Sam Okafor"}
 # (participant, text) for speech; ("consent", participant, decision) for consent changes
 SCRIPT: list[tuple[str, ...]] = [
@@ -130,6 +135,10 @@ async def _play(url: str, token: str, app: web.Application) -> list[tuple[str, s
         for pid, name in PEOPLE.items():
             await _post(http, url, {"type": "participant.joined", "participant": {"id": pid, "name": name}})
         for n, line in enumerate(SCRIPT, 1):
+            if line[0] == "consent" and line[1] == PAGE_USER:
+                await _consent_on_page(http, url, line[1])
+                said.append(("", PEOPLE[line[1]], "(given consent for summary, on their consent page)"))
+                continue
             if line[0] == "consent":
                 _, pid, decision = line
                 await _post(
@@ -154,6 +163,23 @@ async def _play(url: str, token: str, app: web.Application) -> list[tuple[str, s
             said.append((f"s{n}", PEOPLE[pid], text))
         await _post(http, url, {"type": "meeting.ended"})
     return said
+
+
+async def _consent_on_page(http: aiohttp.ClientSession, url: str, pid: str) -> None:
+    """What a participant's browser does: open the link the gateway sent, tick Yes, submit the form."""
+    api = f"{url}/v1/meetings/{MEETING}/participants/{pid}/consent-link"
+    async with http.get(api) as resp:
+        link = (await resp.json())["url"]
+    async with aiohttp.ClientSession() as browser:  # no gateway credentials: the link is the credential
+        async with browser.get(link) as resp:
+            page = await resp.text()
+        form = {
+            k: html.unescape(v) for k, v in re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page)
+        }
+        form |= {"purpose.summary": "yes", "action": "save"}
+        async with browser.post(link, data=form) as resp:
+            if resp.status != 200 or "Your choices were saved." not in await resp.text():
+                raise RuntimeError(f"the consent page answered {resp.status}")
 
 
 async def _post(http: aiohttp.ClientSession, url: str, event: dict[str, Any]) -> None:

@@ -167,6 +167,8 @@ def evaluate_consent(
     max_age = policy.spec.consent.max_age_days
     if event.choice is ConsentChoice.GIVEN and max_age is not None:
         expires = event.at + timedelta(days=max_age)
+    if event.choice is ConsentChoice.GIVEN and event.expires_at is not None:
+        expires = min(event.expires_at, expires or event.expires_at)
     notice = event.notice_version or _notice_of(policy, event.purposes)
     return ConsentRecord(
         record_id=record_id,

@@ -36,6 +36,8 @@ class ParticipantJoined:
     name: str = field(repr=False)
     at: datetime = field()
     email: str | None = field(default=None, repr=False)
+    email_verified: bool = False
+    """Whether the platform vouches for ``email``: only a verified e-mail can carry a standing consent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,8 @@ class ConsentSubmitted:
     notice_version: str | None = None
     delegation: str | None = None
     evidence: str | None = None
+    expires_at: datetime | None = None
+    """A limit on a given consent's life (a consent derived from a standing one ends with it)."""
 
 
 MeetingEvent = (

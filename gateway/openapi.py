@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from gateway import __version__
+from gateway.openapi_admin import SECURITY_SCHEME as ADMIN_SECURITY_SCHEME
+from gateway.openapi_admin import admin_paths
 from gateway.wire import EVENT_ADAPTER
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -81,6 +83,7 @@ def build() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {
+                "adminBearer": ADMIN_SECURITY_SCHEME,
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "standardWebhooks": {
                     "type": "apiKey",
@@ -93,7 +96,7 @@ def build() -> dict[str, Any]:
             "schemas": schemas,
         },
         "security": [{"bearer": []}, {"standardWebhooks": []}],
-        "paths": _paths(),
+        "paths": {**_paths(), **admin_paths()},
     }
 
 
@@ -148,7 +151,7 @@ def _paths() -> dict[str, Any]:
         },
         "/readyz": {
             "get": {
-                "summary": "Readiness: storage reachable and a policy loaded",
+                "summary": "Readiness: storage reachable, a policy loaded, workers alive",
                 "security": [],
                 "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
             }

@@ -12,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
 
 from gateway import engine
+from gateway.consent import asking, chat, standing
 from gateway.engine import Emit, Step
-from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent
+from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
 from gateway.meeting import MeetingState, with_records
-from gateway.model import ConsentChoice, RecordOutcome
-from gateway.notify import Notify, discard
+from gateway.model import ConsentChoice, ConsentRecord, Decision, RecordOutcome
+from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Policy
+from gateway.shadow import Shadow
 from gateway.store.base import Store
 
 log = structlog.get_logger("gateway.runtime")
@@ -55,9 +57,32 @@ class PolicySet:
 
     def __init__(self, policies: Sequence[Policy]) -> None:
         self.policies = tuple(policies)
+        self._chosen: dict[tuple[str, str], Policy | None] = {}
 
     def for_meeting(self, platform: str, meeting_id: str) -> Policy | None:
-        return next((p for p in self.policies if p.applies(platform, meeting_id)), None)
+        # Asked for every event and before every delivery attempt; matching patterns each time showed up
+        # in profiles. The set is immutable (a reload builds a new one), so the answer can be kept.
+        key = (platform, meeting_id)
+        if key not in self._chosen:
+            if len(self._chosen) >= 100_000:
+                self._chosen.clear()
+            self._chosen[key] = next((p for p in self.policies if p.applies(platform, meeting_id)), None)
+        return self._chosen[key]
+
+
+class Observer(Protocol):
+    """Told what the gateway did (metrics); called after the fact, and its failures are only logged."""
+
+    def on_event(self, platform: str, event: MeetingEvent, result: Result) -> None: ...
+
+    def on_decisions(self, decisions: Sequence[Decision]) -> None: ...
+
+    def on_consent(self, record: ConsentRecord) -> None: ...
+
+
+ConsentRequest = Callable[[Policy, str, str, str, datetime], Notice]
+"""Mints a participant's consent-request notice: ``(policy, platform, meeting_id, participant_id, now)``
+(``gateway.consent.links.consent_request`` bound to the gateway's link signer)."""
 
 
 def wall_clock() -> datetime:
@@ -84,6 +109,15 @@ class Gateway:
         self._ended_at: dict[MeetingKey, datetime] = {}
         self._locks: dict[MeetingKey, asyncio.Lock] = {}
         self._platforms: dict[str, set[str]] = {}
+        self._seen_policy: dict[MeetingKey, Policy] = {}
+        """The policy each live meeting was last governed by: a revision needing new purposes asks again."""
+        self._identities: dict[str, set[tuple[MeetingKey, str]]] = {}
+        """Standing subject -> (meeting, participant id) of live participants with that verified e-mail."""
+        self.observers: list[Observer] = []
+        self.shadow: Shadow | None = None
+        """A candidate policy evaluated beside the active one (gateway.shadow); never affects forwarding."""
+        self.consent_request: ConsentRequest | None = None
+        """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
 
     # --- reading state (delivery asks before every attempt) ---------------------------------------
 
@@ -106,9 +140,19 @@ class Gateway:
     def meeting(self, platform: str, meeting_id: str) -> MeetingState | None:
         return self._states.get((platform, meeting_id))
 
+    def meetings(self) -> list[MeetingState]:
+        """The live meeting states (read-only values), for the admin API and the dashboard."""
+        return list(self._states.values())
+
     # --- events -------------------------------------------------------------------------------------
 
     async def handle(self, platform: str, event: MeetingEvent, now: datetime | None = None) -> Result:
+        result = await self._handle(platform, event, now)
+        for observer in self.observers:
+            _safely(observer.on_event, platform, event, result)
+        return result
+
+    async def _handle(self, platform: str, event: MeetingEvent, now: datetime | None) -> Result:
         policy = self.policies.for_meeting(platform, event.meeting_id)
         if policy is None:
             log.warning("event.no_policy", platform=platform, meeting_id=event.meeting_id)
@@ -118,10 +162,18 @@ class Gateway:
             now = now or wall_clock()
             state = await self._load(key)
             expired = engine.tick(state, policy, now)
+            self._ask_again(key, expired.state, policy, now)
             if isinstance(event, ConsentSubmitted):
                 return await self._consent(key, expired, event, policy, now)
+            if isinstance(event, SegmentReceived) and (command := chat.command_of(event, policy)):
+                return await self._chat(key, expired, event, command, policy, now)
             step = engine.on_event(expired.state, event, policy, now)
             await self._commit(key, _merge(expired, step), now)
+            await self._follow_shadow(expired.state, event, None, step.decisions, now)
+            if isinstance(event, ParticipantJoined):
+                self.ask(policy, platform, event.meeting_id, event.participant_id, now)
+                if event.email and event.email_verified:
+                    await self._standing_join(key, event, event.email, policy, now)
             if isinstance(event, MeetingEnded):
                 self._ended_at[key] = now
             return Result("accepted")
@@ -131,6 +183,8 @@ class Gateway:
     ) -> Result:
         record = engine.evaluate_consent(expired.state, event, policy, self._new_id())
         await self.store.append_consent(record)  # durable before it takes effect (invariant 1)
+        for observer in self.observers:
+            _safely(observer.on_consent, record)
         step = engine.on_record(expired.state, record, policy, now)
         restricts = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
         if restricts:
@@ -139,6 +193,7 @@ class Gateway:
             self._states[key] = step.state
             self.sink.purge(event.meeting_id, event.participant_id)
         await self._commit(key, _merge(expired, step), now)
+        await self._follow_shadow(expired.state, event, record, step.decisions, now)
         log.info(
             "consent.recorded",
             meeting_id=event.meeting_id,
@@ -152,13 +207,136 @@ class Gateway:
             return Result("rejected", record.reason, record.record_id)
         return Result("accepted", None, record.record_id)
 
+    def ask(self, policy: Policy, platform: str, meeting_id: str, participant_id: str, now: datetime) -> None:
+        """Send a participant their personal consent link (on joining, or when they must be asked again).
+
+        Runs after the event committed, so a failure here is logged, never raised: it must not turn an
+        applied event into an error the platform would retry."""
+        if self.consent_request is None:
+            return
+        try:
+            self.notify(self.consent_request(policy, platform, meeting_id, participant_id, now))
+        except Exception as exc:
+            log.error("consent_request.failed", meeting_id=meeting_id, error=type(exc).__name__)
+
+    # --- consent channels: chat commands, standing consent, asking again (gateway.consent) -----------
+
+    async def _chat(
+        self,
+        key: MeetingKey,
+        expired: Step,
+        event: SegmentReceived,
+        command: chat.Command,
+        policy: Policy,
+        now: datetime,
+    ) -> Result:
+        """A chat command changes only the sender's consent, through ``_consent``; it is never content."""
+        sender = event.segment.participant_id
+        assert sender is not None
+        step, rejected, record_id = expired, list[str](), None
+        for submitted in chat.submissions(command, event, expired.state, policy):
+            result = await self._consent(key, step, submitted, policy, now)
+            step, record_id = Step(self._states[key]), result.record_id
+            if result.status == "rejected":
+                rejected.append(result.reason or "rejected")
+        dropped = Step(step.state, chat.dropped(event.segment, policy, now))
+        await self._commit(key, _merge(step, dropped), now)
+        text = chat.reply(command, rejected, self._states[key], sender, policy, now)
+        data = {"text": text, "in_reply_to": event.segment.segment_id}
+        self.notify(Notice(key[0], key[1], sender, "chat_reply", data))
+        return Result("rejected" if rejected else "accepted", chat.REASON, record_id)
+
+    async def _standing_join(
+        self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime
+    ) -> None:
+        """A verified identity joins: what its standing consent covers is recorded for this meeting."""
+        holders = self._identities.setdefault(standing.subject_for(email), set())
+        holders.add((key, event.participant_id))
+        records = await self.store.standing_records(email)
+        for submitted in standing.derive(self._states[key], event.participant_id, records, policy, now):
+            await self._consent(key, Step(self._states[key]), submitted, policy, now)
+
+    async def record_standing(
+        self, submitted: standing.StandingSubmitted, now: datetime | None = None
+    ) -> Result:
+        """Record a standing consent choice; a refusal or withdrawal applies at once wherever it is held."""
+        policy = self.policies.for_meeting(submitted.platform, standing.STANDING_MEETING)
+        if policy is None:
+            return Result("ignored", "no_policy_applies")
+        now = now or wall_clock()
+        record = standing.evaluate(submitted, policy, self._new_id())
+        await self.store.append_consent(record)  # durable before it takes effect
+        log.info("standing.recorded", record_id=record.record_id, choice=str(record.choice),
+                 outcome=str(record.outcome), reason=record.reason)  # fmt: skip
+        if record.outcome is not RecordOutcome.ACCEPTED:
+            return Result("rejected", record.reason, record.record_id)
+        holders = sorted(self._identities.get(record.subject, ()))
+        records = await self.store.standing_records(submitted.email) if holders else []
+        for key, participant_id in holders:
+            await self._standing_apply(key, participant_id, record, records, now)
+        return Result("accepted", None, record.record_id)
+
+    async def _standing_apply(
+        self,
+        key: MeetingKey,
+        participant_id: str,
+        record: ConsentRecord,
+        records: Sequence[ConsentRecord],
+        now: datetime,
+    ) -> None:
+        policy = self.policies.for_meeting(*key)
+        if policy is None:
+            return
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            state = self._states.get(key)
+            if state is None:
+                return
+            for submitted in standing.changes(state, participant_id, record, records, policy, now):
+                await self._consent(key, Step(self._states[key]), submitted, policy, now)
+
+    def _ask_again(self, key: MeetingKey, state: MeetingState, policy: Policy, now: datetime) -> None:
+        """Under a new policy revision, ask present participants about purposes newly needed."""
+        before = self._seen_policy.get(key)
+        self._seen_policy[key] = policy
+        if before is None or before.revision == policy.revision or state.ended:
+            return
+        for participant_id, purposes in asking.new_purposes(state, before, policy):
+            extra = {"new_purposes": list(purposes), "reason": asking.REASON}
+            if self.consent_request is None:
+                notice = Notice(*key, participant_id, "consent_request", {"purposes": list(purposes)})
+            else:
+                notice = self.consent_request(policy, key[0], key[1], participant_id, now)
+            self.notify(replace(notice, data={**notice.data, **extra}))
+
     async def _commit(self, key: MeetingKey, step: Step, now: datetime) -> None:
         """Log decisions, then publish the state, then emit: a failed write emits nothing."""
         if step.decisions:
             await self.store.append_decisions(step.decisions)
+            for observer in self.observers:
+                _safely(observer.on_decisions, step.decisions)
         self._states[key] = step.state
         for emit in step.emits:
             self.sink.submit(emit)
+
+    async def _follow_shadow(
+        self,
+        before: MeetingState,
+        event: MeetingEvent,
+        record: ConsentRecord | None,
+        active: Sequence[Decision],
+        now: datetime,
+    ) -> None:
+        """Let the shadow policy decide too and log where it differs; after the real commit, and any
+        failure here is logged and swallowed: the shadow must never change what the real path does."""
+        shadow = self.shadow
+        if shadow is None:
+            return
+        try:
+            differing = shadow.follow(before, event, record, active, now)
+            if differing:
+                await self.store.append_decisions(differing)
+        except Exception as exc:
+            log.error("shadow.failed", meeting_id=before.meeting_id, error=type(exc).__name__)
 
     async def _load(self, key: MeetingKey) -> MeetingState:
         state = self._states.get(key)
@@ -184,6 +362,7 @@ class Gateway:
                 state = self._states.get(key)
                 if state is None:
                     continue
+                self._ask_again(key, state, policy, now)  # a reload asks without waiting for an event
                 step = engine.tick(state, policy, now)
                 if step.decisions:
                     await self._commit(key, step, now)
@@ -196,11 +375,23 @@ class Gateway:
         if ended is not None and not state.held and now - ended > _FORGET_AFTER:
             del self._states[key]
             del self._ended_at[key]
+            if self.shadow is not None:
+                self.shadow.forget(key)
             self._locks.pop(key, None)
             self._platforms.get(key[1], set()).discard(key[0])
+            self._seen_policy.pop(key, None)
+            for holders in self._identities.values():
+                holders.difference_update({h for h in holders if h[0] == key})
 
     def held_count(self) -> int:
         return sum(len(s.held) for s in self._states.values())
+
+
+def _safely(call: Callable[..., None], *args: object) -> None:
+    try:
+        call(*args)
+    except Exception as exc:
+        log.error("observer.failed", error=type(exc).__name__)
 
 
 def _merge(first: Step, second: Step) -> Step:

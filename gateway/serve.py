@@ -1,6 +1,7 @@
 """``consent-gateway serve``: settings, logs, secrets, then the aiohttp app until a signal stops it.
 
 aiohttp's runner stops accepting on SIGINT/SIGTERM and runs the app's cleanup, which drains delivery.
+SIGHUP reloads every policy file, all or nothing (``gateway.reload``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway import logs
+from gateway import logs, reload
 from gateway.app import create_app
 from gateway.policy.load import PolicyError
 from gateway.settings import SettingsError, load_settings, with_generated_secrets
+from gateway.web.keys import GATEWAY
 
 
 def serve(flags: Mapping[str, Any]) -> int:
@@ -35,5 +37,16 @@ def serve(flags: Mapping[str, Any]) -> int:
         policies=[str(p) for p in settings.policies],
         secrets_file=str(settings.secrets_file),
     )
+    app.on_startup.append(_sighup)
     web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
     return 0
+
+
+async def _sighup(app: web.Application) -> None:
+    # on_startup runs before cleanup_ctx has built the Gateway, so it is looked up when the signal comes
+    remove = reload.install_sighup(lambda: app[GATEWAY], app[reload.POLICIES])
+
+    async def uninstall(_: web.Application) -> None:
+        remove()
+
+    app.on_cleanup.append(uninstall)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 PREFIX = "CONSENT_GATEWAY_"
-_LIST_FIELDS = {"policies", "webhook_secrets"}
+_LIST_FIELDS = {"policies", "webhook_secrets", "admin_tokens", "auditor_tokens", "shadow_policies"}
 
 
 class SettingsError(Exception):
@@ -38,11 +38,31 @@ class Settings(BaseModel):
     """``whsec_`` secrets accepted on Standard Webhooks-signed ingest requests."""
     signing_secret: SecretStr | None = None
     """``whsec_`` secret that signs what the gateway sends to destinations."""
+    admin_tokens: tuple[SecretStr, ...] = ()
+    """Admin API and dashboard bearer tokens with write access (policy reload); never the ingest token."""
+    auditor_tokens: tuple[SecretStr, ...] = ()
+    """Read-only bearer tokens for the admin API and dashboard (auditors)."""
+    shadow_policies: tuple[Path, ...] = ()
+    """Candidate policy files evaluated beside the active ones; differing decisions logged, not applied."""
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     tick_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
     secrets_file: Path | None = None
+    link_secret: SecretStr | None = None
+    """Key (any text) that signs personal consent links; generated if unset."""
+    receipt_key: SecretStr | None = None
+    """Ed25519 private key (base64 of the 32-byte seed) that signs consent receipts; generated if unset."""
+    notify_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Where notices to participants (consent links, chat replies) are POSTed, Standard Webhooks-signed."""
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Base URL of the consent links participants receive (default ``http://{host}:{port}``)."""
+    platforms_file: Path | None = None
+    """YAML file of platform installations (Zoom apps, ...); see gateway.platforms.config."""
+
+    @property
+    def links_base(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def sqlite_path(self) -> str:
@@ -79,7 +99,13 @@ def load_settings(flags: Mapping[str, Any], environ: Mapping[str, str] = os.envi
 
 def with_generated_secrets(settings: Settings) -> Settings:
     """Fill missing secrets from (or into) the secrets file, created 0600 on first start."""
-    if settings.ingest_token and settings.signing_secret:
+    if (
+        settings.ingest_token
+        and settings.signing_secret
+        and settings.admin_tokens
+        and settings.link_secret
+        and settings.receipt_key
+    ):
         return settings
     path = settings.secrets_file or _default_secrets_path(settings)
     stored = _read_secrets(path)
@@ -89,12 +115,21 @@ def with_generated_secrets(settings: Settings) -> Settings:
     if "signing_secret" not in stored:
         key = base64.b64encode(secrets.token_bytes(32)).decode()
         stored["signing_secret"], changed = f"whsec_{key}", True
+    if "admin_token" not in stored:
+        stored["admin_token"], changed = secrets.token_urlsafe(32), True
+    if "link_secret" not in stored:
+        stored["link_secret"], changed = secrets.token_urlsafe(32), True
+    if "receipt_key" not in stored:
+        stored["receipt_key"], changed = base64.b64encode(secrets.token_bytes(32)).decode(), True
     if changed:
         _write_secrets(path, stored)
     return settings.model_copy(
         update={
             "ingest_token": settings.ingest_token or SecretStr(stored["ingest_token"]),
             "signing_secret": settings.signing_secret or SecretStr(stored["signing_secret"]),
+            "admin_tokens": settings.admin_tokens or (SecretStr(stored["admin_token"]),),
+            "link_secret": settings.link_secret or SecretStr(stored["link_secret"]),
+            "receipt_key": settings.receipt_key or SecretStr(stored["receipt_key"]),
             "secrets_file": path,
         }
     )

@@ -50,6 +50,7 @@ class ParticipantIn(BaseModel):
     id: Id
     name: Name
     email: Annotated[str, Field(max_length=320)] | None = None
+    email_verified: bool = False
 
 
 class ParticipantJoinedIn(_Event):
@@ -172,7 +173,9 @@ def to_event(wire: EventIn, platform: str) -> MeetingEvent:
             )
         case ParticipantJoinedIn():
             p = wire.participant
-            return ParticipantJoined(platform, wire.meeting_id, p.id, p.name, wire.at, p.email)
+            return ParticipantJoined(
+                platform, wire.meeting_id, p.id, p.name, wire.at, p.email, p.email_verified
+            )
         case ParticipantLeftIn():
             return ParticipantLeft(platform, wire.meeting_id, wire.participant_id, wire.at)
         case ParticipantRenamedIn():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _logs_to_a_stream_that_outlives_the_test() -> Iterator[None]:
+    """structlog binds its stream when configured; pytest closes each test's captured stdout afterwards.
+
+    Every test starts and ends with logs going to the process's real stderr at every level (tests that
+    capture logs see them all), so a logger configured by one test (CLI verbs configure logging) can never
+    write into a closed stream in the next.
+    """
+    from gateway import logs
+
+    logs.configure("json", "debug", stream=sys.__stderr__)
+    yield
+    logs.configure("json", "debug", stream=sys.__stderr__)

@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -253,7 +252,6 @@ async def _run(program: list[tuple[Any, ...]], fail_from: int | None = None) -> 
         rows = [r.record_json for r in await store.ledger_rows()]
         decisions = [json.dumps(d.__repr__()) for d in await store.decision_records()]
         await store.close()
-    structlog.reset_defaults()
     return Run(sink, rows, decisions, events, failed_at, buffer.getvalue(), policy)
 
 

@@ -96,8 +96,8 @@ def test_unreadable_secrets_file_is_a_settings_error(tmp_path: Path) -> None:
 
 
 def test_secrets_file_content_is_a_json_object_of_strings(tmp_path: Path) -> None:
-    """The generated file holds exactly the two generated secrets as strings."""
+    """The generated file holds exactly the generated secrets as strings."""
     with_generated_secrets(Settings(database=f"sqlite:///{tmp_path}/gw.db"))
     data = json.loads((tmp_path / "secrets.json").read_text())
-    assert sorted(data) == ["ingest_token", "signing_secret"]
+    assert sorted(data) == ["admin_token", "ingest_token", "link_secret", "receipt_key", "signing_secret"]
     assert all(isinstance(v, str) and v for v in data.values())

@@ -152,6 +152,15 @@ class Dispatcher:
         """Items submitted and not yet finished (queued, in flight or in backoff)."""
         return self._pending
 
+    def oldest_age(self) -> float:
+        """Seconds since the oldest unfinished item was submitted (0 when there is none)."""
+        oldest = min((lane[0].submitted for lane in self._lanes.values() if lane), default=None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
+
+    def running(self) -> bool:
+        """Started and not closed: submitted items will be worked on (readiness)."""
+        return self._started and not self._closed
+
     # -- lanes ----------------------------------------------------------------------------------------
 
     def _ensure_worker(self, key: LaneKey) -> None:
@@ -189,7 +198,10 @@ class Dispatcher:
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()
-        log.info(
+        # Delivered items are the common case: at info level they would double the log volume of a busy
+        # gateway for no operational value; anything else stays visible.
+        level = log.debug if result.status is Status.DELIVERED else log.info
+        level(
             f"delivery.{result.status}",
             **_ids(entry.item),
             reason=result.reason,
@@ -251,7 +263,7 @@ class Dispatcher:
         )
         attempt = await post(self._session, config, key, payload, int(self._clock()))
         entry.last_status = attempt.status
-        log.info(
+        log.debug(
             "delivery.response",
             **_ids(entry.item),
             attempt=number,

@@ -71,10 +71,16 @@ def consent_of(
     state: MeetingState, participant_id: str, dest: Destination, now: datetime
 ) -> tuple[ConsentState, tuple[str, ...]]:
     """The participant's weakest consent across the destination's purposes, and the records behind it."""
-    entries = [state.consent(participant_id, p) for p in dest.purposes]
-    states = [e.at(now) for e in entries]
-    worst = min(states, key=_SEVERITY_RANK.__getitem__)
-    return worst, tuple(dict.fromkeys(e.record_id for e in entries if e.record_id))
+    # Runs for every decision (and for every delivery attempt): plain loops, no intermediate lists.
+    worst, rank, ids = ConsentState.GIVEN, _SEVERITY_RANK[ConsentState.GIVEN], tuple[str, ...]()
+    for purpose in dest.purposes:
+        entry = state.consent(participant_id, purpose)
+        current = entry.at(now)
+        if _SEVERITY_RANK[current] < rank:
+            worst, rank = current, _SEVERITY_RANK[current]
+        if entry.record_id and entry.record_id not in ids:
+            ids = (*ids, entry.record_id)
+    return worst, ids
 
 
 def _not_given(

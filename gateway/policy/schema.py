@@ -23,6 +23,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
 
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Z]{2})?$")]
+
+
+class PurposeTranslation(_Strict):
+    description: str = Field(min_length=1)
+    """``description`` in this language."""
+    notice: str = Field(min_length=1)
+    """``notice`` in this language: it must say the same as the original (its version is shared)."""
+
+
 class PurposeSpec(_Strict):
     description: str = Field(min_length=1)
     """One line saying what the purpose is, shown on consent pages and receipts."""
@@ -31,6 +41,8 @@ class PurposeSpec(_Strict):
     notice_version: str = Field(min_length=1)
     """Changes whenever the notice changes; a consent names the version the participant saw, and a consent
     to an older version is refused."""
+    translations: dict[Language, PurposeTranslation] = Field(default_factory=dict)
+    """The description and notice in each further language of ``languages`` (same notice version)."""
 
 
 class Delegation(_Strict):
@@ -40,6 +52,35 @@ class Delegation(_Strict):
     """Channels through which this delegation may be used."""
 
 
+CommandText = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S+( \S+)*$")]
+
+
+class ChatCommandsSpec(_Strict):
+    give: CommandText = "/consent"
+    """Followed by one or more purpose names (``/consent summary``): gives consent to those purposes."""
+    all: CommandText = "/consent all"
+    """Gives consent to every purpose of the policy."""
+    optout: CommandText = "/optout"
+    """Withdraws every given consent and refuses every other purpose."""
+    status: CommandText = "/consent status"
+    """Replies with the sender's current choices; changes nothing."""
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ChatCommandsSpec:
+        words = [c.casefold().split() for c in (self.give, self.all, self.optout, self.status)]
+        if len({tuple(w) for w in words}) != len(words):
+            raise ValueError("chat commands must differ from each other")
+        return self
+
+
+class StandingSpec(_Strict):
+    allowed: bool = False
+    """Whether a participant with a verified e-mail may hold a consent across meetings (also needs
+    ``standing`` in ``consent.channels``)."""
+    max_days: int = Field(default=365, ge=1, le=3650)
+    """A standing consent lapses this many days after it was recorded, at the latest."""
+
+
 class ConsentSpec(_Strict):
     channels: list[Channel] = Field(default_factory=lambda: list[Channel](["api", "chat", "consent_page"]))
     """Channels through which consent is accepted; a request through another is refused and recorded."""
@@ -47,6 +88,13 @@ class ConsentSpec(_Strict):
     """Who may consent on someone else's behalf. Empty (the default): only the participant themselves."""
     max_age_days: int | None = Field(default=None, ge=1, le=3650)
     """A given consent expires this many days after it was recorded (None: lasts for the meeting)."""
+    link_ttl_hours: int = Field(default=24, ge=1, le=24 * 90)
+    """How long a participant's personal consent link works after it was sent."""
+    chat_commands: ChatCommandsSpec = ChatCommandsSpec()
+    """The exact chat messages (case-insensitive) that change the sender's own consent; any other chat
+    message is content, never consent."""
+    standing: StandingSpec = StandingSpec()
+    """Consent held by a verified identity across meetings."""
 
 
 class PendingSpec(_Strict):
@@ -110,6 +158,9 @@ class PolicySpec(_Strict):
     """Mode per jurisdiction code given on ``meeting.started``; others use ``mode``."""
     purposes: dict[Identifier, PurposeSpec] = Field(min_length=1)
     """The purposes a participant can consent to, each with its notice."""
+    languages: list[Language] = Field(default_factory=lambda: ["en"], min_length=1)
+    """Languages of the consent page; the first is the language ``purposes`` are written in, every other
+    one needs a translation in each purpose."""
     consent: ConsentSpec = ConsentSpec()
     """How consent may be given."""
     pending: PendingSpec = PendingSpec()
@@ -128,6 +179,18 @@ class PolicySpec(_Strict):
             if not re.fullmatch(r"[A-Z]{2}(-[A-Z0-9]{1,3})?", code):
                 raise ValueError(f"jurisdiction code {code!r} is not ISO 3166 (e.g. US-CA)")
         return value
+
+    @model_validator(mode="after")
+    def _translations(self) -> PolicySpec:
+        wanted = set(self.languages[1:])
+        for name, purpose in self.purposes.items():
+            missing = sorted(wanted - set(purpose.translations))
+            if missing:
+                raise ValueError(f"purpose {name!r} has no translation for languages {missing}")
+            extra = sorted(set(purpose.translations) - wanted)
+            if extra:
+                raise ValueError(f"purpose {name!r} translates into {extra}, which are not in languages[1:]")
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> PolicySpec:

@@ -62,6 +62,9 @@ class Store(Protocol):
     ) -> list[LedgerEntry]:
         """Ledger entries in chain order, optionally filtered."""
 
+    async def standing_records(self, email: str) -> list[ConsentRecord]:
+        """Standing consent records of a verified e-mail, in chain order (see gateway.consent.standing)."""
+
     async def ledger_rows(self) -> list[LedgerRow]:
         """Every ledger row as stored, in sequence order, for verification and export."""
 

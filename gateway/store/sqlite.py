@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.consent import ledger
+from gateway.consent import ledger, standing
 from gateway.decision_log import decision_from_dict, decision_to_dict
 from gateway.model import ConsentRecord, Decision
 from gateway.store.base import LedgerEntry, LedgerRow, StorageError
@@ -410,6 +410,11 @@ class SQLiteStore:
         where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
         rows = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
         return [_decode_entry(LedgerRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]))) for r in rows]
+
+    async def standing_records(self, email: str) -> list[ConsentRecord]:
+        subject = standing.subject_for(email)
+        entries = await self.ledger_entries(meeting_id=standing.STANDING_MEETING, participant_id=subject)
+        return [entry.record for entry in entries]
 
     async def decision_records(
         self, *, meeting_id: str | None = None, participant_id: str | None = None

@@ -8,12 +8,14 @@ acknowledged and ignored.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import structlog
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from gateway.events import ConsentSubmitted
 from gateway.runtime import Gateway, Result
 from gateway.store.base import StorageError
 from gateway.web.keys import AUTH, GATEWAY, MAX_BODY
@@ -31,7 +33,7 @@ async def post_events(request: web.Request) -> web.Response:
     caller = auth.check(request.headers, body)
     try:
         batch, single = parse_batch(body)
-        results = await apply(request.app[GATEWAY], batch)
+        results = await apply(request.app[GATEWAY], batch, caller)
     except BaseException:
         auth.release(caller)  # not accepted, so the platform's retry of this delivery is not a replay
         raise
@@ -82,14 +84,22 @@ def _validate(raw: Any, at: tuple[str | int, ...]) -> EventIn | None:
         raise invalid(exc, at, tag=raw["type"]) from None
 
 
-async def apply(gateway: Gateway, batch: list[EventIn | None]) -> list[Result]:
+async def apply(gateway: Gateway, batch: list[EventIn | None], caller: str | None = None) -> list[Result]:
     results: list[Result] = []
     for wire in batch:
         if wire is None:
             results.append(Result("ignored", "unknown_type"))
             continue
-        results.append(await gateway.handle(PLATFORM, to_event(wire, PLATFORM)))
+        event = to_event(wire, PLATFORM)
+        if caller is not None and isinstance(event, ConsentSubmitted):
+            event = replace(event, evidence=caller_evidence(caller, event.evidence))
+        results.append(await gateway.handle(PLATFORM, event))
     return results
+
+
+def caller_evidence(caller: str, evidence: str | None) -> str:
+    """The record's evidence names the credential that asserted the consent, then the body's own evidence."""
+    return f"api:{caller}" if evidence is None else f"api:{caller};{evidence}"
 
 
 def _result_json(result: Result) -> dict[str, Any]:
@@ -103,21 +113,21 @@ def _result_json(result: Result) -> dict[str, Any]:
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """One JSON event (or ``{"events": [...]}``) per text message; each gets a results or problem reply."""
-    request.app[AUTH].check(request.headers, b"")
+    caller = request.app[AUTH].check(request.headers, b"")
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             await ws.send_json({"error": Problem(400, "invalid-event", "Send JSON text messages").document()})
             continue
-        await ws.send_json(await _stream_message(request.app[GATEWAY], msg.data.encode()))
+        await ws.send_json(await _stream_message(request.app[GATEWAY], msg.data.encode(), caller))
     return ws
 
 
-async def _stream_message(gateway: Gateway, data: bytes) -> dict[str, Any]:
+async def _stream_message(gateway: Gateway, data: bytes, caller: str | None = None) -> dict[str, Any]:
     try:
         batch, _ = parse_batch(data)
-        results = await apply(gateway, batch)
+        results = await apply(gateway, batch, caller)
     except Problem as exc:
         return {"error": exc.document()}
     except StorageError:

@@ -201,14 +201,16 @@ async def serving(
     mode: str = "per_speaker",
     max_body_bytes: int = 1024 * 1024,
     tick_seconds: float = 0.05,
+    **settings: Any,
 ) -> AsyncIterator[LiveGateway]:
-    """A gateway serving on loopback, with one fake AI service per destination."""
+    """A gateway serving on loopback, with one fake AI service per destination; ``settings`` adds any other
+    ``Settings`` field (admin tokens, shadow policies...)."""
     async with AsyncExitStack() as stack:
         fakes = {d.id: await stack.enter_async_context(FakeAIService(SIGNING_SECRET)) for d in dests}
         policy = tmp / "policy.yaml"
         policy.write_text(policy_yaml({d: f.url for d, f in fakes.items()}, dests, window=window, mode=mode))
         db = tmp / "gateway.db"
-        settings = Settings(
+        config = Settings(
             port=0,
             database=f"sqlite:///{db}",
             policies=(policy,),
@@ -217,8 +219,9 @@ async def serving(
             signing_secret=SecretStr(SIGNING_SECRET),
             max_body_bytes=max_body_bytes,
             tick_seconds=tick_seconds,
+            **settings,
         )
-        app = create_app(settings)
+        app = create_app(config)
         runner = web.AppRunner(app)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -315,12 +315,13 @@ async def test_stream_answers_results_and_survives_bad_messages(
 
 
 async def test_health_and_readiness_answer(gateway: LiveGateway, http: aiohttp.ClientSession) -> None:
-    """``/healthz`` answers ok and ``/readyz`` reports storage and policy ready, without credentials."""
+    """``/healthz`` answers ok and ``/readyz`` reports storage, policy and workers ready, unauthenticated."""
     async with http.get(f"{gateway.url}/healthz") as resp:
         assert (resp.status, await resp.json()) == (200, {"status": "ok"})
     async with http.get(f"{gateway.url}/readyz") as resp:
         assert resp.status == 200
-        assert await resp.json() == {"ready": True, "checks": {"storage": "ok", "policy": "ok"}}
+        checks = {"storage": "ok", "policy": "ok", "workers": "ok"}
+        assert await resp.json() == {"ready": True, "checks": checks}
 
 
 async def test_readiness_fails_when_storage_is_gone(
