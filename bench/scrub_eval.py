@@ -6,7 +6,7 @@ generator that does NOT use the scrubber proposes every word that could be a par
 parts in any case after folding, nicknames, edit distance <= 2 on capitalised words); each candidate is
 labelled true (refers to a participant) or false; the scrubber is scored per candidate word.
 
-    .venv/bin/python bench/scrub_eval.py                 # scores, CIs, errors, baseline, throughput
+    .venv/bin/python bench/scrub_eval.py                 # scores, CIs, errors, baseline, throughput, builds
     .venv/bin/python bench/scrub_eval.py --candidates F  # write unlabelled candidates (for annotation)
 """
 
@@ -18,6 +18,7 @@ import json
 import math
 import platform
 import re
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway import nicknames as nd  # path set up above for `python bench/...`
-from gateway.names import NameScrubber, NameTarget, fold, parse_display_name
+from gateway.names import NameScrubber, NameTarget, fold, parse_display_name, variants
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus" / "meetings.jsonl.gz"
@@ -259,6 +260,36 @@ def throughput(meetings: list[Meeting]) -> float:
     return best
 
 
+MEMOS = (
+    variants.compile_heads,
+    variants.wildcard_heads,
+    variants.exact_forms,
+    variants.orthographic_forms,
+    parse_display_name,
+)
+
+
+def build_times(meetings: list[Meeting]) -> tuple[list[float], list[float]]:
+    """CPU milliseconds per ``NameScrubber.build`` (CPU time: the wall clock of a shared machine varies).
+
+    Cold: a fresh roster with every memo cleared. After a consent change: half the roster moved to the
+    consenting participants, so the forms and the compiled pattern are the same."""
+    cold, change = [], []
+    for meeting in meetings:
+        targets = targets_for(meeting)
+        re.purge()
+        for memo in MEMOS:
+            memo.cache_clear()
+        start = time.process_time()
+        NameScrubber.build(targets)
+        cold.append((time.process_time() - start) * 1000)
+        half = len(targets) // 2 or 1
+        start = time.process_time()
+        NameScrubber.build(targets[:half], others=[t.names for t in targets[half:]])
+        change.append((time.process_time() - start) * 1000)
+    return cold, change
+
+
 def corpus_throughput(meetings: list[Meeting], path: Path = CORPUS) -> tuple[float, int]:
     """Turns/s over all corpus turns (every source) with one 10-person roster from Earnings-21 names."""
     names = [names for m in meetings if m.meeting_id.startswith("earnings21/") for names in m.roster]
@@ -313,6 +344,12 @@ def main() -> None:
     )
     rate, n_all = corpus_throughput(meetings)
     print(f"throughput, every corpus turn, 10-person roster: {rate:,.0f} turns/s over {n_all} turns")
+    cold, change = build_times(meetings)
+    print(
+        f"build per gold meeting (CPU time): cold median {statistics.median(cold):.2f} ms, "
+        f"max {max(cold):.1f} ms; after a consent change median {statistics.median(change):.2f} ms, "
+        f"max {max(change):.1f} ms"
+    )
 
 
 if __name__ == "__main__":

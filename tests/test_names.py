@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.model import Span
-from gateway.names import NameScrubber, NameTarget, fold, parse_display_name
+from gateway.names import NameScrubber, NameTarget, edit_allowed, fold, parse_display_name
+from gateway.names.variants import ANY, HEAD, VOWEL, VOWELS, compile_heads, wildcard_forms, wildcard_heads
 
 P1, P2, P3 = "[participant 1]", "[participant 2]", "[participant 3]"
 
@@ -163,8 +164,9 @@ def test_no_match_returns_same_object() -> None:
 
 
 def test_empty_roster_scrubs_nothing() -> None:
-    """A scrubber with no targets returns every text as is."""
+    """A scrubber with no targets returns every text as is, even when consenting people are named."""
     assert NameScrubber.build([]).scrub("Brian") == ("Brian", ())
+    assert NameScrubber.build([], others=[("Brian Nagel",)]).scrub("Brian Nagel") == ("Brian Nagel", ())
 
 
 def test_spans_are_original_offsets_with_placeholder() -> None:
@@ -271,3 +273,70 @@ _FIRSTS = {fold(t)[0][0].lower() for t in TOKENS}
 def test_text_without_name_letters_is_unchanged(text: str) -> None:
     """Text that cannot start any name comes back as is."""
     assert SCRUBBER.scrub(text) == (text, ())
+
+
+# ------------------------------------------------------------------------------- matcher (two-stage)
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _instance(form: str, draw: st.DrawFn) -> str:
+    """A concrete word spelled by a wildcard form: each "any letter"/"any vowel" symbol drawn."""
+    pick = {ANY: LETTERS, VOWEL: VOWELS}
+    return "".join(draw(st.sampled_from(pick[c])) if c in pick else c for c in form)
+
+
+def _form_matches(form: str, word: str) -> bool:
+    pick = {ANY: LETTERS, VOWEL: VOWELS}
+    return len(form) == len(word) and all(w in pick.get(f, f) for f, w in zip(form, word, strict=True))
+
+
+@st.composite
+def token_and_word(draw: st.DrawFn) -> tuple[str, str]:
+    """A name token and a nearby word: one of its wildcard forms, a random edit, or any word."""
+    token = draw(st.text(LETTERS, min_size=3, max_size=10))
+    kind = draw(st.sampled_from(("form", "edit", "any")))
+    if kind == "form":
+        return token, _instance(draw(st.sampled_from(sorted(wildcard_forms(token)))), draw)
+    if kind == "any":
+        return token, draw(st.text(LETTERS, min_size=1, max_size=12))
+    i = draw(st.integers(0, len(token) - 1))
+    c = draw(st.sampled_from(LETTERS))
+    edits = (token[:i] + c + token[i + 1 :], token[:i] + c + token[i:], token[:i] + token[i + 1 :])
+    return token, draw(st.sampled_from(edits))
+
+
+@given(token_and_word())
+@settings(max_examples=500)
+def test_edit_allowed_is_exactly_the_wildcard_forms(pair: tuple[str, str]) -> None:
+    """A misspelling is confirmed exactly when it is one of the token's edit-distance-1 wildcard forms."""
+    token, word = pair
+    expected = word != token and any(_form_matches(f, word) for f in wildcard_forms(token))
+    assert edit_allowed(word, token) == expected
+
+
+@given(token_and_word())
+@settings(max_examples=300)
+def test_pattern_finds_every_wildcard_form(pair: tuple[str, str]) -> None:
+    """The byte pattern, which only spells out how forms start, still finds every wildcard form as a word."""
+    token, word = pair
+    pattern = compile_heads(wildcard_heads(token) | {(token[:HEAD], len(token))})
+    assert pattern is not None
+    if word != token and any(_form_matches(f, word) for f in wildcard_forms(token)):
+        assert pattern.fullmatch(b" " + word.encode()) is not None
+
+
+def test_words_with_other_word_characters_are_not_names() -> None:
+    """Letters of other scripts, digits and '_' join a word; dashes, ellipses and quotes separate words."""
+    s = scrubber("Brian Nagel")
+    for text in ("Brianα said", "Brian_x said", "Brian2 said", "ßBrian said"):
+        assert s.scrub(text) == (text, ()), text
+    assert out(s, "Brian—Nagel… “Brian”") == f"{P1}—{P1}… “{P1}”"
+
+
+def test_consent_change_reuses_the_compiled_pattern() -> None:
+    """Moving a person between targets and consenting participants keeps the same compiled pattern."""
+    before = NameScrubber.build([NameTarget(P1, ("Brian Nagel",))], others=[("Elizabeth May",)])
+    after = NameScrubber.build([NameTarget(P2, ("Elizabeth May",))], others=[("Brian Nagel",)])
+    assert before.pattern is after.pattern
+    assert out(after, "Brian and Elizabeth") == f"Brian and {P2}"

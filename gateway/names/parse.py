@@ -1,0 +1,102 @@
+"""Display names into name parts: honorifics, ridings, post-nominals, roles and e-mail addresses removed.
+
+Place in the flow: :meth:`gateway.names.NameScrubber.build` parses every display name of every participant
+here, then expands the parts into the forms that are searched for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from gateway import nicknames as nd
+from gateway.names.folding import fold
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedName:
+    """Name parts of one display name, as written: given names first, then family names."""
+
+    given: tuple[str, ...] = ()
+    family: tuple[str, ...] = ()
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self.given + self.family
+
+
+_PAREN = re.compile(r"\([^()]*\)")
+_ROLE_PREFIX = re.compile(r"^[^(]*\((.*)\)\s*$", re.DOTALL)
+_WORD = re.compile(r"[^\s,;/|]+")
+
+
+@lru_cache(maxsize=4096)
+def parse_display_name(raw: str) -> ParsedName:
+    """Parse a platform display name; roles ("The Chair", "Speaker 1", "Operator") give no name parts."""
+    text = _email_to_name(raw)
+    text = _unwrap_role(text)
+    while _PAREN.search(text):
+        text = _PAREN.sub(" ", text)
+    words = [w for w in (_clean_word(w) for w in _WORD.findall(text.split("(")[0])) if w]
+    if any(ch.isdigit() for w in words for ch in w):
+        return ParsedName()  # "Speaker 1", "User 42": a label, not a name
+    words = [w for i, w in enumerate(words) if not _is_noise_word(w, inside=0 < i < len(words) - 1)]
+    if not words or all(token_key(w) in nd.ROLE_NAMES for w in words):
+        return ParsedName()
+    if len(words) == 1:
+        single = words[0]
+        given = token_key(single) in nd.KNOWN_GIVEN_NAMES
+        return ParsedName(given=(single,)) if given else ParsedName(family=(single,))
+    return ParsedName(given=(words[0],), family=tuple(words[1:]))
+
+
+def _email_to_name(raw: str) -> str:
+    """An e-mail address as display name: its local part, with separators as spaces."""
+    if "@" not in raw or " " in raw.strip():
+        return raw
+    return re.sub(r"[._+\-]+", " ", raw.split("@", 1)[0])
+
+
+def _unwrap_role(text: str) -> str:
+    """'The Chair (Hon. Anthony Rota (Riding, Lib.))' names the person inside the parentheses."""
+    match = _ROLE_PREFIX.match(text)
+    if match is None:
+        return text
+    head = [token_key(w) for w in _WORD.findall(text.split("(", 1)[0])]
+    if head and all(w in nd.ROLE_NAMES or w in nd.TITLES for w in head):
+        return match.group(1)
+    return text
+
+
+def _clean_word(word: str) -> str:
+    """Strip quotes, trailing dots and a possessive ("Benjamin's" in source data is a typo for the name)."""
+    word = word.strip("\"“”'’.:()[]")
+    for suffix in ("'s", "’s"):
+        if word.lower().endswith(suffix):
+            word = word[: -len(suffix)]
+    return word
+
+
+def _is_noise_word(word: str, inside: bool = False) -> bool:
+    """Titles, post-nominals, initials and stray particles are not name parts ("Van Popta" keeps "Van")."""
+    key = token_key(word)
+    if key in nd.TITLES or key in nd.NAME_SUFFIXES or key == "the":
+        return True
+    if key in nd.PARTICLES:
+        return not inside
+    return len(key.replace(".", "")) <= 1
+
+
+def token_key(word: str) -> str:
+    """Folded lower-case form used for every table lookup."""
+    return fold(word)[0].lower().strip(".")
+
+
+def name_tokens(part: str) -> list[tuple[str, bool]]:
+    """(token, bound) pieces of one name part; a bound piece (particle) counts only beside the rest."""
+    pieces = re.findall(r"[a-z]+", token_key(part))
+    tokens = [(p, p in nd.PARTICLES) for p in pieces if len(p) >= 2]
+    if len(pieces) > 1 and "'" in part.replace("’", "'"):
+        tokens.append(("".join(pieces), False))
+    return tokens
