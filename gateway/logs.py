@@ -32,7 +32,10 @@ class ContentGuard:
         return event
 
 
-def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
+def configure(fmt: str = "auto", level: str = "info", stream: Any = None, *, final: bool = False) -> None:
+    """Set up structlog. ``final``: this process will not reconfigure logging again (``serve``), so each
+    module's logger is built once instead of on every call, which profiles showed at ~7 µs a log call,
+    filtered debug calls included. Tests reconfigure between cases and leave it off."""
     stream = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Processor = (
@@ -49,5 +52,5 @@ def configure(fmt: str = "auto", level: str = "info", stream: Any = None) -> Non
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=final,
     )

@@ -23,7 +23,7 @@ from gateway.web.keys import GATEWAY
 def serve(flags: Mapping[str, Any]) -> int:
     try:
         settings = with_generated_secrets(load_settings(flags))
-        logs.configure(settings.log_format, settings.log_level)
+        logs.configure(settings.log_format, settings.log_level, final=True)
         app = create_app(settings)
     except (SettingsError, PolicyError) as exc:
         print(f"consent-gateway: cannot start:\n{exc}", file=sys.stderr)

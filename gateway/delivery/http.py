@@ -44,6 +44,9 @@ async def post(
         async with session.post(
             config.url, data=body, headers=sent_headers, timeout=timeouts(config), allow_redirects=False
         ) as response:
+            # Read the (discarded) answer: an unread body makes aiohttp close the connection instead of
+            # returning it to the pool, and a TCP connect per segment cost 3x the CPU of the rest.
+            await response.read()
             return Attempt(status=response.status, retry_after=response.headers.get("Retry-After"))
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Only the error's type: its message may carry the URL, which can embed credentials.
