@@ -29,8 +29,8 @@ from gateway.reload import POLICIES, PolicyManager
 from gateway.runtime import Gateway, PolicySet
 from gateway.settings import Settings, SettingsError
 from gateway.sinks import to_item
+from gateway.store import open_store
 from gateway.store.base import StorageError, Store
-from gateway.store.sqlite import SQLiteStore
 from gateway.web import admin, consent_api, dashboard, health, ingest, request_id, standing
 from gateway.web.auth import Authenticator
 from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, LINKS, MAX_BODY, NOTIFIER, SETTINGS, STORE
@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     policies = PolicySet([load_policy(p) for p in settings.policies])
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[problem_middleware])
     app[SETTINGS] = settings
-    app[STORE] = store or SQLiteStore(settings.sqlite_path)
+    app[STORE] = store or open_store(settings.database)
     app[MAX_BODY] = settings.max_body_bytes
     token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
     app[AUTH] = Authenticator(token, [s.get_secret_value() for s in settings.webhook_secrets])

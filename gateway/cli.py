@@ -54,7 +54,9 @@ def _serve_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = verbs.add_parser("serve", help="run the gateway (defaults: 127.0.0.1:8080, SQLite, default policy)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
-    p.add_argument("--database", help="sqlite:///PATH (default sqlite:///consent-gateway.db)")
+    p.add_argument(
+        "--database", help="sqlite:///PATH or postgresql://URL (default sqlite:///consent-gateway.db)"
+    )
     p.add_argument(
         "--policy",
         dest="policies",
@@ -151,7 +153,7 @@ def _policy_test(args: argparse.Namespace) -> int:
 
 def _log_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("log", help="read, verify and export the consent ledger and decision log")
-    p.add_argument("--database", default=None, help="sqlite:///PATH (default: as serve)")
+    p.add_argument("--database", default=None, help="sqlite:///PATH or postgresql://... (default: as serve)")
     sub = p.add_subparsers(title="log verbs")
     show = sub.add_parser("show", help="list consent records")
     show.add_argument("--meeting")
@@ -170,10 +172,10 @@ def _log_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from gateway.settings import load_settings
-    from gateway.store.sqlite import SQLiteStore
+    from gateway.store import open_store
 
     settings = load_settings({"database": args.database})
-    return SQLiteStore(settings.sqlite_path)
+    return open_store(settings.database)
 
 
 def _log_show(args: argparse.Namespace) -> int:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -55,6 +59,61 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+POSTGRES = os.environ.get("CONSENT_GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+"""Server for PostgreSQL tests (user with CREATE DATABASE, trust auth); each test gets its own database."""
+
+
+def require_postgres() -> str:
+    """The PostgreSQL server URL (no database); skips when it does not answer (fails under
+    CONSENT_GATEWAY_REQUIRE_ALL=1). ``.ci/run`` starts the local cluster."""
+    parts = urlsplit(POSTGRES)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=2):
+            pass
+    except OSError as exc:
+        message = f"PostgreSQL at {parts.hostname}:{parts.port} is unreachable ({type(exc).__name__})"
+        if os.environ.get("CONSENT_GATEWAY_REQUIRE_ALL") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES.rstrip("/")
+
+
+async def create_postgres_database() -> str:
+    """A fresh, uniquely named database on the test server; returns its URL (drop it afterwards)."""
+    import asyncpg
+
+    server = require_postgres()
+    name = f"cg_test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return f"{server}/{name}"
+
+
+async def drop_postgres_database(url: str) -> None:
+    """Drop a database made by ``create_postgres_database``, disconnecting whoever is still on it."""
+    import asyncpg
+
+    server, name = url.split("?", 1)[0].rsplit("/", 1)
+    admin = await asyncpg.connect(f"{server}/postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A fresh, uniquely named database on the test server, dropped afterwards; yields its URL."""
+    url = await create_postgres_database()
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(url)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """The storage interface: consent ledger and decision log behind one contract.
 
-SQLite (embedded default) implements it here; PostgreSQL comes later behind the same contract. Every
+SQLite (embedded default, ``sqlite.py``) and PostgreSQL (``postgres.py``) implement it. Every
 method that writes returns only after the write is durable: the caller acts on a consent only once
 ``append_consent`` has returned (invariant 1). Any storage failure raises ``StorageError`` and the caller
 fails closed.

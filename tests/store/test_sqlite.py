@@ -1,4 +1,5 @@
-"""SQLiteStore: durability, group commit, failure mapping, and tamper evidence on a real file."""
+"""SQLiteStore on a real file: schema, failure mapping and tamper evidence (the contract both backends
+share is in test_contract.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.consent import ledger
 from gateway.consent.ledger import VerifyReport
-from gateway.model import Action, ConsentChoice, ConsentRecord, Decision
+from gateway.model import Action, ConsentRecord, Decision
 from gateway.store.base import LedgerEntry, StorageError
 from gateway.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.strategies import T0, consent_record, consent_records
@@ -65,44 +66,7 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-# --- basic contract ----------------------------------------------------------------------------------
-
-
-async def test_append_consent_chains_from_genesis(store: SQLiteStore) -> None:
-    """Appended records get seq 1, 2... linked from GENESIS, and read back equal."""
-    first = await store.append_consent(consent_record(record_id="a"))
-    second = await store.append_consent(consent_record(record_id="b", choice=ConsentChoice.WITHDRAWN))
-    assert (first.seq, first.prev_hash, second.seq, second.prev_hash) == (1, ledger.GENESIS, 2, first.hash)
-    assert await store.ledger_entries() == [first, second]
-    assert ledger.verify(await store.ledger_entries(), expect_head=second.hash).ok
-
-
-async def test_append_consent_is_durable_on_return(store: SQLiteStore) -> None:
-    """Once append_consent returns, a fresh connection to the file sees the row."""
-    entry = await store.append_consent(consent_record(record_id="durable"))
-    with closing(sqlite3.connect(store.path)) as db:
-        rows = db.execute("SELECT seq, record_id, hash FROM ledger").fetchall()
-    assert rows == [(1, "durable", entry.hash)]
-
-
-async def test_filters_select_meeting_and_participant(store: SQLiteStore) -> None:
-    """ledger_entries and decision_records filter by meeting and by participant, keeping order."""
-    for n, (meeting, subject) in enumerate([("m1", "p1"), ("m2", "p1"), ("m1", "p2")]):
-        await store.append_consent(consent_record(record_id=f"r{n}", meeting_id=meeting, subject=subject))
-    await store.append_decisions([decision(1, "m1", "p1"), decision(2, "m2", "p1"), decision(3, "m1", None)])
-    assert [e.seq for e in await store.ledger_entries(meeting_id="m1")] == [1, 3]
-    assert [e.seq for e in await store.ledger_entries(participant_id="p1")] == [1, 2]
-    assert [e.seq for e in await store.ledger_entries(meeting_id="m1", participant_id="p2")] == [3]
-    assert [d.decision_id for d in await store.decision_records(meeting_id="m1")] == ["d1", "d3"]
-    assert [d.decision_id for d in await store.decision_records(participant_id="p1")] == ["d1", "d2"]
-
-
-async def test_decisions_round_trip(store: SQLiteStore) -> None:
-    """Decision records read back equal, in the order written."""
-    written = [decision(n) for n in range(5)]
-    await store.append_decisions(written)
-    await store.append_decisions([])
-    assert await store.decision_records() == written
+# --- schema guard -----------------------------------------------------------------------------------
 
 
 async def test_ledger_is_append_only_in_the_schema(store: SQLiteStore) -> None:
@@ -113,74 +77,6 @@ async def test_ledger_is_append_only_in_the_schema(store: SQLiteStore) -> None:
             db.execute("UPDATE ledger SET subject = 'x'")
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.execute("DELETE FROM ledger")
-
-
-async def test_ping_answers_when_open(store: SQLiteStore) -> None:
-    """ping() succeeds on an open store."""
-    await store.ping()
-
-
-# --- group commit ------------------------------------------------------------------------------------
-
-
-async def test_concurrent_decision_appends_share_commits(store: SQLiteStore) -> None:
-    """200 concurrent append_decisions calls all land, in fewer commits than calls."""
-    await asyncio.gather(*(store.append_decisions([decision(n)]) for n in range(200)))
-    assert len(await store.decision_records()) == 200
-    assert store.commits < 200
-
-
-async def test_concurrent_consent_appends_never_race_the_chain(store: SQLiteStore) -> None:
-    """Concurrent consent and decision appends give a contiguous, valid chain and share commits."""
-    consents = [store.append_consent(consent_record(record_id=f"r{n}")) for n in range(50)]
-    decisions = [store.append_decisions([decision(n)]) for n in range(50)]
-    results = await asyncio.gather(*consents, *decisions)
-    entries = [r for r in results if isinstance(r, LedgerEntry)]
-    assert sorted(e.seq for e in entries) == list(range(1, 51))
-    assert ledger.verify(await store.ledger_entries()).ok
-    assert store.commits < 100
-
-
-async def test_two_stores_on_one_file_keep_one_chain(tmp_path: Path) -> None:
-    """Two writers on the same file (as two processes would) still produce a single valid chain."""
-    a, b = SQLiteStore(tmp_path / "g.db"), SQLiteStore(tmp_path / "g.db")
-    await a.open()
-    await b.open()
-    try:
-        writes = [(a if n % 2 else b).append_consent(consent_record(record_id=f"r{n}")) for n in range(40)]
-        await asyncio.gather(*writes)
-        report = ledger.verify_rows(await a.ledger_rows())
-    finally:
-        await a.close()
-        await b.close()
-    assert report.ok
-    assert report.count == 40
-
-
-async def test_a_duplicate_fails_only_its_own_caller(store: SQLiteStore) -> None:
-    """One caller's duplicate record id does not fail the others sharing its commit."""
-    await store.append_consent(consent_record(record_id="taken"))
-    calls = [store.append_consent(consent_record(record_id=f"r{n}")) for n in range(5)]
-    calls.insert(2, store.append_consent(consent_record(record_id="taken")))
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    assert [type(r) for r in results].count(StorageError) == 1
-    assert isinstance(results[2], StorageError)
-    assert ledger.verify(await store.ledger_entries()).ok
-    assert len(await store.ledger_entries()) == 6
-
-
-async def test_close_flushes_pending_writes(tmp_path: Path) -> None:
-    """Writes queued before close() are committed, and writes after it are refused."""
-    store = SQLiteStore(tmp_path / "g.db")
-    await store.open()
-    pending = [asyncio.ensure_future(store.append_decisions([decision(n)])) for n in range(20)]
-    await asyncio.sleep(0)  # let every call enqueue, as concurrent callers would
-    await store.close()
-    await asyncio.gather(*pending)
-    with closing(sqlite3.connect(tmp_path / "g.db")) as db:
-        assert db.execute("SELECT COUNT(*) FROM decisions").fetchone() == (20,)
-    with pytest.raises(StorageError, match="not open"):
-        await store.append_decisions([decision(99)])
 
 
 # --- schema ------------------------------------------------------------------------------------------
@@ -208,20 +104,6 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         db.execute("INSERT INTO schema_version VALUES (99, 'later')")
     with pytest.raises(StorageError, match="newer"):
         await SQLiteStore(tmp_path / "g.db").open()
-
-
-async def test_a_read_only_store_reads_while_the_writer_runs(store: SQLiteStore) -> None:
-    """An audit reader on the same file sees committed rows and cannot write."""
-    entry = await store.append_consent(consent_record())
-    reader = SQLiteStore(store.path, read_only=True)
-    await reader.open()
-    try:
-        assert await reader.ledger_entries() == [entry]
-        await reader.ping()
-        with pytest.raises(StorageError):
-            await reader.append_consent(consent_record(record_id="r2"))
-    finally:
-        await reader.close()
 
 
 async def test_another_process_can_read_while_the_server_runs(store: SQLiteStore) -> None:

@@ -1,0 +1,437 @@
+"""PostgreSQL storage: the ``Store`` contract on a server shared by several gateway processes.
+
+Writes go through one writer task that drains a queue and commits everything pending in one transaction
+(group commit), as in ``gateway.store.sqlite``: each caller's future resolves only after COMMIT, and with
+``synchronous_commit=on`` a commit is durable, so "returned" means "durable" (invariant 1). The ledger chain
+is extended inside that transaction after taking a transaction-level advisory lock, so two processes (two
+replicas) appending at the same time still build one chain: the second waits for the first's commit and
+then reads the head it wrote (READ COMMITTED takes a fresh snapshot per statement).
+
+Reads use the pool's other connections and see only committed data. Every failure surfaces as
+``StorageError`` naming the error class and SQLSTATE only, never a value from a record or the DSN.
+Migrations run on open under an advisory lock, so replicas starting together do not apply a step twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from gateway.consent import ledger, standing
+from gateway.decision_log import decision_from_dict, decision_to_dict
+from gateway.model import ConsentRecord, Decision
+from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+
+# Advisory lock keys (any constants unique to this application): one serialises chain extension, the other
+# schema migration.
+LEDGER_LOCK = 0x636F6E73656E7401
+MIGRATION_LOCK = 0x636F6E73656E7402
+
+# Each step list brings the schema from version N to N+1; append new steps, never edit applied ones.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE ledger (
+            seq BIGINT PRIMARY KEY, record_id TEXT NOT NULL UNIQUE, meeting_id TEXT NOT NULL,
+            subject TEXT NOT NULL, at TEXT NOT NULL, record_json TEXT NOT NULL,
+            prev_hash TEXT NOT NULL, hash TEXT NOT NULL)""",
+        "CREATE INDEX ledger_meeting ON ledger (meeting_id, seq)",
+        "CREATE INDEX ledger_subject ON ledger (subject, seq)",
+        # Append-only in the schema too; an attacker with database access can disable these, `verify` still
+        # sees what they did.
+        """CREATE FUNCTION ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'ledger is append-only'; END $$""",
+        """CREATE TRIGGER ledger_no_update BEFORE UPDATE OR DELETE ON ledger
+            FOR EACH ROW EXECUTE FUNCTION ledger_append_only()""",
+        """CREATE TRIGGER ledger_no_truncate BEFORE TRUNCATE ON ledger
+            FOR EACH STATEMENT EXECUTE FUNCTION ledger_append_only()""",
+        """CREATE TABLE decisions (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, decision_id TEXT NOT NULL UNIQUE,
+            meeting_id TEXT NOT NULL, participant_id TEXT, destination TEXT NOT NULL,
+            action TEXT NOT NULL, at TEXT NOT NULL, record_json TEXT NOT NULL)""",
+        "CREATE INDEX decisions_meeting ON decisions (meeting_id, id)",
+        "CREATE INDEX decisions_participant ON decisions (participant_id, id)",
+    ),
+)
+
+_INSERT_LEDGER = (
+    "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+# A decision id is a hash of the decision's inputs, so the same id is the same decision: writing it again
+# (a redelivered event, or another replica deciding the same event) changes nothing.
+_INSERT_DECISION = (
+    "INSERT INTO decisions (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (decision_id) DO NOTHING"
+)
+_SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
+_SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
+_LEDGER_FILTERS = ("meeting_id", "subject")
+_DECISION_FILTERS = ("meeting_id", "participant_id")
+
+# What a connection or server failure looks like from asyncpg: all of these become StorageError.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+@dataclass(slots=True)
+class _ConsentWrite:
+    record: ConsentRecord
+    record_json: str
+    future: asyncio.Future[LedgerEntry]
+    entry: LedgerEntry | None = None
+    """Set inside the transaction, handed to the caller only after COMMIT."""
+
+    def resolve(self) -> None:
+        if self.entry is not None and not self.future.done():
+            self.future.set_result(self.entry)
+
+
+@dataclass(slots=True)
+class _DecisionsWrite:
+    rows: list[tuple[str | None, ...]]
+    future: asyncio.Future[None] = field(repr=False)
+
+    def resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+_Write = _ConsentWrite | _DecisionsWrite
+
+
+def _error_name(exc: BaseException) -> str:
+    # the class and SQLSTATE are precise and never contain a bound value (messages and details may)
+    sqlstate = getattr(exc, "sqlstate", None)
+    name = type(exc).__name__
+    return f"{name} {sqlstate}" if isinstance(sqlstate, str) else name
+
+
+def _storage_error(exc: BaseException, doing: str) -> StorageError:
+    if isinstance(exc, StorageError):
+        return StorageError(str(exc))
+    error = StorageError(f"storage {doing} failed ({_error_name(exc)})")
+    error.__cause__ = exc
+    return error
+
+
+def _column(value: str) -> str:
+    """An id as stored in an indexed column: PostgreSQL text holds neither NUL nor lone surrogates, and
+    platform ids are opaque text that may contain both.
+
+    Injective (a backslash is escaped too), so filtering on the escaped value finds exactly the records of
+    the original; ordinary ids are stored as they are. The record itself is kept verbatim in
+    ``record_json``, whose JSON escapes every such character.
+    """
+    return _UNSTORABLE.sub(_escape, value)
+
+
+_UNSTORABLE = re.compile("[\\\\\x00\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return "\\\\" if char == "\\" else f"\\u{ord(char):04x}"
+
+
+def _optional_column(value: str | None) -> str | None:
+    return None if value is None else _column(value)
+
+
+def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
+    """A WHERE clause from constant column names; only (escaped) values are parameters."""
+    used = [(column, value) for column, value in zip(columns, values, strict=True) if value is not None]
+    if not used:
+        return "", []
+    clauses = [f"{column} = ${n}" for n, (column, _) in enumerate(used, start=1)]
+    return " WHERE " + " AND ".join(clauses), [_column(value) for _, value in used]
+
+
+def _decision_row(decision: Decision) -> tuple[str | None, ...]:
+    data = decision_to_dict(decision)
+    return (
+        _column(decision.decision_id),
+        _column(decision.meeting_id),
+        _optional_column(decision.participant_id),
+        _column(decision.destination),
+        decision.action.value,
+        data["at"],
+        ledger.canonical_dumps(data),
+    )
+
+
+def _decode_entry(row: LedgerRow) -> LedgerEntry:
+    try:
+        record = ledger.record_from_dict(json.loads(row.record_json))
+    except (ValueError, TypeError, OverflowError):
+        raise StorageError(f"ledger row {row.seq} cannot be decoded") from None
+    return LedgerEntry(row.seq, record, row.prev_hash, row.hash)
+
+
+def _decode_decision(row_id: int, record_json: str) -> Decision:
+    try:
+        return decision_from_dict(json.loads(record_json))
+    except (ValueError, TypeError, OverflowError):
+        raise StorageError(f"decision row {row_id} cannot be decoded") from None
+
+
+def _ledger_row(row: Any) -> LedgerRow:
+    return LedgerRow(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
+
+
+async def _schema_version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+
+async def migrate(conn: asyncpg.Connection) -> None:
+    """Bring the schema up to this build's version; replicas opening together take turns on a lock."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version"
+            " (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        version = await _schema_version(conn)
+        if version > len(MIGRATIONS):
+            raise StorageError(f"storage schema version {version} is newer than this build supports")
+        for number, steps in enumerate(MIGRATIONS[version:], start=version + 1):
+            for sql in steps:
+                await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+
+
+class PostgresStore:
+    """The ``Store`` on a PostgreSQL database. ``read_only`` opens for audit: no migration, no writer."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        read_only: bool = False,
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.read_only = read_only
+        self.commits = 0
+        """Transactions committed by the writer (a metric; fewer than writes means group commit works)."""
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(read_only={self.read_only})"  # never the DSN: it may carry a password
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self._pool_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                # durability of a commit is what append_consent promises; never inherit a weaker default
+                server_settings={"synchronous_commit": "on"} if not self.read_only else {},
+            )
+            async with self._pool.acquire() as conn:
+                if self.read_only:
+                    await self._check_schema(conn)
+                else:
+                    await migrate(conn)
+        except BaseException as exc:
+            await self._close_pool()
+            if isinstance(exc, StorageError):
+                raise
+            if isinstance(exc, (*_DRIVER_ERRORS, ValueError)):
+                raise StorageError(f"cannot open PostgreSQL storage ({_error_name(exc)})") from exc
+            raise
+        if not self.read_only:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+
+    async def close(self) -> None:
+        """Flush every write queued so far, then close."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._queue.put_nowait(None)
+            await task
+        await self._close_pool()
+
+    async def ping(self) -> None:
+        if not self.read_only and (self._task is None or self._task.done()):
+            raise StorageError("storage writer is not running")
+        await self._fetch("SELECT 1", [])
+
+    @staticmethod
+    async def _check_schema(conn: asyncpg.Connection) -> None:
+        version = await _schema_version(conn)
+        if version != len(MIGRATIONS):
+            raise StorageError(f"storage schema version {version}, this build expects {len(MIGRATIONS)}")
+
+    async def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=self._command_timeout)
+            except _DRIVER_ERRORS:
+                pool.terminate()
+
+    def _pool_or_fail(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StorageError("storage is not open")
+        return self._pool
+
+    # --- writes --------------------------------------------------------------------------------------
+
+    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
+        # serialise here so a malformed record fails its own caller, not the batch it would have joined
+        record_json = ledger.canonical_json(record)
+        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
+        self._submit(_ConsentWrite(record, record_json, future))
+        return await future
+
+    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
+        rows = [_decision_row(decision) for decision in decisions]
+        if not rows:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(_DecisionsWrite(rows, future))
+        await future
+
+    def _submit(self, write: _Write) -> None:
+        if self._task is None or self._task.done():
+            raise StorageError("storage is not open for writing")
+        self._queue.put_nowait(write)
+
+    async def _run_writer(self) -> None:
+        try:
+            while await self._write_next_batch():
+                pass
+        finally:
+            self._fail_queued()  # nothing may wait forever on a writer that is gone
+
+    async def _write_next_batch(self) -> bool:
+        batch = [await self._queue.get()]
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        writes = [write for write in batch if write is not None]
+        if writes:
+            try:
+                await self._flush(writes)
+            except BaseException as exc:
+                self._fail(writes, exc)  # a writer that dies leaves no caller waiting (ping then fails)
+                raise
+        return None not in batch
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            write = self._queue.get_nowait()
+            if write is not None and not write.future.done():
+                write.future.set_exception(StorageError("storage closed before the write"))
+
+    async def _flush(self, writes: list[_Write]) -> None:
+        try:
+            await self._commit(writes)
+        except asyncpg.UniqueViolationError:
+            if len(writes) == 1:
+                self._fail(writes, StorageError("storage write refused (duplicate id)"))
+                return
+            # one caller's duplicate id must not fail the writes it happened to share a commit with
+            for write in writes:
+                await self._flush([write])
+            return
+        except Exception as exc:
+            self._fail(writes, exc)
+            return
+        for write in writes:
+            write.resolve()
+
+    def _fail(self, writes: list[_Write], exc: BaseException) -> None:
+        for write in writes:
+            if isinstance(write, _ConsentWrite):
+                write.entry = None
+            if not write.future.done():
+                write.future.set_exception(_storage_error(exc, "write"))
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        pool = self._pool_or_fail()
+        async with pool.acquire() as conn, conn.transaction():
+            await self._insert(conn, writes)
+        self.commits += 1
+
+    async def _insert(self, conn: asyncpg.Connection, writes: list[_Write]) -> None:
+        ledger_rows: list[tuple[object, ...]] = []
+        decision_rows: list[tuple[str | None, ...]] = []
+        head = ledger.EMPTY_HEAD
+        if any(isinstance(write, _ConsentWrite) for write in writes):
+            # held until COMMIT: another process extending the chain waits here, then reads our head
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
+            head = await self._ledger_head(conn)
+        for write in writes:
+            if isinstance(write, _DecisionsWrite):
+                decision_rows.extend(write.rows)
+                continue
+            row = ledger.next_row(head, write.record_json)
+            head = (row.seq, row.hash)
+            write.entry = LedgerEntry(row.seq, write.record, row.prev_hash, row.hash)
+            ledger_rows.append(self._ledger_params(row, write.record))
+        if ledger_rows:
+            await conn.executemany(_INSERT_LEDGER, ledger_rows)
+        if decision_rows:
+            await conn.executemany(_INSERT_DECISION, decision_rows)
+
+    @staticmethod
+    async def _ledger_head(conn: asyncpg.Connection) -> ledger.Head:
+        row = await conn.fetchrow("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
+        return ledger.EMPTY_HEAD if row is None else (int(row[0]), str(row[1]))
+
+    @staticmethod
+    def _ledger_params(row: LedgerRow, record: ConsentRecord) -> tuple[object, ...]:
+        at = ledger.format_time(record.at)
+        return (row.seq, _column(record.record_id), _column(record.meeting_id), _column(record.subject), at,
+                row.record_json, row.prev_hash, row.hash)  # fmt: skip
+
+    # --- reads ---------------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: list[str]) -> list[Any]:
+        pool = self._pool_or_fail()
+        try:
+            return list(await pool.fetch(sql, *params))
+        except _DRIVER_ERRORS as exc:
+            raise _storage_error(exc, "read") from exc
+
+    async def ledger_rows(self) -> list[LedgerRow]:
+        rows = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
+        return [_ledger_row(r) for r in rows]
+
+    async def ledger_entries(
+        self, *, meeting_id: str | None = None, participant_id: str | None = None
+    ) -> list[LedgerEntry]:
+        where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
+        rows = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
+        return [_decode_entry(_ledger_row(r)) for r in rows]
+
+    async def standing_records(self, email: str) -> list[ConsentRecord]:
+        subject = standing.subject_for(email)
+        entries = await self.ledger_entries(meeting_id=standing.STANDING_MEETING, participant_id=subject)
+        return [entry.record for entry in entries]
+
+    async def decision_records(
+        self, *, meeting_id: str | None = None, participant_id: str | None = None
+    ) -> list[Decision]:
+        where, params = _where(_DECISION_FILTERS, (meeting_id, participant_id))
+        rows = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
+        return [_decode_decision(int(r[0]), str(r[1])) for r in rows]
