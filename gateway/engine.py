@@ -267,7 +267,7 @@ def _purge(
     for held in state.held:
         dest = policy.destination(held.destination)
         if _blocked_by(held, subject, state, dest, now):
-            decisions.append(_purged(held.segment, dest, policy, now, "purged_consent_changed"))
+            decisions.append(drop_decision(held.segment, dest, policy, now, "purged_consent_changed"))
         else:
             keep.append(held)
     batches: dict[str, tuple[Part, ...]] = {}
@@ -276,7 +276,7 @@ def _purge(
         gone = consent_of(state, subject, dest, now)[0] is not ConsentState.GIVEN
         batches[dest_id] = tuple(p for p in parts if not (gone and p.participant_id == subject))
         decisions.extend(
-            _purged(_stub(state, p), dest, policy, now, "purged_consent_changed")
+            drop_decision(_stub(state, p), dest, policy, now, "purged_consent_changed")
             for p in parts
             if gone and p.participant_id == subject
         )
@@ -335,7 +335,7 @@ def _final_parts(
     for part in state.batches.get(dest.id, ()):
         if not still_allowed(state, dest, part.participant_id, now):
             decisions.append(
-                _purged(_stub(state, part), dest, policy, now, "consent_lapsed_before_meeting_end")
+                drop_decision(_stub(state, part), dest, policy, now, "consent_lapsed_before_meeting_end")
             )
             continue
         text, spans = scrubber.scrub(str(part.payload["text"])) if scrubber else (part.payload["text"], ())
@@ -371,11 +371,14 @@ def _sent_at_end(
 
 
 def _expired(held: Held, policy: Policy, dest: Destination, now: datetime) -> Outcome:
-    outcome = Outcome(_purged(held.segment, dest, policy, now, "pending_expired"), None, held.segment)
-    return replace(outcome, decision=replace(outcome.decision, rule_ids=("pending.window_seconds",)))
+    decision = drop_decision(held.segment, dest, policy, now, "pending_expired", "pending.window_seconds")
+    return Outcome(decision, None, held.segment)
 
 
-def _purged(segment: Segment, dest: Destination, policy: Policy, now: datetime, reason: str) -> Decision:
+def drop_decision(
+    segment: Segment, dest: Destination, policy: Policy, now: datetime, reason: str, rule: str | None = None
+) -> Decision:
+    """A DROP of ``segment`` for ``dest``, citing ``rule`` (default: the destination's purposes)."""
     return Decision(
         decision_id=decision_id(segment, dest.id, Action.DROP, now, reason),
         meeting_id=segment.meeting_id,
@@ -385,7 +388,7 @@ def _purged(segment: Segment, dest: Destination, policy: Policy, now: datetime, 
         at=now,
         policy_revision=policy.revision,
         reasons=(reason,),
-        rule_ids=(dest.rule_id,),
+        rule_ids=(rule or dest.rule_id,),
         participant_id=segment.participant_id,
     )
 

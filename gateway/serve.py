@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway import logs, reload
 from gateway.app import create_app
 from gateway.policy.load import PolicyError
-from gateway.settings import SettingsError, load_settings, with_generated_secrets
+from gateway.settings import SettingsError, load_settings, redacted_url, with_generated_secrets
 from gateway.web.keys import GATEWAY
 
 
@@ -33,7 +33,7 @@ def serve(flags: Mapping[str, Any]) -> int:
         "gateway.starting",
         host=settings.host,
         port=settings.port,
-        database=settings.database,
+        database=redacted_url(settings.database),
         policies=[str(p) for p in settings.policies],
         secrets_file=str(settings.secrets_file),
     )

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -136,6 +137,8 @@ def with_generated_secrets(settings: Settings) -> Settings:
 
 
 def _default_secrets_path(settings: Settings) -> Path:
+    if not settings.database.startswith("sqlite:///"):
+        return Path("secrets.json")  # a server database has no directory of its own: the working directory
     db = settings.sqlite_path
     base = Path(db).parent if db != ":memory:" else Path()
     return base / "secrets.json"
@@ -158,3 +161,14 @@ def _write_secrets(path: Path, data: dict[str, str]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2)
+
+
+def redacted_url(url: str) -> str:
+    """A database URL fit for a log line: any password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{parts.username or ''}:***@{host}{port}"
+    return urlunsplit(parts._replace(netloc=netloc))

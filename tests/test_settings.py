@@ -101,3 +101,11 @@ def test_secrets_file_content_is_a_json_object_of_strings(tmp_path: Path) -> Non
     data = json.loads((tmp_path / "secrets.json").read_text())
     assert sorted(data) == ["admin_token", "ingest_token", "link_secret", "receipt_key", "signing_secret"]
     assert all(isinstance(v, str) and v for v in data.values())
+
+
+def test_database_passwords_never_reach_a_log_line() -> None:
+    """The URL logged at start-up keeps user, host and database but not the password."""
+    from gateway.settings import redacted_url
+
+    assert redacted_url("postgresql://gw:s3cret@db:5432/consent") == "postgresql://gw:***@db:5432/consent"
+    assert redacted_url("sqlite:///consent-gateway.db") == "sqlite:///consent-gateway.db"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from gateway.engine import drop_decision
 from gateway.events import ConsentSubmitted, SegmentReceived
 from gateway.meeting import MeetingState
-from gateway.model import Action, ConsentChoice, ConsentState, ContentKind, Decision, Purpose, Segment
+from gateway.model import ConsentChoice, ConsentState, ContentKind, Decision, Purpose, Segment
 from gateway.policy.compiled import Policy
-from gateway.policy.decide import decision_id
 from gateway.policy.schema import ChatCommandsSpec
 
 CHANNEL = "chat"
@@ -116,21 +116,7 @@ def _submitted(
 
 def dropped(segment: Segment, policy: Policy, now: datetime) -> tuple[Decision, ...]:
     """A command is addressed to the gateway: no destination receives it, and the log says why."""
-    return tuple(
-        Decision(
-            decision_id=decision_id(segment, dest.id, Action.DROP, now, REASON),
-            meeting_id=segment.meeting_id,
-            segment_id=segment.segment_id,
-            destination=dest.id,
-            action=Action.DROP,
-            at=now,
-            policy_revision=policy.revision,
-            reasons=(REASON,),
-            rule_ids=(RULE,),
-            participant_id=segment.participant_id,
-        )
-        for dest in policy.destinations
-    )
+    return tuple(drop_decision(segment, dest, policy, now, REASON, RULE) for dest in policy.destinations)
 
 
 _STATE_WORDS = {
