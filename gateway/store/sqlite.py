@@ -185,12 +185,6 @@ async def _apply_migrations(db: aiosqlite.Connection, version: int) -> None:
         )
 
 
-async def _ledger_head(db: aiosqlite.Connection) -> ledger.Head:
-    async with db.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1") as cursor:
-        row = await cursor.fetchone()
-    return ledger.EMPTY_HEAD if row is None else (int(row[0]), str(row[1]))
-
-
 class SQLiteStore:
     """The ``Store`` on one SQLite file. ``read_only`` opens for audit: no migration, no writer."""
 
@@ -354,29 +348,48 @@ class SQLiteStore:
     async def _commit(self, writes: list[_Write]) -> None:
         self._check_identity()
         db = self._writer()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await self._insert(db, writes)
-            await db.execute("COMMIT")
-        except BaseException:
-            await _rollback(db)
-            raise
+        # The whole transaction runs in the connection's own thread in one hop. Statement by statement, each
+        # await is a hop between threads, and with the small batches of a steadily loaded server those
+        # hops cost more CPU than the writes (measured: ~370 us a segment, most of the gateway's overhead
+        # over a plain proxy). aiosqlite has no public call for "run this function in your thread".
+        await db._execute(self._transaction, db, writes)  # type: ignore[no-untyped-call]
         self.commits += 1
 
-    async def _insert(self, db: aiosqlite.Connection, writes: list[_Write]) -> None:
-        head = await _ledger_head(db)
+    def _transaction(self, db: aiosqlite.Connection, writes: list[_Write]) -> None:
+        """BEGIN ... COMMIT on the writer's thread; rolls back on any error."""
+        conn: sqlite3.Connection = db._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            ledger_rows, decision_rows = self._rows(conn, writes)
+            if ledger_rows:
+                conn.executemany(_INSERT_LEDGER, ledger_rows)
+            if decision_rows:
+                conn.executemany(_INSERT_DECISION, decision_rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _rows(
+        self, conn: sqlite3.Connection, writes: list[_Write]
+    ) -> tuple[list[tuple[object, ...]], list[tuple[str | None, ...]]]:
+        """Insert parameters; consent records are chained onto the head read inside this transaction."""
         ledger_rows: list[tuple[object, ...]] = []
         decision_rows: list[tuple[str | None, ...]] = []
+        head: ledger.Head | None = None
         for write in writes:
             if isinstance(write, _DecisionsWrite):
                 decision_rows.extend(write.rows)
                 continue
+            if head is None:
+                found = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+                head = ledger.EMPTY_HEAD if found is None else (int(found[0]), str(found[1]))
             row = ledger.next_row(head, write.record_json)
             head = (row.seq, row.hash)
             write.entry = LedgerEntry(row.seq, write.record, row.prev_hash, row.hash)
             ledger_rows.append(self._ledger_params(row, write.record))
-        await db.executemany(_INSERT_LEDGER, ledger_rows)
-        await db.executemany(_INSERT_DECISION, decision_rows)
+        return ledger_rows, decision_rows
 
     @staticmethod
     def _ledger_params(row: LedgerRow, record: ConsentRecord) -> tuple[object, ...]:
