@@ -4,7 +4,8 @@ Three kinds of process, all on 127.0.0.1: this one (the load generator), the ser
 gateway, ``consent-gateway serve`` with settings from the environment, SQLite in a temporary directory;
 or the baseline, a tiny aiohttp proxy that forwards each body to the receiver with a ClientSession), and
 the receiver (a tiny aiohttp app that answers 200 and counts). Separate processes keep the load generator
-off the server's event loop; with two cores the three still share them, which the report says.
+off the server's event loop. With two or more cores the server under test runs alone on one core and the
+load generator and receiver share another, so each server's figure is what one core of its own serves.
 
 Each of ``clients`` concurrent clients owns one meeting and posts one segment event per request, in
 order, with a bearer token. Before the measured phase every meeting's participants have joined and given
@@ -33,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,6 +176,29 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _cpu_words() -> str:
+    plan = cpu_plan()
+    if plan is None:
+        return "one core: load generator, server and receiver share it"
+    server, clients = plan
+    return f"server under test alone on CPU {min(server)}, load generator and receiver on {sorted(clients)}"
+
+
+def cpu_plan() -> tuple[set[int], set[int]] | None:
+    """(server core, load generator and receiver cores), or None on a one-core machine."""
+    cores = sorted(os.sched_getaffinity(0))
+    return ({cores[0]}, set(cores[1:])) if len(cores) >= 2 else None
+
+
+def _pinned(cpus: set[int] | None) -> Callable[[], None]:
+    def start() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return start
+
+
 @contextlib.contextmanager
 def process(
     argv: list[str],
@@ -182,10 +206,11 @@ def process(
     env: dict[str, str] | None = None,
     log: Path | None = None,
     announces_port: bool = False,
+    cpus: set[int] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], int | None]]:
     err = log.open("wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(  # noqa: S603 - argv built here from sys.executable and fixed words
-        argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, preexec_fn=_die_with_parent
+        argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT, preexec_fn=_pinned(cpus)
     )
     try:
         port = _read_port(proc) if announces_port else None
@@ -337,7 +362,12 @@ async def _run(plan: Plan, tmp: Path) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     py = sys.executable
     rounds: dict[str, list[dict[str, Any]]] = {"proxy": [], "gateway": []}
-    with process([py, str(BENCH / "servers.py"), "receiver"], announces_port=True) as (recv, recv_port):
+    plan_cpus = cpu_plan()
+    server_cpus, client_cpus = plan_cpus or (None, None)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)  # the load generator (this process) beside the receiver
+    receiver_cmd = [py, str(BENCH / "servers.py"), "receiver"]
+    with process(receiver_cmd, announces_port=True, cpus=client_cpus) as (recv, recv_port):
         receiver = f"http://127.0.0.1:{recv_port}"
         policy = tmp / "bench-ingest.yaml"
         policy.write_text(POLICY.format(url=f"{receiver}/segments"))
@@ -364,8 +394,8 @@ async def _run(plan: Plan, tmp: Path) -> dict[str, Any]:
             ]
         proxy_cmd = [py, str(BENCH / "servers.py"), "proxy", "--upstream", f"{receiver}/segments"]
         with (
-            process(gateway_cmd, env=env, log=tmp / "gateway.log") as (gw, _),
-            process(proxy_cmd, announces_port=True) as (proxy, proxy_port),
+            process(gateway_cmd, env=env, log=tmp / "gateway.log", cpus=server_cpus) as (gw, _),
+            process(proxy_cmd, announces_port=True, cpus=server_cpus) as (proxy, proxy_port),
         ):
             gw_url = f"http://127.0.0.1:{gw_port}"
             proxy_url = f"http://127.0.0.1:{proxy_port}/v1/events"
@@ -473,8 +503,7 @@ def run(
     )
     print(
         f"[ingest] {clients} clients, {plan.requests // clients * clients} requests per round, "
-        f"{plan.rounds} round(s), gateway log level {log_level}; load generator, server and receiver are "
-        f"separate processes sharing {os.cpu_count()} cores"
+        f"{plan.rounds} round(s), gateway log level {log_level}; {_cpu_words()}"
     )
     with tempfile.TemporaryDirectory(prefix="consent-gateway-bench-") as tmp:
         result = asyncio.run(_run(plan, Path(tmp)))

@@ -42,9 +42,9 @@ four refuse, so name scrubbing has work) before a warm-up round; only consenting
 sent, so every request should reach the receiver once. The gateway answers before it delivers, so both
 servers are measured end to end: from the first request until the receiver has every segment. Latency is
 per request, as the client sees it. Rounds alternate proxy and gateway; the median round is reported.
-The machine's cores are shared by the load generator, the server and the receiver: on a 2-core machine the
-three processes compete, so absolute figures understate a server with cores of its own; the ratio is
-measured under the same conditions for both servers.
+The server under test (gateway or proxy) runs alone on one core; the load generator and the receiver share
+the other(s). Each figure is therefore what one core of its own serves, and the ratio is measured under the
+same conditions for both servers (on a one-core machine all three would share it).
 """
 
 
