@@ -14,6 +14,7 @@ import yaml
 from gateway import __version__
 from gateway.openapi_admin import SECURITY_SCHEME as ADMIN_SECURITY_SCHEME
 from gateway.openapi_admin import admin_paths
+from gateway.web.standing import StandingConsentIn
 from gateway.wire import EVENT_ADAPTER
 
 _PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -57,6 +58,9 @@ def build() -> dict[str, Any]:
             }
         },
     }
+    schemas["StandingConsent"] = StandingConsentIn.model_json_schema(
+        ref_template="#/components/schemas/{model}"
+    )
     schemas["Problem"] = {
         "type": "object",
         "description": "RFC 9457 problem details. `errors` names each invalid field by its path.",
@@ -96,7 +100,7 @@ def build() -> dict[str, Any]:
             "schemas": schemas,
         },
         "security": [{"bearer": []}, {"standardWebhooks": []}],
-        "paths": {**_paths(), **admin_paths()},
+        "paths": {**_paths(), **_channel_paths(), **admin_paths()},
     }
 
 
@@ -154,6 +158,40 @@ def _paths() -> dict[str, Any]:
                 "summary": "Readiness: storage reachable, a policy loaded, workers alive",
                 "security": [],
                 "responses": {"200": {"description": "Ready"}, "503": {"description": "Not ready"}},
+            }
+        },
+    }
+
+
+def _channel_paths() -> dict[str, Any]:
+    """The consent channels' integration endpoints (the consent page itself is HTML for participants)."""
+    return {
+        "/v1/meetings/{meeting_id}/participants/{participant_id}/consent-link": {
+            "get": {
+                "summary": "The participant's current personal consent link, to deliver to them privately",
+                "responses": {
+                    "200": {"description": "platform, meeting_id, participant_id, url, purposes, expires_at"},
+                    "401": _problem("Missing or invalid credentials"),
+                    "404": _problem("No current link for this participant"),
+                },
+            }
+        },
+        "/v1/standing-consents": {
+            "post": {
+                "summary": "Record a standing consent for a platform-verified e-mail, if the policy allows",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/StandingConsent"}}
+                    },
+                },
+                "responses": {
+                    "200": {"description": "status and record_id"},
+                    "400": _problem("Invalid body; the field is named"),
+                    "401": _problem("Missing or invalid credentials"),
+                    "403": _problem("Refused by the policy (the refusal is recorded)"),
+                    "409": _problem("No loaded policy governs this platform"),
+                },
             }
         },
     }
