@@ -1,7 +1,7 @@
 """PostgreSQL storage: the ``Store`` contract on a server shared by several gateway processes.
 
 Writes go through one writer task that drains a queue and commits everything pending in one transaction
-(group commit), as in ``gateway.store.sqlite``: each caller's future resolves only after COMMIT, and with
+(group commit, ``gateway.store.batching``): each caller's future resolves only after COMMIT, and with
 ``synchronous_commit=on`` a commit is durable, so "returned" means "durable" (invariant 1). The ledger chain
 is extended inside that transaction after taking a transaction-level advisory lock, so two processes (two
 replicas) appending at the same time still build one chain: the second waits for the first's commit and
@@ -15,18 +15,17 @@ Migrations run on open under an advisory lock, so replicas starting together do 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from gateway.consent import ledger, standing
-from gateway.decision_log import decision_from_dict, decision_to_dict
 from gateway.model import ConsentRecord, Decision
+from gateway.store import rows
 from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+from gateway.store.batching import GroupCommit, Write, chain, split
 
 # Advisory lock keys (any constants unique to this application): one serialises chain extension, the other
 # schema migration.
@@ -78,45 +77,11 @@ _DECISION_FILTERS = ("meeting_id", "participant_id")
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
-@dataclass(slots=True)
-class _ConsentWrite:
-    record: ConsentRecord
-    record_json: str
-    future: asyncio.Future[LedgerEntry]
-    entry: LedgerEntry | None = None
-    """Set inside the transaction, handed to the caller only after COMMIT."""
-
-    def resolve(self) -> None:
-        if self.entry is not None and not self.future.done():
-            self.future.set_result(self.entry)
-
-
-@dataclass(slots=True)
-class _DecisionsWrite:
-    rows: list[tuple[str | None, ...]]
-    future: asyncio.Future[None] = field(repr=False)
-
-    def resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-
-_Write = _ConsentWrite | _DecisionsWrite
-
-
 def _error_name(exc: BaseException) -> str:
     # the class and SQLSTATE are precise and never contain a bound value (messages and details may)
     sqlstate = getattr(exc, "sqlstate", None)
     name = type(exc).__name__
     return f"{name} {sqlstate}" if isinstance(sqlstate, str) else name
-
-
-def _storage_error(exc: BaseException, doing: str) -> StorageError:
-    if isinstance(exc, StorageError):
-        return StorageError(str(exc))
-    error = StorageError(f"storage {doing} failed ({_error_name(exc)})")
-    error.__cause__ = exc
-    return error
 
 
 def _column(value: str) -> str:
@@ -138,10 +103,6 @@ def _escape(match: re.Match[str]) -> str:
     return "\\\\" if char == "\\" else f"\\u{ord(char):04x}"
 
 
-def _optional_column(value: str | None) -> str | None:
-    return None if value is None else _column(value)
-
-
 def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
     """A WHERE clause from constant column names; only (escaped) values are parameters."""
     used = [(column, value) for column, value in zip(columns, values, strict=True) if value is not None]
@@ -149,38 +110,6 @@ def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, l
         return "", []
     clauses = [f"{column} = ${n}" for n, (column, _) in enumerate(used, start=1)]
     return " WHERE " + " AND ".join(clauses), [_column(value) for _, value in used]
-
-
-def _decision_row(decision: Decision) -> tuple[str | None, ...]:
-    data = decision_to_dict(decision)
-    return (
-        _column(decision.decision_id),
-        _column(decision.meeting_id),
-        _optional_column(decision.participant_id),
-        _column(decision.destination),
-        decision.action.value,
-        data["at"],
-        ledger.canonical_dumps(data),
-    )
-
-
-def _decode_entry(row: LedgerRow) -> LedgerEntry:
-    try:
-        record = ledger.record_from_dict(json.loads(row.record_json))
-    except (ValueError, TypeError, OverflowError):
-        raise StorageError(f"ledger row {row.seq} cannot be decoded") from None
-    return LedgerEntry(row.seq, record, row.prev_hash, row.hash)
-
-
-def _decode_decision(row_id: int, record_json: str) -> Decision:
-    try:
-        return decision_from_dict(json.loads(record_json))
-    except (ValueError, TypeError, OverflowError):
-        raise StorageError(f"decision row {row_id} cannot be decoded") from None
-
-
-def _ledger_row(row: Any) -> LedgerRow:
-    return LedgerRow(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
 
 
 async def _schema_version(conn: asyncpg.Connection) -> int:
@@ -207,7 +136,7 @@ async def migrate(conn: asyncpg.Connection) -> None:
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
 
 
-class PostgresStore:
+class PostgresStore(GroupCommit):
     """The ``Store`` on a PostgreSQL database. ``read_only`` opens for audit: no migration, no writer."""
 
     def __init__(
@@ -219,16 +148,13 @@ class PostgresStore:
         connect_timeout: float = 5.0,
         command_timeout: float = 10.0,
     ) -> None:
+        super().__init__(duplicate=asyncpg.UniqueViolationError, error_name=_error_name, column=_column)
         self.dsn = dsn
         self.read_only = read_only
-        self.commits = 0
-        """Transactions committed by the writer (a metric; fewer than writes means group commit works)."""
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore(read_only={self.read_only})"  # never the DSN: it may carry a password
@@ -259,19 +185,15 @@ class PostgresStore:
                 raise StorageError(f"cannot open PostgreSQL storage ({_error_name(exc)})") from exc
             raise
         if not self.read_only:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._run_writer(), name="postgres-writer")
+            self._start_writer("postgres-writer")
 
     async def close(self) -> None:
         """Flush every write queued so far, then close."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._queue.put_nowait(None)
-            await task
+        await self._stop_writer()
         await self._close_pool()
 
     async def ping(self) -> None:
-        if not self.read_only and (self._task is None or self._task.done()):
+        if not self.read_only and not self._writer_running():
             raise StorageError("storage writer is not running")
         await self._fetch("SELECT 1", [])
 
@@ -296,100 +218,18 @@ class PostgresStore:
 
     # --- writes --------------------------------------------------------------------------------------
 
-    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
-        # serialise here so a malformed record fails its own caller, not the batch it would have joined
-        record_json = ledger.canonical_json(record)
-        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
-        self._submit(_ConsentWrite(record, record_json, future))
-        return await future
-
-    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
-        rows = [_decision_row(decision) for decision in decisions]
-        if not rows:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(_DecisionsWrite(rows, future))
-        await future
-
-    def _submit(self, write: _Write) -> None:
-        if self._task is None or self._task.done():
-            raise StorageError("storage is not open for writing")
-        self._queue.put_nowait(write)
-
-    async def _run_writer(self) -> None:
-        try:
-            while await self._write_next_batch():
-                pass
-        finally:
-            self._fail_queued()  # nothing may wait forever on a writer that is gone
-
-    async def _write_next_batch(self) -> bool:
-        batch = [await self._queue.get()]
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        writes = [write for write in batch if write is not None]
-        if writes:
-            try:
-                await self._flush(writes)
-            except BaseException as exc:
-                self._fail(writes, exc)  # a writer that dies leaves no caller waiting (ping then fails)
-                raise
-        return None not in batch
-
-    def _fail_queued(self) -> None:
-        while not self._queue.empty():
-            write = self._queue.get_nowait()
-            if write is not None and not write.future.done():
-                write.future.set_exception(StorageError("storage closed before the write"))
-
-    async def _flush(self, writes: list[_Write]) -> None:
-        try:
-            await self._commit(writes)
-        except asyncpg.UniqueViolationError:
-            if len(writes) == 1:
-                self._fail(writes, StorageError("storage write refused (duplicate id)"))
-                return
-            # one caller's duplicate id must not fail the writes it happened to share a commit with
-            for write in writes:
-                await self._flush([write])
-            return
-        except Exception as exc:
-            self._fail(writes, exc)
-            return
-        for write in writes:
-            write.resolve()
-
-    def _fail(self, writes: list[_Write], exc: BaseException) -> None:
-        for write in writes:
-            if isinstance(write, _ConsentWrite):
-                write.entry = None
-            if not write.future.done():
-                write.future.set_exception(_storage_error(exc, "write"))
-
-    async def _commit(self, writes: list[_Write]) -> None:
+    async def _commit(self, writes: list[Write]) -> None:
         pool = self._pool_or_fail()
         async with pool.acquire() as conn, conn.transaction():
             await self._insert(conn, writes)
         self.commits += 1
 
-    async def _insert(self, conn: asyncpg.Connection, writes: list[_Write]) -> None:
-        ledger_rows: list[tuple[object, ...]] = []
-        decision_rows: list[tuple[str | None, ...]] = []
-        head = ledger.EMPTY_HEAD
-        if any(isinstance(write, _ConsentWrite) for write in writes):
+    async def _insert(self, conn: asyncpg.Connection, writes: list[Write]) -> None:
+        consents, decision_rows = split(writes)
+        if consents:
             # held until COMMIT: another process extending the chain waits here, then reads our head
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
-            head = await self._ledger_head(conn)
-        for write in writes:
-            if isinstance(write, _DecisionsWrite):
-                decision_rows.extend(write.rows)
-                continue
-            row = ledger.next_row(head, write.record_json)
-            head = (row.seq, row.hash)
-            write.entry = LedgerEntry(row.seq, write.record, row.prev_hash, row.hash)
-            ledger_rows.append(self._ledger_params(row, write.record))
-        if ledger_rows:
-            await conn.executemany(_INSERT_LEDGER, ledger_rows)
+            await conn.executemany(_INSERT_LEDGER, chain(consents, await self._ledger_head(conn), _column))
         if decision_rows:
             await conn.executemany(_INSERT_DECISION, decision_rows)
 
@@ -398,12 +238,6 @@ class PostgresStore:
         row = await conn.fetchrow("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1")
         return ledger.EMPTY_HEAD if row is None else (int(row[0]), str(row[1]))
 
-    @staticmethod
-    def _ledger_params(row: LedgerRow, record: ConsentRecord) -> tuple[object, ...]:
-        at = ledger.format_time(record.at)
-        return (row.seq, _column(record.record_id), _column(record.meeting_id), _column(record.subject), at,
-                row.record_json, row.prev_hash, row.hash)  # fmt: skip
-
     # --- reads ---------------------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, params: list[str]) -> list[Any]:
@@ -411,18 +245,18 @@ class PostgresStore:
         try:
             return list(await pool.fetch(sql, *params))
         except _DRIVER_ERRORS as exc:
-            raise _storage_error(exc, "read") from exc
+            raise rows.storage_error(exc, "read", _error_name) from exc
 
     async def ledger_rows(self) -> list[LedgerRow]:
-        rows = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
-        return [_ledger_row(r) for r in rows]
+        found = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
+        return [rows.ledger_row(r) for r in found]
 
     async def ledger_entries(
         self, *, meeting_id: str | None = None, participant_id: str | None = None
     ) -> list[LedgerEntry]:
         where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
-        rows = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
-        return [_decode_entry(_ledger_row(r)) for r in rows]
+        found = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
+        return [rows.decode_entry(rows.ledger_row(r)) for r in found]
 
     async def standing_records(self, email: str) -> list[ConsentRecord]:
         subject = standing.subject_for(email)
@@ -433,5 +267,5 @@ class PostgresStore:
         self, *, meeting_id: str | None = None, participant_id: str | None = None
     ) -> list[Decision]:
         where, params = _where(_DECISION_FILTERS, (meeting_id, participant_id))
-        rows = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
-        return [_decode_decision(int(r[0]), str(r[1])) for r in rows]
+        found = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
+        return [rows.decode_decision(int(r[0]), str(r[1])) for r in found]

@@ -1,10 +1,10 @@
 """SQLite storage: the embedded default behind the ``Store`` contract (consent ledger + decision log).
 
 Writes go through one writer task that drains a queue and commits everything pending in one transaction
-(group commit): with ``synchronous=FULL`` every commit is an fsync, so sharing commits is what makes
-durability affordable. Each caller's future resolves only after COMMIT, so "returned" means "durable"
-(invariant 1). The ledger chain is extended inside that transaction from the head read in it, so seq and
-prev_hash cannot be raced, not even by another process writing the same file.
+(group commit, ``gateway.store.batching``): with ``synchronous=FULL`` every commit is an fsync, so sharing
+commits is what makes durability affordable. Each caller's future resolves only after COMMIT, so "returned"
+means "durable" (invariant 1). The ledger chain is extended inside that transaction from the head read in
+it, so seq and prev_hash cannot be raced, not even by another process writing the same file.
 
 Reads use a second, query-only connection: in WAL mode it sees only committed data, never a batch in flight,
 and another process (the CLI's ``log show`` while the server runs) can read the same file. Every failure
@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiosqlite
 
 from gateway.consent import ledger, standing
-from gateway.decision_log import decision_from_dict, decision_to_dict
 from gateway.model import ConsentRecord, Decision
+from gateway.store import rows
 from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+from gateway.store.batching import GroupCommit, Write, chain, split
 
 # Each step list brings the schema from version N to N+1; append new steps, never edit applied ones.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -68,43 +67,9 @@ _LEDGER_FILTERS = ("meeting_id = ?", "subject = ?")
 _DECISION_FILTERS = ("meeting_id = ?", "participant_id = ?")
 
 
-@dataclass(slots=True)
-class _ConsentWrite:
-    record: ConsentRecord
-    record_json: str
-    future: asyncio.Future[LedgerEntry]
-    entry: LedgerEntry | None = None
-    """Set inside the transaction, handed to the caller only after COMMIT."""
-
-    def resolve(self) -> None:
-        if self.entry is not None and not self.future.done():
-            self.future.set_result(self.entry)
-
-
-@dataclass(slots=True)
-class _DecisionsWrite:
-    rows: list[tuple[str | None, ...]]
-    future: asyncio.Future[None] = field(repr=False)
-
-    def resolve(self) -> None:
-        if not self.future.done():
-            self.future.set_result(None)
-
-
-_Write = _ConsentWrite | _DecisionsWrite
-
-
 def _error_name(exc: BaseException) -> str:
     # sqlite_errorname is e.g. SQLITE_BUSY: precise, and never contains a bound value
     return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-
-
-def _storage_error(exc: BaseException, doing: str) -> StorageError:
-    if isinstance(exc, StorageError):
-        return StorageError(str(exc))
-    error = StorageError(f"storage {doing} failed ({_error_name(exc)})")
-    error.__cause__ = exc
-    return error
 
 
 def _where(filters: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
@@ -113,34 +78,6 @@ def _where(filters: Sequence[str], values: Sequence[str | None]) -> tuple[str, l
     if not used:
         return "", []
     return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
-
-
-def _decision_row(decision: Decision) -> tuple[str | None, ...]:
-    data = decision_to_dict(decision)
-    return (
-        decision.decision_id,
-        decision.meeting_id,
-        decision.participant_id,
-        decision.destination,
-        decision.action.value,
-        data["at"],
-        ledger.canonical_dumps(data),
-    )
-
-
-def _decode_entry(row: LedgerRow) -> LedgerEntry:
-    try:
-        record = ledger.record_from_dict(json.loads(row.record_json))
-    except (ValueError, TypeError, OverflowError):
-        raise StorageError(f"ledger row {row.seq} cannot be decoded") from None
-    return LedgerEntry(row.seq, record, row.prev_hash, row.hash)
-
-
-def _decode_decision(row_id: int, record_json: str) -> Decision:
-    try:
-        return decision_from_dict(json.loads(record_json))
-    except (ValueError, TypeError, OverflowError):
-        raise StorageError(f"decision row {row_id} cannot be decoded") from None
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -185,19 +122,16 @@ async def _apply_migrations(db: aiosqlite.Connection, version: int) -> None:
         )
 
 
-class SQLiteStore:
+class SQLiteStore(GroupCommit):
     """The ``Store`` on one SQLite file. ``read_only`` opens for audit: no migration, no writer."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> None:
+        super().__init__(duplicate=sqlite3.IntegrityError, error_name=_error_name)
         self.path = Path(path)
         self.read_only = read_only
-        self.commits = 0
-        """Transactions committed by the writer (a metric; fewer than writes means group commit works)."""
         self._busy_timeout = busy_timeout
         self._writer_db: aiosqlite.Connection | None = None
         self._reader_db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
         self._identity: tuple[int, int] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -211,20 +145,16 @@ class SQLiteStore:
                 raise StorageError(f"cannot open storage at {self.path} ({_error_name(exc)})") from exc
             raise
         if not self.read_only:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path.name}")
+            self._start_writer(f"sqlite-writer:{self.path.name}")
 
     async def close(self) -> None:
         """Flush every write queued so far, then close."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._queue.put_nowait(None)
-            await task
+        await self._stop_writer()
         await self._close_connections()
 
     async def ping(self) -> None:
         self._check_identity()
-        if not self.read_only and (self._task is None or self._task.done()):
+        if not self.read_only and not self._writer_running():
             raise StorageError("storage writer is not running")
         await self._fetch("SELECT 1", [])
 
@@ -281,71 +211,7 @@ class SQLiteStore:
 
     # --- writes --------------------------------------------------------------------------------------
 
-    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
-        # serialise here so a malformed record fails its own caller, not the batch it would have joined
-        record_json = ledger.canonical_json(record)
-        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
-        self._submit(_ConsentWrite(record, record_json, future))
-        return await future
-
-    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
-        rows = [_decision_row(decision) for decision in decisions]
-        if not rows:
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(_DecisionsWrite(rows, future))
-        await future
-
-    def _submit(self, write: _Write) -> None:
-        if self._task is None or self._task.done():
-            raise StorageError("storage is not open for writing")
-        self._queue.put_nowait(write)
-
-    async def _run_writer(self) -> None:
-        try:
-            while await self._write_next_batch():
-                pass
-        finally:
-            self._fail_queued()  # nothing may wait forever on a writer that is gone
-
-    async def _write_next_batch(self) -> bool:
-        batch = [await self._queue.get()]
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
-        writes = [write for write in batch if write is not None]
-        if writes:
-            await self._flush(writes)
-        return None not in batch
-
-    def _fail_queued(self) -> None:
-        while not self._queue.empty():
-            write = self._queue.get_nowait()
-            if write is not None and not write.future.done():
-                write.future.set_exception(StorageError("storage closed before the write"))
-
-    async def _flush(self, writes: list[_Write]) -> None:
-        try:
-            await self._commit(writes)
-        except sqlite3.IntegrityError:
-            if len(writes) == 1:
-                self._fail(writes, StorageError("storage write refused (duplicate id)"))
-                return
-            # one caller's duplicate id must not fail the writes it happened to share a commit with
-            for write in writes:
-                await self._flush([write])
-            return
-        except Exception as exc:
-            self._fail(writes, exc)
-            return
-        for write in writes:
-            write.resolve()
-
-    def _fail(self, writes: list[_Write], exc: BaseException) -> None:
-        for write in writes:
-            if not write.future.done():
-                write.future.set_exception(_storage_error(exc, "write"))
-
-    async def _commit(self, writes: list[_Write]) -> None:
+    async def _commit(self, writes: list[Write]) -> None:
         self._check_identity()
         db = self._writer()
         # The whole transaction runs in the connection's own thread in one hop. Statement by statement, each
@@ -355,14 +221,14 @@ class SQLiteStore:
         await db._execute(self._transaction, db, writes)  # type: ignore[no-untyped-call]
         self.commits += 1
 
-    def _transaction(self, db: aiosqlite.Connection, writes: list[_Write]) -> None:
+    def _transaction(self, db: aiosqlite.Connection, writes: list[Write]) -> None:
         """BEGIN ... COMMIT on the writer's thread; rolls back on any error."""
         conn: sqlite3.Connection = db._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            ledger_rows, decision_rows = self._rows(conn, writes)
-            if ledger_rows:
-                conn.executemany(_INSERT_LEDGER, ledger_rows)
+            consents, decision_rows = split(writes)
+            if consents:
+                conn.executemany(_INSERT_LEDGER, chain(consents, self._ledger_head(conn)))
             if decision_rows:
                 conn.executemany(_INSERT_DECISION, decision_rows)
             conn.execute("COMMIT")
@@ -371,31 +237,11 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _rows(
-        self, conn: sqlite3.Connection, writes: list[_Write]
-    ) -> tuple[list[tuple[object, ...]], list[tuple[str | None, ...]]]:
-        """Insert parameters; consent records are chained onto the head read inside this transaction."""
-        ledger_rows: list[tuple[object, ...]] = []
-        decision_rows: list[tuple[str | None, ...]] = []
-        head: ledger.Head | None = None
-        for write in writes:
-            if isinstance(write, _DecisionsWrite):
-                decision_rows.extend(write.rows)
-                continue
-            if head is None:
-                found = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
-                head = ledger.EMPTY_HEAD if found is None else (int(found[0]), str(found[1]))
-            row = ledger.next_row(head, write.record_json)
-            head = (row.seq, row.hash)
-            write.entry = LedgerEntry(row.seq, write.record, row.prev_hash, row.hash)
-            ledger_rows.append(self._ledger_params(row, write.record))
-        return ledger_rows, decision_rows
-
     @staticmethod
-    def _ledger_params(row: LedgerRow, record: ConsentRecord) -> tuple[object, ...]:
-        at = ledger.format_time(record.at)
-        return (row.seq, record.record_id, record.meeting_id, record.subject, at, row.record_json,
-                row.prev_hash, row.hash)  # fmt: skip
+    def _ledger_head(conn: sqlite3.Connection) -> ledger.Head:
+        """The chain's head as this transaction sees it (``BEGIN IMMEDIATE`` holds the write lock)."""
+        found = conn.execute("SELECT seq, hash FROM ledger ORDER BY seq DESC LIMIT 1").fetchone()
+        return ledger.EMPTY_HEAD if found is None else (int(found[0]), str(found[1]))
 
     def _writer(self) -> aiosqlite.Connection:
         if self._writer_db is None:
@@ -411,18 +257,18 @@ class SQLiteStore:
             async with self._reader_db.execute(sql, params) as cursor:
                 return list(await cursor.fetchall())
         except (sqlite3.Error, ValueError) as exc:
-            raise _storage_error(exc, "read") from exc
+            raise rows.storage_error(exc, "read", _error_name) from exc
 
     async def ledger_rows(self) -> list[LedgerRow]:
-        rows = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
-        return [LedgerRow(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+        found = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
+        return [rows.ledger_row(r) for r in found]
 
     async def ledger_entries(
         self, *, meeting_id: str | None = None, participant_id: str | None = None
     ) -> list[LedgerEntry]:
         where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
-        rows = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
-        return [_decode_entry(LedgerRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]))) for r in rows]
+        found = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
+        return [rows.decode_entry(rows.ledger_row(r)) for r in found]
 
     async def standing_records(self, email: str) -> list[ConsentRecord]:
         subject = standing.subject_for(email)
@@ -433,5 +279,5 @@ class SQLiteStore:
         self, *, meeting_id: str | None = None, participant_id: str | None = None
     ) -> list[Decision]:
         where, params = _where(_DECISION_FILTERS, (meeting_id, participant_id))
-        rows = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
-        return [_decode_decision(int(r[0]), str(r[1])) for r in rows]
+        found = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
+        return [rows.decode_decision(int(r[0]), str(r[1])) for r in found]

@@ -1,0 +1,179 @@
+"""Group commit: one writer task per store drains a queue and commits everything pending in one transaction.
+
+Each caller's future resolves only after COMMIT, so "returned" means "durable" (invariant 1), and callers
+arriving while a commit is in flight share the next one. A backend supplies the transaction (``_commit``)
+and says which driver error means "an id is already stored": such a batch is retried write by write, so a
+duplicate id fails only its own caller. A caller cancelled while waiting does not cancel its write. Errors
+reach callers as ``StorageError`` naming the error class only, never a value from a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.consent import ledger
+from gateway.model import ConsentRecord, Decision
+from gateway.store import rows
+from gateway.store.base import LedgerEntry, StorageError
+
+
+@dataclass(slots=True)
+class ConsentWrite:
+    record: ConsentRecord
+    record_json: str
+    future: asyncio.Future[LedgerEntry]
+    entry: LedgerEntry | None = None
+    """Set inside the transaction, handed to the caller only after COMMIT."""
+
+    def resolve(self) -> None:
+        if self.entry is not None and not self.future.done():
+            self.future.set_result(self.entry)
+
+
+@dataclass(slots=True)
+class DecisionsWrite:
+    rows: list[tuple[str | None, ...]]
+    future: asyncio.Future[None] = field(repr=False)
+
+    def resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+Write = ConsentWrite | DecisionsWrite
+
+
+def split(writes: Sequence[Write]) -> tuple[list[ConsentWrite], list[tuple[str | None, ...]]]:
+    """The consent writes of a batch, in order, and the decision rows of all its decision writes."""
+    consents = [write for write in writes if isinstance(write, ConsentWrite)]
+    decision_rows = [row for write in writes if isinstance(write, DecisionsWrite) for row in write.rows]
+    return consents, decision_rows
+
+
+def chain(
+    consents: Sequence[ConsentWrite], head: ledger.Head, column: Callable[[str], str] = rows.verbatim
+) -> list[tuple[object, ...]]:
+    """Ledger insert parameters, each record chained onto the one before from ``head``; sets each entry."""
+    params: list[tuple[object, ...]] = []
+    for write in consents:
+        row = ledger.next_row(head, write.record_json)
+        head = (row.seq, row.hash)
+        write.entry = LedgerEntry(row.seq, write.record, row.prev_hash, row.hash)
+        params.append(rows.ledger_params(row, write.record, column))
+    return params
+
+
+class GroupCommit(ABC):
+    """The write side of a store: ``append_consent``/``append_decisions`` over one group-committing writer."""
+
+    def __init__(
+        self,
+        *,
+        duplicate: type[Exception],
+        error_name: Callable[[BaseException], str],
+        column: Callable[[str], str] = rows.verbatim,
+    ) -> None:
+        self.commits = 0
+        """Transactions committed by the writer (a metric; fewer than writes means group commit works)."""
+        self._duplicate = duplicate
+        self._error_name = error_name
+        self._column = column
+        self._queue: asyncio.Queue[Write | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    @abstractmethod
+    async def _commit(self, writes: list[Write]) -> None:
+        """Write the batch in one transaction (all or nothing); raise the driver's error on failure."""
+
+    # --- writer lifecycle ----------------------------------------------------------------------------
+
+    def _start_writer(self, name: str) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._run_writer(), name=name)
+
+    async def _stop_writer(self) -> None:
+        """Flush every write queued so far, then end the writer."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._queue.put_nowait(None)
+            await task
+
+    def _writer_running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # --- callers -------------------------------------------------------------------------------------
+
+    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
+        # serialise here so a malformed record fails its own caller, not the batch it would have joined
+        record_json = ledger.canonical_json(record)
+        future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
+        self._submit(ConsentWrite(record, record_json, future))
+        return await future
+
+    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
+        decision_rows = [rows.decision_row(decision, self._column) for decision in decisions]
+        if not decision_rows:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(DecisionsWrite(decision_rows, future))
+        await future
+
+    def _submit(self, write: Write) -> None:
+        if not self._writer_running():
+            raise StorageError("storage is not open for writing")
+        self._queue.put_nowait(write)
+
+    # --- the writer task -----------------------------------------------------------------------------
+
+    async def _run_writer(self) -> None:
+        try:
+            while await self._write_next_batch():
+                pass
+        finally:
+            self._fail_queued()  # nothing may wait forever on a writer that is gone
+
+    async def _write_next_batch(self) -> bool:
+        batch = [await self._queue.get()]
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        writes = [write for write in batch if write is not None]
+        if writes:
+            try:
+                await self._flush(writes)
+            except BaseException as exc:
+                self._fail(writes, exc)  # a writer that dies leaves no caller waiting (ping then fails)
+                raise
+        return None not in batch
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            write = self._queue.get_nowait()
+            if write is not None and not write.future.done():
+                write.future.set_exception(StorageError("storage closed before the write"))
+
+    async def _flush(self, writes: list[Write]) -> None:
+        try:
+            await self._commit(writes)
+        except self._duplicate:
+            if len(writes) == 1:
+                self._fail(writes, StorageError("storage write refused (duplicate id)"))
+                return
+            # one caller's duplicate id must not fail the writes it happened to share a commit with
+            for write in writes:
+                await self._flush([write])
+            return
+        except Exception as exc:
+            self._fail(writes, exc)
+            return
+        for write in writes:
+            write.resolve()
+
+    def _fail(self, writes: list[Write], exc: BaseException) -> None:
+        for write in writes:
+            if isinstance(write, ConsentWrite):
+                write.entry = None
+            if not write.future.done():
+                write.future.set_exception(rows.storage_error(exc, "write", self._error_name))

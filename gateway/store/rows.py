@@ -1,0 +1,74 @@
+"""Row codecs shared by the stores: records to insert parameters and stored JSON back to values.
+
+Pure functions; each backend passes what differs (how an id is stored in a column, how a driver error is
+named). A row that cannot be decoded, and any driver failure, becomes a ``StorageError`` that names the row
+or the error class only, never a value from a record.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from gateway.consent import ledger
+from gateway.decision_log import decision_from_dict, decision_to_dict
+from gateway.model import ConsentRecord, Decision
+from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+
+
+def verbatim(value: str) -> str:
+    return value
+
+
+def storage_error(exc: BaseException, doing: str, error_name: Callable[[BaseException], str]) -> StorageError:
+    """``exc`` as a StorageError naming what failed by ``error_name`` only (never its message)."""
+    if isinstance(exc, StorageError):
+        return StorageError(str(exc))
+    error = StorageError(f"storage {doing} failed ({error_name(exc)})")
+    error.__cause__ = exc
+    return error
+
+
+def decision_row(decision: Decision, column: Callable[[str], str] = verbatim) -> tuple[str | None, ...]:
+    """Insert parameters of a decision; ``column`` maps an id to its stored form."""
+    data = decision_to_dict(decision)
+    participant = decision.participant_id
+    return (
+        column(decision.decision_id),
+        column(decision.meeting_id),
+        None if participant is None else column(participant),
+        column(decision.destination),
+        decision.action.value,
+        data["at"],
+        ledger.canonical_dumps(data),
+    )
+
+
+def ledger_params(
+    row: LedgerRow, record: ConsentRecord, column: Callable[[str], str] = verbatim
+) -> tuple[object, ...]:
+    """Insert parameters of a chained consent record; ``column`` maps an id to its stored form."""
+    at = ledger.format_time(record.at)
+    return (row.seq, column(record.record_id), column(record.meeting_id), column(record.subject), at,
+            row.record_json, row.prev_hash, row.hash)  # fmt: skip
+
+
+def ledger_row(row: Any) -> LedgerRow:
+    """A ledger row from a driver's ``(seq, record_json, prev_hash, hash)`` result row."""
+    return LedgerRow(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
+
+
+def decode_entry(row: LedgerRow) -> LedgerEntry:
+    try:
+        record = ledger.record_from_dict(json.loads(row.record_json))
+    except (ValueError, TypeError, OverflowError):
+        raise StorageError(f"ledger row {row.seq} cannot be decoded") from None
+    return LedgerEntry(row.seq, record, row.prev_hash, row.hash)
+
+
+def decode_decision(row_id: int, record_json: str) -> Decision:
+    try:
+        return decision_from_dict(json.loads(record_json))
+    except (ValueError, TypeError, OverflowError):
+        raise StorageError(f"decision row {row_id} cannot be decoded") from None
