@@ -54,6 +54,9 @@ class DispatchSink:
             if not self.allowed(destination, meeting_id, participant_id):
                 self.dispatcher.purge(meeting_id, participant_id, destination=destination)
 
+    def pending(self, meeting_id: str) -> bool:
+        return self.dispatcher.pending_for(meeting_id)
+
     def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool:
         gateway = self.gateway
         return gateway is not None and gateway.still_allowed(meeting_id, destination, participant_id)

@@ -43,6 +43,9 @@ class Sink(Protocol):
     def purge(self, meeting_id: str, participant_id: str) -> None:
         """Stop queued content of a participant whose consent no longer covers it."""
 
+    def pending(self, meeting_id: str) -> bool:
+        """Whether content of the meeting is still on its way (queued, in flight or retrying)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Result:
@@ -372,7 +375,10 @@ class Gateway:
 
     def _forget_if_done(self, key: MeetingKey, state: MeetingState, now: datetime) -> None:
         ended = self._ended_at.get(key)
-        if ended is not None and not state.held and now - ended > _FORGET_AFTER:
+        # A meeting whose content is still being delivered stays: delivery asks its consent view before every
+        # attempt, and a forgotten meeting would answer "no" and lose consented content.
+        done = not state.held and not self.sink.pending(key[1])
+        if ended is not None and done and now - ended > _FORGET_AFTER:
             del self._states[key]
             del self._ended_at[key]
             if self.shadow is not None:

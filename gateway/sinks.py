@@ -26,3 +26,6 @@ class CollectSink:
 
     def purge(self, meeting_id: str, participant_id: str) -> None:
         return None
+
+    def pending(self, meeting_id: str) -> bool:
+        return False

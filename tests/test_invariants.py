@@ -183,6 +183,9 @@ class WatchSink:
     def purge(self, meeting_id: str, participant_id: str) -> None:
         return None
 
+    def pending(self, meeting_id: str) -> bool:
+        return False
+
 
 @dataclass
 class Run:

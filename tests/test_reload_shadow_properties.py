@@ -41,6 +41,9 @@ class ListSink:
     def purge(self, meeting_id: str, participant_id: str) -> None:
         return None
 
+    def pending(self, meeting_id: str) -> bool:
+        return False
+
 
 async def run(program: list[tuple[Any, ...]], shadow: bool) -> tuple[list[Emit], list[Decision]]:
     with tempfile.TemporaryDirectory() as tmp:

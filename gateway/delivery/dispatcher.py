@@ -152,6 +152,10 @@ class Dispatcher:
         """Items submitted and not yet finished (queued, in flight or in backoff)."""
         return self._pending
 
+    def pending_for(self, meeting_id: str) -> bool:
+        """Whether any item of the meeting is unfinished (queued, in flight or in backoff)."""
+        return any(lane for (meeting, _), lane in self._lanes.items() if meeting == meeting_id)
+
     def oldest_age(self) -> float:
         """Seconds since the oldest unfinished item was submitted (0 when there is none)."""
         oldest = min((lane[0].submitted for lane in self._lanes.values() if lane), default=None)
