@@ -9,7 +9,6 @@ what was said beside what the AI service received, then the consent ledger's ver
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import html
 import json
@@ -205,7 +204,3 @@ def _print(out: TextIO, said: list[tuple[str, str, str]], receiver: Receiver, wi
     out.write(
         f"\n{len(receiver.segments)} of {sum(1 for s in said if s[0])} utterances reached the AI service.\n"
     )
-
-
-def main() -> None:  # pragma: no cover - convenience for `python -m gateway.demo`
-    raise SystemExit(asyncio.run(run_demo(__import__("sys").stdout)))

@@ -389,9 +389,6 @@ class Gateway:
             for holders in self._identities.values():
                 holders.difference_update({h for h in holders if h[0] == key})
 
-    def held_count(self) -> int:
-        return sum(len(s.held) for s in self._states.values())
-
 
 def _safely(call: Callable[..., None], *args: object) -> None:
     try:
