@@ -21,11 +21,11 @@ from typing import Any
 
 import asyncpg
 
-from gateway.consent import ledger, standing
-from gateway.model import ConsentRecord, Decision
+from gateway.consent import ledger
 from gateway.store import rows
-from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, split
+from gateway.store.reads import SQLReads
 
 # Advisory lock keys (any constants unique to this application): one serialises chain extension, the other
 # schema migration.
@@ -68,10 +68,6 @@ _INSERT_DECISION = (
     "INSERT INTO decisions (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (decision_id) DO NOTHING"
 )
-_SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
-_SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
-_LEDGER_FILTERS = ("meeting_id", "subject")
-_DECISION_FILTERS = ("meeting_id", "participant_id")
 
 # What a connection or server failure looks like from asyncpg: all of these become StorageError.
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
@@ -136,7 +132,7 @@ async def migrate(conn: asyncpg.Connection) -> None:
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
 
 
-class PostgresStore(GroupCommit):
+class PostgresStore(GroupCommit, SQLReads):
     """The ``Store`` on a PostgreSQL database. ``read_only`` opens for audit: no migration, no writer."""
 
     def __init__(
@@ -247,25 +243,5 @@ class PostgresStore(GroupCommit):
         except _DRIVER_ERRORS as exc:
             raise rows.storage_error(exc, "read", _error_name) from exc
 
-    async def ledger_rows(self) -> list[LedgerRow]:
-        found = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
-        return [rows.ledger_row(r) for r in found]
-
-    async def ledger_entries(
-        self, *, meeting_id: str | None = None, participant_id: str | None = None
-    ) -> list[LedgerEntry]:
-        where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
-        found = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
-        return [rows.decode_entry(rows.ledger_row(r)) for r in found]
-
-    async def standing_records(self, email: str) -> list[ConsentRecord]:
-        subject = standing.subject_for(email)
-        entries = await self.ledger_entries(meeting_id=standing.STANDING_MEETING, participant_id=subject)
-        return [entry.record for entry in entries]
-
-    async def decision_records(
-        self, *, meeting_id: str | None = None, participant_id: str | None = None
-    ) -> list[Decision]:
-        where, params = _where(_DECISION_FILTERS, (meeting_id, participant_id))
-        found = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
-        return [rows.decode_decision(int(r[0]), str(r[1])) for r in found]
+    def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
+        return _where(columns, values)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import aiosqlite
 
-from gateway.consent import ledger, standing
-from gateway.model import ConsentRecord, Decision
+from gateway.consent import ledger
 from gateway.store import rows
-from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, split
+from gateway.store.reads import SQLReads
 
 # Each step list brings the schema from version N to N+1; append new steps, never edit applied ones.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -61,10 +61,6 @@ _INSERT_DECISION = (
     " (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
-_SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
-_LEDGER_FILTERS = ("meeting_id = ?", "subject = ?")
-_DECISION_FILTERS = ("meeting_id = ?", "participant_id = ?")
 
 
 def _error_name(exc: BaseException) -> str:
@@ -72,12 +68,12 @@ def _error_name(exc: BaseException) -> str:
     return getattr(exc, "sqlite_errorname", None) or type(exc).__name__
 
 
-def _where(filters: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
-    """A WHERE clause from constant fragments; only values are parameters."""
-    used = [(clause, value) for clause, value in zip(filters, values, strict=True) if value is not None]
+def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
+    """A WHERE clause from constant column names; only values are parameters."""
+    used = [(column, value) for column, value in zip(columns, values, strict=True) if value is not None]
     if not used:
         return "", []
-    return " WHERE " + " AND ".join(c for c, _ in used), [v for _, v in used]
+    return " WHERE " + " AND ".join(f"{c} = ?" for c, _ in used), [v for _, v in used]
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -122,7 +118,7 @@ async def _apply_migrations(db: aiosqlite.Connection, version: int) -> None:
         )
 
 
-class SQLiteStore(GroupCommit):
+class SQLiteStore(GroupCommit, SQLReads):
     """The ``Store`` on one SQLite file. ``read_only`` opens for audit: no migration, no writer."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> None:
@@ -259,25 +255,5 @@ class SQLiteStore(GroupCommit):
         except (sqlite3.Error, ValueError) as exc:
             raise rows.storage_error(exc, "read", _error_name) from exc
 
-    async def ledger_rows(self) -> list[LedgerRow]:
-        found = await self._fetch(_SELECT_LEDGER + " ORDER BY seq", [])
-        return [rows.ledger_row(r) for r in found]
-
-    async def ledger_entries(
-        self, *, meeting_id: str | None = None, participant_id: str | None = None
-    ) -> list[LedgerEntry]:
-        where, params = _where(_LEDGER_FILTERS, (meeting_id, participant_id))
-        found = await self._fetch(_SELECT_LEDGER + where + " ORDER BY seq", params)
-        return [rows.decode_entry(rows.ledger_row(r)) for r in found]
-
-    async def standing_records(self, email: str) -> list[ConsentRecord]:
-        subject = standing.subject_for(email)
-        entries = await self.ledger_entries(meeting_id=standing.STANDING_MEETING, participant_id=subject)
-        return [entry.record for entry in entries]
-
-    async def decision_records(
-        self, *, meeting_id: str | None = None, participant_id: str | None = None
-    ) -> list[Decision]:
-        where, params = _where(_DECISION_FILTERS, (meeting_id, participant_id))
-        found = await self._fetch(_SELECT_DECISIONS + where + " ORDER BY id", params)
-        return [rows.decode_decision(int(r[0]), str(r[1])) for r in found]
+    def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
+        return _where(columns, values)
