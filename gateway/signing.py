@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-import hashlib
+import functools
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +54,7 @@ class VerifyResult:
         return self.reason is Reason.OK
 
 
+@functools.lru_cache(maxsize=64)
 def decode_secret(secret: str) -> bytes:
     """The HMAC key of a ``whsec_<base64>`` secret; prefix and padding are optional, as in the spec's libs."""
     encoded = secret.removeprefix(SECRET_PREFIX)
@@ -69,7 +70,7 @@ def decode_secret(secret: str) -> bytes:
 
 def _digest(key: bytes, msg_id: str, timestamp: int, body: bytes) -> bytes:
     signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
-    return hmac.new(key, signed, hashlib.sha256).digest()
+    return hmac.digest(key, signed, "sha256")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -76,7 +76,9 @@ class NameScrubber:
         if first is None:
             return text, ()
         hits = self._hits(folded, image, first.start())
-        if not hits:
+        if not any(self.placeholders[e.person] is not None for h in hits for e in h.entries):
+            # Only consenting participants' names (or none): no span can name a target, so reading their
+            # context would change nothing. Common in meetings, where people address whoever consented.
             return text, ()
         spans = self._spans(Context(folded, hits))
         if offsets is not None:

@@ -8,11 +8,12 @@ or the error class only, never a value from a record.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from gateway.consent import ledger
-from gateway.decision_log import decision_from_dict, decision_to_dict
+from gateway.decision_log import SCHEMA, decision_from_dict
 from gateway.model import ConsentRecord, Decision
 from gateway.store.base import LedgerEntry, LedgerRow, StorageError
 
@@ -32,7 +33,7 @@ def storage_error(exc: BaseException, doing: str, error_name: Callable[[BaseExce
 
 def decision_row(decision: Decision, column: Callable[[str], str] = verbatim) -> tuple[str | None, ...]:
     """Insert parameters of a decision; ``column`` maps an id to its stored form."""
-    data = decision_to_dict(decision)
+    at = ledger.format_time(decision.at)
     participant = decision.participant_id
     return (
         column(decision.decision_id),
@@ -40,9 +41,40 @@ def decision_row(decision: Decision, column: Callable[[str], str] = verbatim) ->
         None if participant is None else column(participant),
         column(decision.destination),
         decision.action.value,
-        data["at"],
-        ledger.canonical_dumps(data),
+        at,
+        decision_json(decision, at),
     )
+
+
+_q = encode_basestring_ascii  # the C function ``json.dumps(..., ensure_ascii=True)`` quotes strings with
+
+
+def decision_json(decision: Decision, at: str) -> str:
+    """``ledger.canonical_dumps(decision_to_dict(decision))``, byte for byte (a test holds the two equal).
+
+    Written out because it runs for every decision on the ingest path: building the dict and letting
+    ``json.dumps`` sort it cost ~9 µs a decision, this ~2 µs. Keys are in sorted order, as canonical JSON
+    has them; ``at`` is ``format_time(decision.at)``, which the caller needs for its own column too.
+    """
+    participant = "null" if decision.participant_id is None else _q(decision.participant_id)
+    spans = ",".join(
+        f'{{"end":{s.end!r},"placeholder":{_q(s.placeholder)},"start":{s.start!r}}}'
+        for s in decision.redactions
+    )
+    return (
+        f'{{"action":{_q(decision.action.value)},"at":{_q(at)},'
+        f'"consent_record_ids":{_strings(decision.consent_record_ids)},'
+        f'"decision_id":{_q(decision.decision_id)},"destination":{_q(decision.destination)},'
+        f'"meeting_id":{_q(decision.meeting_id)},"participant_id":{participant},'
+        f'"policy_revision":{_q(decision.policy_revision)},"reasons":{_strings(decision.reasons)},'
+        f'"redactions":[{spans}],"rule_ids":{_strings(decision.rule_ids)},'
+        f'"segment_id":{_q(decision.segment_id)},"shadow":{"true" if decision.shadow else "false"},'
+        f'"v":{SCHEMA!r}}}'
+    )
+
+
+def _strings(values: Sequence[str]) -> str:
+    return "[" + ",".join(map(_q, values)) + "]"
 
 
 def ledger_params(

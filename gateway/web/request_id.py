@@ -7,6 +7,7 @@ problem documents of ``problem_middleware`` carry it too.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 
@@ -21,16 +22,25 @@ _KEY = web.RequestKey("request_id", str)
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# A random per-process prefix and a counter: unique like a uuid4 per request, without a random-number
+# syscall on every request (measured: a visible share of the cost of a small ingest request).
+_PREFIX = uuid.uuid4().hex[:16]
+_COUNTER = itertools.count(1)
+
+
 def _request_id_of(request: web.Request) -> str:
     given = request.headers.get(HEADER, "")
-    return given if _SANE.fullmatch(given) else uuid.uuid4().hex
+    return given if _SANE.fullmatch(given) else f"{_PREFIX}{next(_COUNTER):016x}"
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[_KEY] = request_id = _request_id_of(request)
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
         return await handler(request)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 async def add_header(request: web.Request, response: web.StreamResponse) -> None:
