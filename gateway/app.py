@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+import os
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
 import structlog
@@ -18,7 +19,10 @@ from aiohttp import web
 
 from gateway.consent.links import consent_request
 from gateway.delivery import Dispatcher
+from gateway.delivery.consent_check import BatchedConsentCheck
+from gateway.delivery.durable import Outbox
 from gateway.delivery.items import DestinationConfig
+from gateway.delivery.transports import Transports
 from gateway.engine import Emit
 from gateway.metrics import METRICS, Metrics, metrics_handler
 from gateway.platforms import setup_platforms
@@ -26,11 +30,14 @@ from gateway.platforms.config import load_platforms
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.load import load_policy
 from gateway.reload import POLICIES, PolicyManager
-from gateway.runtime import Gateway, PolicySet
+from gateway.replication import REPLICATION, Replication
+from gateway.runtime import ConsentViewStale, Gateway, PolicySet
+from gateway.sealing import Keyring
 from gateway.settings import Settings, SettingsError
 from gateway.sinks import to_item
 from gateway.store import open_store
 from gateway.store.base import StorageError, Store
+from gateway.store.outbox import Lease, OutboxItem
 from gateway.web import admin, consent_api, dashboard, health, ingest, request_id, standing
 from gateway.web.auth import Authenticator
 from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, LINKS, MAX_BODY, NOTIFIER, SETTINGS, STORE
@@ -40,30 +47,92 @@ log = structlog.get_logger("gateway.app")
 
 
 class DispatchSink:
-    """Hands emissions to the dispatcher; on a withdrawal, purges only where consent no longer covers."""
+    """Seals emissions for the outbox, hands them to the dispatcher once durable; on a withdrawal, purges
+    only where consent no longer covers."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, outbox: Outbox, configs: Mapping[str, DestinationConfig]
+    ) -> None:
         self.dispatcher = dispatcher
+        self.outbox = outbox
+        self.configs = configs
         self.gateway: Gateway | None = None
+        self._purposes_for: PolicySet | None = None
+        self._purposes: dict[str, tuple[str, ...]] = {}
+
+    def stage(self, emits: Sequence[Emit]) -> tuple[Sequence[OutboxItem], Lease | None]:
+        items = [
+            self.outbox.seal(
+                to_item(emit), self.configs[emit.destination], self.purposes_of(emit.destination)
+            )
+            for emit in emits
+        ]
+        return items, self.outbox.lease()
+
+    def purposes_of(self, destination: str) -> tuple[str, ...]:
+        """The destination's purposes in the live policies (all of them, where several name it)."""
+        gateway = self.gateway
+        if gateway is None:
+            return self.configs[destination].purposes
+        policies = gateway.policies  # swapped whole on reload: the answer is kept per policy set
+        if policies is not self._purposes_for:
+            self._purposes_for, self._purposes = policies, {}
+        if destination not in self._purposes:
+            found = {p for policy in policies.policies for d in policy.destinations if d.id == destination
+                     for p in d.purposes}  # fmt: skip
+            self._purposes[destination] = tuple(sorted(found)) or self.configs[destination].purposes
+        return self._purposes[destination]
+
+    def holds(self, meeting_id: str) -> bool:
+        return self.gateway is not None and self.gateway.holds(meeting_id)
 
     def submit(self, emit: Emit) -> None:
         self.dispatcher.submit(to_item(emit))
 
     def purge(self, meeting_id: str, participant_id: str) -> None:
         for destination in self.dispatcher.destinations():
-            if not self.allowed(destination, meeting_id, participant_id):
+            try:
+                covered = self.allowed(destination, meeting_id, participant_id)
+            except ConsentViewStale:
+                covered = True  # the view says yes; delivery asks it again, once confirmed, before sending
+            if not covered:
                 self.dispatcher.purge(meeting_id, participant_id, destination=destination)
 
     def pending(self, meeting_id: str) -> bool:
         return self.dispatcher.pending_for(meeting_id)
 
-    def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool:
+    async def delivered(
+        self, meeting_id: str, participant_id: str, destination: str
+    ) -> list[tuple[str, str]]:
+        config = self.configs[destination]
+        await self.dispatcher.quiesce(meeting_id, participant_id, config.total_timeout + 1.0)
+        await self.outbox.flush()
+        rows = await self.outbox.store.outbox_parts(meeting_id=meeting_id, participant_id=participant_id)
+        return [
+            (str(row["segment_id"]), str(row["key"]))
+            for row in rows
+            if row["destination"] == destination and row["state"] == "sent"
+        ]
+
+    def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool | None:
+        """The live consent view's answer; None for a meeting this process does not hold (recovered
+        content), which the dispatcher then checks against the store's latest consent."""
         gateway = self.gateway
-        return gateway is not None and gateway.still_allowed(meeting_id, destination, participant_id)
+        if gateway is None:
+            return False
+        if not gateway.holds(meeting_id):
+            return None
+        return gateway.still_allowed(meeting_id, destination, participant_id)
+
+
+_REACHED_BY = ("kind", "model", "prompt", "api_key_env", "summary_url", "erasure_url", "retention_hours",
+               "timeout_seconds")  # fmt: skip
+"""Besides the URL, what two policies sharing a destination id must agree on."""
 
 
 def destination_configs(policies: Sequence[Policy], settings: Settings) -> dict[str, DestinationConfig]:
-    """One delivery config per destination id; two policies may share an id only for the same URL."""
+    """One delivery config per destination id; two policies may share an id only for the same URL, kind and
+    summariser settings."""
     configs: dict[str, DestinationConfig] = {}
     urls: dict[str, Destination] = {}
     for policy in policies:
@@ -71,8 +140,48 @@ def destination_configs(policies: Sequence[Policy], settings: Settings) -> dict[
             known = urls.setdefault(dest.id, dest)
             if known.url != dest.url:
                 raise SettingsError(f"destination {dest.id!r} has two URLs in the loaded policies")
-            configs[dest.id] = DestinationConfig(dest.id, dest.url, settings.secret_for(dest.secret_env))
+            for name in _REACHED_BY:
+                if getattr(known, name) != getattr(dest, name):
+                    raise SettingsError(
+                        f"destination {dest.id!r} has two {name} values in the loaded policies"
+                    )
+            secret = settings.secret_for(dest.secret_env)
+            if dest.kind == "openai_summary":
+                assert dest.model and dest.prompt and dest.summary_url, "the policy schema requires them"
+                configs[dest.id] = DestinationConfig(
+                    dest.id,
+                    dest.url,
+                    secret,
+                    purposes=dest.purposes,
+                    retention_seconds=dest.retention_hours * 3600,
+                    total_timeout=dest.timeout_seconds,
+                    erasure_url=dest.erasure_url,
+                    kind=dest.kind,
+                    model=dest.model,
+                    prompt=dest.prompt,
+                    api_key=_api_key(dest),
+                    summary_url=dest.summary_url,
+                )
+            else:
+                configs[dest.id] = DestinationConfig(
+                    dest.id,
+                    dest.url,
+                    secret,
+                    purposes=dest.purposes,
+                    retention_seconds=dest.retention_hours * 3600,
+                    total_timeout=dest.timeout_seconds,
+                    erasure_url=dest.erasure_url,
+                    kind=dest.kind,
+                )
     return configs
+
+
+def _api_key(dest: Destination) -> str:
+    """An ``openai_summary`` destination's API key, from the environment variable its policy names."""
+    value = os.environ.get(dest.api_key_env) if dest.api_key_env else None
+    if not value:
+        raise SettingsError(f"{dest.api_key_env}: API key of destination {dest.id!r} is not set")
+    return value
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -89,6 +198,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     consent_api.setup(app, settings)  # links, receipts, notices: before delivery, which uses them
     app.cleanup_ctx.append(_delivery(policies, configs))
     app.cleanup_ctx.append(_ticker)
+    if settings.database.startswith(("postgresql://", "postgres://")):
+        app.cleanup_ctx.append(_replication)
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_get("/v1/stream", ingest.stream)
     app.router.add_post("/v1/standing-consents", standing.post_standing)
@@ -138,13 +249,29 @@ def _delivery(
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
             sink_ref: list[DispatchSink] = []
+            store = app[STORE]
+            keyring = app[SETTINGS].keyring()
+            if keyring is None:
+                # `serve` always has a key (generated into the secrets file); an embedding without one gets a
+                # key that dies with the process: what it leaves in the outbox is unreadable after a restart
+                log.warning("outbox.ephemeral_key")
+                keyring = Keyring.generate()
+            outbox = Outbox(store, keyring)
+            transports = Transports(session)
             dispatcher = Dispatcher(
                 session,
                 configs,
                 allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id, part.participant_id),
                 on_result=app[METRICS].on_delivery,
+                outbox=outbox,
+                blocked=BatchedConsentCheck(store),
+                shared_store=store.shared,
+                purposes_of=lambda destination: sink_ref[0].purposes_of(destination),
+                send=transports.send,
+                holds=lambda meeting_id: sink_ref[0].holds(meeting_id),
+                on_purge=transports.forget,
             )
-            sink = DispatchSink(dispatcher)
+            sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)
             sink.gateway = app[GATEWAY] = Gateway(policies, app[STORE], sink, notify=app[NOTIFIER])
             app[GATEWAY].consent_request = functools.partial(consent_request, app[LINKS])
@@ -155,8 +282,12 @@ def _delivery(
             app[METRICS].track_outbox(dispatcher.depth, dispatcher.oldest_age)
             await dispatcher.start()
             yield
+            await app[GATEWAY].settle()
             await dispatcher.drain(timeout=5.0)
             await dispatcher.close()
+            await transports.close()
+            if REPLICATION in app:
+                await app[REPLICATION].stop()
 
     return ctx
 
@@ -176,3 +307,22 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _replication(app: web.Application) -> AsyncIterator[None]:
+    """Several replicas on one PostgreSQL: fold in what the others record, and forward only while this
+    replica's consent view is confirmed fresh (gateway.replication)."""
+    from gateway.store.pg_listen import LedgerListener  # imports the PostgreSQL driver: only when used
+
+    settings = app[SETTINGS]
+    replication = Replication(
+        LedgerListener(settings.database),
+        app[GATEWAY].apply_remote,
+        max_age=settings.consent_view_max_age_ms / 1000,
+    )
+    app[GATEWAY].wrote = replication.wrote
+    await replication.start()
+    app[REPLICATION] = replication
+    app[GATEWAY].fresh = replication.fresh
+    yield
+    # stopped by the delivery context once it has drained: without a fresh view nothing could leave then

@@ -8,7 +8,7 @@ Live serving and ``consent-gateway replay`` run these same functions, so they fo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -39,6 +39,14 @@ from gateway.model import (
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.decide import consent_of, decide, decide_all_party, decision_id, scrubber_for
 
+STALE = "consent_view_stale"
+"""Why a segment that would leave is held: this replica cannot confirm its consent view is fresh (another
+replica may have recorded a withdrawal it has not seen yet; ``gateway.replication``)."""
+STALE_RULE = "replication.consent_view"
+STALE_HOLD_LIMIT = timedelta(minutes=5)
+"""How long a segment held only for a stale view waits for the view to be confirmed (at least the policy's
+pending window); after it, it is dropped with a logged reason. Count and size are bounded like any hold."""
+
 
 @dataclass(frozen=True, slots=True)
 class Emit:
@@ -46,7 +54,7 @@ class Emit:
 
     destination: str
     meeting_id: str
-    kind: Literal["segment", "transcript"]
+    kind: Literal["segment", "transcript", "erasure"]
     idempotency_key: str
     parts: tuple[Part, ...]
 
@@ -62,10 +70,15 @@ def new_meeting(platform: str, meeting_id: str) -> MeetingState:
     return MeetingState(platform=platform, meeting_id=meeting_id)
 
 
-def on_event(state: MeetingState, event: MeetingEvent, policy: Policy, now: datetime) -> Step:
-    """Fold a non-consent event. Consent goes through ``evaluate_consent`` and ``on_record``."""
+def on_event(
+    state: MeetingState, event: MeetingEvent, policy: Policy, now: datetime, *, view_fresh: bool = True
+) -> Step:
+    """Fold a non-consent event. Consent goes through ``evaluate_consent`` and ``on_record``.
+
+    ``view_fresh`` False: the shell cannot confirm its consent view is current, so nothing is forwarded;
+    what would have been is held (``STALE``) until ``tick`` is told the view is fresh again."""
     if isinstance(event, SegmentReceived):
-        return on_segment(state, event.segment, policy, now)
+        return on_segment(state, event.segment, policy, now, view_fresh=view_fresh)
     if isinstance(event, ParticipantJoined):
         return Step(meeting.joined(state, event.participant_id, event.name, event.email))
     if isinstance(event, ParticipantLeft):
@@ -82,11 +95,15 @@ def on_event(state: MeetingState, event: MeetingEvent, policy: Policy, now: date
 # --- segments -------------------------------------------------------------------------------------------
 
 
-def on_segment(state: MeetingState, segment: Segment, policy: Policy, now: datetime) -> Step:
+def on_segment(
+    state: MeetingState, segment: Segment, policy: Policy, now: datetime, *, view_fresh: bool = True
+) -> Step:
     decisions: list[Decision] = []
     emits: list[Emit] = []
     for dest in policy.destinations:
         outcome = decide(segment, state, policy, dest, now)
+        if not view_fresh:
+            outcome = _unconfirmed(outcome, dest, now)
         if outcome.decision.action is Action.HOLD:
             state, outcome = _hold(state, outcome, policy, dest, now)
         decisions.append(outcome.decision)
@@ -102,8 +119,29 @@ def _hold(
     if not _has_room(state, segment, policy):
         dropped = _redecided(outcome, Action.DROP, ("hold_full",), "pending.max_segments_per_participant")
         return state, dropped
-    held = Held(segment, dest.id, now, state.present_ids() | {segment.participant_id or ""})
+    stale = outcome.decision.reasons == (STALE,)
+    held = Held(segment, dest.id, now, state.present_ids() | {segment.participant_id or ""}, stale)
     return replace(state, held=(*state.held, held)), outcome
+
+
+def _unconfirmed(outcome: Outcome, dest: Destination, now: datetime) -> Outcome:
+    """A forward decided on a consent view that may be stale becomes a hold: nothing leaves on it."""
+    if outcome.decision.action not in (Action.FORWARD, Action.REDACT) or outcome.segment is None:
+        return outcome
+    decision = replace(
+        outcome.decision,
+        decision_id=decision_id(outcome.segment, dest.id, Action.HOLD, now, STALE),
+        action=Action.HOLD,
+        reasons=(STALE,),
+        rule_ids=(STALE_RULE,),
+        redactions=(),
+    )
+    return replace(outcome, decision=decision, text=None)
+
+
+def _hold_limit(held: Held, policy: Policy) -> timedelta:
+    window = timedelta(seconds=policy.spec.pending.window_seconds)
+    return max(window, STALE_HOLD_LIMIT) if held.stale else window
 
 
 def _has_room(state: MeetingState, segment: Segment, policy: Policy) -> bool:
@@ -213,33 +251,59 @@ def _notice_of(policy: Policy, purposes: Iterable[str]) -> str | None:
     return ",".join(versions) or None
 
 
-def on_record(state: MeetingState, record: ConsentRecord, policy: Policy, now: datetime) -> Step:
-    """Fold in a record the ledger has durably written, then release or purge what it affects."""
+def on_record(
+    state: MeetingState, record: ConsentRecord, policy: Policy, now: datetime, *, view_fresh: bool = True
+) -> Step:
+    """Fold in a record the ledger has durably written, then release or purge what it affects (a release
+    waits while the consent view is not confirmed fresh: see ``on_event``)."""
     if record.outcome is not RecordOutcome.ACCEPTED:
         return Step(state)
     state = meeting.with_record(state, record)
     decisions: list[Decision] = []
     emits: list[Emit] = []
     if record.choice is ConsentChoice.GIVEN:
-        state = _release(state, policy, now, decisions, emits)
+        state = _release(state, policy, now, decisions, emits, view_fresh)
     else:
         state = _purge(state, record.subject, policy, now, decisions)
     return Step(state, tuple(decisions), tuple(emits))
 
 
 def _release(
-    state: MeetingState, policy: Policy, now: datetime, decisions: list[Decision], emits: list[Emit]
+    state: MeetingState,
+    policy: Policy,
+    now: datetime,
+    decisions: list[Decision],
+    emits: list[Emit],
+    view_fresh: bool = True,
 ) -> MeetingState:
     """Re-decide held segments now that someone consented; those still waiting stay held."""
     if not policy.spec.pending.release_on_consent or not state.held:
         return state
+    return _redecide(state, policy, now, decisions, emits, view_fresh, lambda held: True)
+
+
+def _redecide(
+    state: MeetingState,
+    policy: Policy,
+    now: datetime,
+    decisions: list[Decision],
+    emits: list[Emit],
+    view_fresh: bool,
+    which: Callable[[Held], bool],
+) -> MeetingState:
+    """Decide the held segments ``which`` selects again: released, dropped, or kept (stale if the view is)."""
     keep: list[Held] = []
     released: list[tuple[Outcome, Destination]] = []
     for held in state.held:
+        if not which(held):
+            keep.append(held)
+            continue
         dest = policy.destination(held.destination)
         outcome = _redecide_held(held, state, policy, dest, now)
         if outcome.decision.action is Action.HOLD:
             keep.append(held)
+        elif not view_fresh and outcome.decision.action in (Action.FORWARD, Action.REDACT):
+            keep.append(replace(held, stale=True))
         else:
             decisions.append(outcome.decision)
             released.append((outcome, dest))
@@ -252,7 +316,7 @@ def _release(
 def _redecide_held(
     held: Held, state: MeetingState, policy: Policy, dest: Destination, now: datetime
 ) -> Outcome:
-    if now - held.since > timedelta(seconds=policy.spec.pending.window_seconds):
+    if now - held.since > _hold_limit(held, policy):
         return _expired(held, policy, dest, now)
     if policy.mode_for(state.jurisdiction) == "all_party":
         return decide_all_party(held.segment, state, policy, dest, now, held.present)
@@ -301,15 +365,20 @@ def still_allowed(state: MeetingState, dest: Destination, participant_id: str, n
 # --- time and meeting end -------------------------------------------------------------------------------
 
 
-def tick(state: MeetingState, policy: Policy, now: datetime) -> Step:
-    """Drop held segments whose pending window has ended."""
-    window = timedelta(seconds=policy.spec.pending.window_seconds)
-    expired = [h for h in state.held if now - h.since >= window]
-    if not expired:
+def tick(state: MeetingState, policy: Policy, now: datetime, *, view_fresh: bool = True) -> Step:
+    """Drop held segments whose pending window has ended; with a fresh consent view, decide again those held
+    only because it was not (``STALE``)."""
+    expired = [h for h in state.held if now - h.since >= _hold_limit(h, policy)]
+    stale = view_fresh and any(h.stale for h in state.held)
+    if not expired and not stale:
         return Step(state)
-    keep = tuple(h for h in state.held if now - h.since < window)
-    decisions = tuple(_expired(h, policy, policy.destination(h.destination), now).decision for h in expired)
-    return Step(replace(state, held=keep), decisions)
+    keep = tuple(h for h in state.held if now - h.since < _hold_limit(h, policy))
+    decisions = [_expired(h, policy, policy.destination(h.destination), now).decision for h in expired]
+    emits: list[Emit] = []
+    state = replace(state, held=keep)
+    if stale:
+        state = _redecide(state, policy, now, decisions, emits, True, lambda held: held.stale)
+    return Step(state, tuple(decisions), tuple(emits))
 
 
 def on_meeting_end(state: MeetingState, policy: Policy, now: datetime) -> Step:
@@ -371,6 +440,9 @@ def _sent_at_end(
 
 
 def _expired(held: Held, policy: Policy, dest: Destination, now: datetime) -> Outcome:
+    if held.stale:
+        decision = drop_decision(held.segment, dest, policy, now, "consent_view_stale_expired", STALE_RULE)
+        return Outcome(decision, None, held.segment)
     decision = drop_decision(held.segment, dest, policy, now, "pending_expired", "pending.window_seconds")
     return Outcome(decision, None, held.segment)
 

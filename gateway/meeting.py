@@ -56,6 +56,9 @@ class Held:
     destination: DestinationId
     since: datetime
     present: frozenset[str] = frozenset()
+    stale: bool = False
+    """Held only because this replica could not confirm its consent view was fresh (``gateway.replication``):
+    re-decided as soon as it can, instead of waiting for a consent."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,6 +124,9 @@ class Action(enum.StrEnum):
     """Forwarded, but with name mentions of non-consenting participants replaced."""
     DROP = "drop"
     HOLD = "hold"
+    ERASE = "erase"
+    """After a withdrawal: a deletion request for this already delivered segment was queued to the
+    destination (its erasure endpoint); cites the withdrawal's ledger record."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,7 @@ class PolicyManager:
             wanted = dict(self._configs(policies))
         except SettingsError as exc:
             return [str(exc)]
-        if wanted != self._running:
+        if _fixed(wanted) != _fixed(self._running):
             # delivery lanes, secrets and URLs are fixed at start; changing them safely needs a restart
             return ["destinations: ids, URLs or secrets differ from the running ones; restart to change them"]
         return []
@@ -170,3 +170,9 @@ def install_sighup(gateway_of: Callable[[], Gateway], manager: PolicyManager) ->
         loop.remove_signal_handler(signal.SIGHUP)
 
     return remove
+
+
+def _fixed(configs: Mapping[str, DestinationConfig]) -> dict[str, DestinationConfig]:
+    """What of the delivery configs is fixed at start: all but the purposes, which delivery reads from the
+    live policies (a destination whose purposes grow is checked against the new ones at once)."""
+    return {key: replace(config, purposes=()) for key, config in configs.items()}

@@ -10,10 +10,12 @@ they differ only in the clock, the record ids and the sink.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Protocol
 
 import structlog
@@ -22,12 +24,13 @@ from gateway import engine
 from gateway.consent import asking, chat, standing
 from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
-from gateway.meeting import MeetingState, with_records
-from gateway.model import ConsentChoice, ConsentRecord, Decision, RecordOutcome
+from gateway.meeting import MeetingState, Part, with_records
+from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, RecordOutcome
 from gateway.notify import Notice, Notify, discard
-from gateway.policy.compiled import Policy
+from gateway.policy.compiled import Destination, Policy
 from gateway.shadow import Shadow
 from gateway.store.base import Store
+from gateway.store.outbox import Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -35,8 +38,15 @@ MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
 
 
+Staged = tuple[Sequence[OutboxItem], Lease | None]
+"""Outbox items to write with the decisions that allowed them, and the lease their writer takes on them."""
+
+
 class Sink(Protocol):
     """Where emissions go: the delivery dispatcher when serving, a file when replaying."""
+
+    def stage(self, emits: Sequence[Emit]) -> Staged:
+        """The outbox rows for ``emits``, written durably before they are submitted (none: no outbox)."""
 
     def submit(self, emit: Emit) -> None: ...
 
@@ -45,6 +55,11 @@ class Sink(Protocol):
 
     def pending(self, meeting_id: str) -> bool:
         """Whether content of the meeting is still on its way (queued, in flight or retrying)."""
+
+    async def delivered(
+        self, meeting_id: str, participant_id: str, destination: str
+    ) -> list[tuple[str, str]]:
+        """``(segment id, idempotency key)`` of the participant's parts the destination already received."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,42 @@ def wall_clock() -> datetime:
     return datetime.now(UTC)
 
 
+class ConsentViewStale(Exception):
+    """This replica cannot confirm its consent view is fresh, so it cannot say content may leave now.
+
+    Raised by ``Gateway.still_allowed`` instead of answering yes; delivery counts it as a failed check and
+    tries again later (the content stays queued), rather than sending or dropping it."""
+
+
+def _always_fresh() -> bool:
+    return True
+
+
+def _ignore(seq: int) -> None:
+    return None
+
+
+class _Minted:
+    """Record ids this process handed out, so that the ledger follower can tell its own records apart."""
+
+    _LIMIT = 100_000  # ids whose write failed are never seen again; the oldest are forgotten past this
+
+    def __init__(self, mint: Callable[[], str]) -> None:
+        self._mint = mint
+        self._ids: dict[str, None] = {}
+
+    def __call__(self) -> str:
+        minted = self._mint()
+        self._ids[minted] = None
+        if len(self._ids) > self._LIMIT:
+            del self._ids[next(iter(self._ids))]
+        return minted
+
+    def take(self, record_id: str) -> bool:
+        """Whether this process minted ``record_id`` (and forget it: each record is seen once)."""
+        return record_id in self._ids and self._ids.pop(record_id) is None
+
+
 class Gateway:
     def __init__(
         self,
@@ -107,7 +158,7 @@ class Gateway:
         self.sink = sink
         self.notify = notify
         """Where notices to participants go (consent links, chat replies); see gateway.notify."""
-        self._new_id = new_id
+        self._new_id = _Minted(new_id)
         self._states: dict[MeetingKey, MeetingState] = {}
         self._ended_at: dict[MeetingKey, datetime] = {}
         self._locks: dict[MeetingKey, asyncio.Lock] = {}
@@ -121,13 +172,24 @@ class Gateway:
         """A candidate policy evaluated beside the active one (gateway.shadow); never affects forwarding."""
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
+        self._erasing: set[asyncio.Task[None]] = set()
+        self.wrote: Callable[[int], None] = _ignore
+        """Told the ledger sequence number of every record this process wrote (already in its view):
+        ``gateway.replication`` need not wait to read those back before calling the view fresh."""
+        self.fresh: Callable[[], bool] = _always_fresh
+        """Whether the consent view is confirmed current (``gateway.replication`` on PostgreSQL; a single
+        SQLite process always is). While it is not, nothing is forwarded: segments are held."""
 
     # --- reading state (delivery asks before every attempt) ---------------------------------------
 
     def still_allowed(self, meeting_id: str, destination: str, participant_id: str) -> bool:
         """Whether the participant's consent covers ``destination`` now, on every platform with it."""
         keys = [(platform, meeting_id) for platform in self._platforms.get(meeting_id, ())]
-        return bool(keys) and all(self._allows(key, destination, participant_id) for key in keys)
+        allowed = bool(keys) and all(self._allows(key, destination, participant_id) for key in keys)
+        if allowed and not self.fresh():
+            # a "no" from a stale view stands (it can only lack later records); a "yes" may be outdated
+            raise ConsentViewStale("consent view not confirmed fresh")
+        return allowed
 
     def _allows(self, key: MeetingKey, destination: str, participant_id: str) -> bool:
         state = self._states.get(key)
@@ -139,6 +201,10 @@ class Gateway:
         except KeyError:
             return False
         return engine.still_allowed(state, dest, participant_id, wall_clock())
+
+    def holds(self, meeting_id: str) -> bool:
+        """Whether this process has the meeting's consent view in memory (else delivery asks the store)."""
+        return bool(self._platforms.get(meeting_id))
 
     def meeting(self, platform: str, meeting_id: str) -> MeetingState | None:
         return self._states.get((platform, meeting_id))
@@ -164,13 +230,13 @@ class Gateway:
         async with self._locks.setdefault(key, asyncio.Lock()):
             now = now or wall_clock()
             state = await self._load(key)
-            expired = engine.tick(state, policy, now)
+            expired = engine.tick(state, policy, now, view_fresh=self.fresh())
             self._ask_again(key, expired.state, policy, now)
             if isinstance(event, ConsentSubmitted):
                 return await self._consent(key, expired, event, policy, now)
             if isinstance(event, SegmentReceived) and (command := chat.command_of(event, policy)):
                 return await self._chat(key, expired, event, command, policy, now)
-            step = engine.on_event(expired.state, event, policy, now)
+            step = engine.on_event(expired.state, event, policy, now, view_fresh=self.fresh())
             await self._commit(key, _merge(expired, step), now)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
             if isinstance(event, ParticipantJoined):
@@ -185,16 +251,20 @@ class Gateway:
         self, key: MeetingKey, expired: Step, event: ConsentSubmitted, policy: Policy, now: datetime
     ) -> Result:
         record = engine.evaluate_consent(expired.state, event, policy, self._new_id())
-        await self.store.append_consent(record)  # durable before it takes effect (invariant 1)
+        # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
+        # content for the destinations it concerns in the same transaction (invariant 4)
+        entry = await self.store.append_consent(record, _purge_for(record, policy))
+        self.wrote(entry.seq)
         for observer in self.observers:
             _safely(observer.on_consent, record)
-        step = engine.on_record(expired.state, record, policy, now)
+        step = engine.on_record(expired.state, record, policy, now, view_fresh=self.fresh())
         restricts = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
         if restricts:
             # A refusal or withdrawal takes effect the moment it is durable, even if logging what it
             # purged fails next: the ledger and the live view must never disagree in the unsafe direction.
             self._states[key] = step.state
             self.sink.purge(event.meeting_id, event.participant_id)
+            self._erase_later(key, record, policy)
         await self._commit(key, _merge(expired, step), now)
         await self._follow_shadow(expired.state, event, record, step.decisions, now)
         log.info(
@@ -209,6 +279,40 @@ class Gateway:
         if record.outcome is not RecordOutcome.ACCEPTED:
             return Result("rejected", record.reason, record.record_id)
         return Result("accepted", None, record.record_id)
+
+    def _erase_later(self, key: MeetingKey, record: ConsentRecord, policy: Policy) -> None:
+        """After a withdrawal, ask each destination that declares an erasure endpoint to delete what it
+        already received of the participant. In the background: it waits for attempts on the wire to end
+        (their outcome decides what the destination has), and the withdrawal's answer must not wait."""
+        targets = _erasure_targets(record, policy)
+        if targets:
+            task = asyncio.get_running_loop().create_task(self._request_erasure(key, record, policy, targets))
+            self._erasing.add(task)
+            task.add_done_callback(self._erasing.discard)
+
+    async def _request_erasure(
+        self, key: MeetingKey, record: ConsentRecord, policy: Policy, targets: Sequence[Destination]
+    ) -> None:
+        try:
+            for dest in targets:
+                sent = await self.sink.delivered(record.meeting_id, record.subject, dest.id)
+                made = _erasure(record, policy, dest, sent, wall_clock())
+                if made is None:
+                    continue
+                decisions, emit = made
+                async with self._locks.setdefault(key, asyncio.Lock()):
+                    state = await self._load(key)
+                    await self._commit(key, Step(state, decisions, (emit,)), wall_clock())
+                log.info("erasure.requested", meeting_id=record.meeting_id, destination=dest.id,
+                         record_id=record.record_id, segments=len(decisions))  # fmt: skip
+        except Exception as exc:
+            log.error("erasure.failed", meeting_id=record.meeting_id, record_id=record.record_id,
+                      error=type(exc).__name__)  # fmt: skip
+
+    async def settle(self) -> None:
+        """Wait for deletion requests still being prepared (before delivery drains at shutdown)."""
+        if self._erasing:
+            await asyncio.gather(*list(self._erasing), return_exceptions=True)
 
     def ask(self, policy: Policy, platform: str, meeting_id: str, participant_id: str, now: datetime) -> None:
         """Send a participant their personal consent link (on joining, or when they must be asked again).
@@ -268,7 +372,7 @@ class Gateway:
             return Result("ignored", "no_policy_applies")
         now = now or wall_clock()
         record = standing.evaluate(submitted, policy, self._new_id())
-        await self.store.append_consent(record)  # durable before it takes effect
+        self.wrote((await self.store.append_consent(record)).seq)  # durable before it takes effect
         log.info("standing.recorded", record_id=record.record_id, choice=str(record.choice),
                  outcome=str(record.outcome), reason=record.reason)  # fmt: skip
         if record.outcome is not RecordOutcome.ACCEPTED:
@@ -278,6 +382,64 @@ class Gateway:
         for key, participant_id in holders:
             await self._standing_apply(key, participant_id, record, records, now)
         return Result("accepted", None, record.record_id)
+
+    async def apply_remote(self, record: ConsentRecord) -> None:
+        """Fold in a ledger record another replica wrote (``gateway.replication`` hands them over in ledger
+        order), as ``_consent`` folds one written here: under the meeting's lock, a restriction at once.
+
+        Records written here were folded in then and are skipped. A meeting this replica does not hold is
+        left alone: it reads the ledger when first seen. A meeting being loaded right now holds its lock,
+        so the record is folded in after the load (twice is harmless: a record's effect is idempotent)."""
+        if self._new_id.take(record.record_id) or record.outcome is not RecordOutcome.ACCEPTED:
+            return
+        if record.meeting_id == standing.STANDING_MEETING:
+            await self._standing_remote(record)
+            return
+        key = (record.platform, record.meeting_id)
+        lock, policy = self._locks.get(key), self.policies.for_meeting(*key)
+        if lock is None or policy is None:
+            return
+        async with lock:
+            state = self._states.get(key)
+            if state is None:
+                return
+            current = await self._still_latest(record)
+            if current is None:
+                return
+            now = wall_clock()
+            step = engine.on_record(state, current, policy, now, view_fresh=self.fresh())
+            if current.choice is not ConsentChoice.GIVEN:
+                self._states[key] = step.state  # as in _consent: the restriction holds even if logging fails
+                self.sink.purge(record.meeting_id, record.subject)
+            await self._commit(key, step, now)
+        log.info("consent.replicated", meeting_id=record.meeting_id, record_id=record.record_id,
+                 choice=str(record.choice))  # fmt: skip
+
+    async def _still_latest(self, record: ConsentRecord) -> ConsentRecord | None:
+        """``record`` cut to the purposes for which it is still the subject's latest accepted record.
+
+        A record written here after it (a later sequence number) was folded in already, when written; folding
+        the older one now would undo it, so the ledger's order decides."""
+        entries = await self.store.ledger_entries(meeting_id=record.meeting_id, participant_id=record.subject)
+        latest: dict[str, str] = {}
+        for entry in entries:
+            if entry.record.platform == record.platform and entry.record.outcome is RecordOutcome.ACCEPTED:
+                latest.update(dict.fromkeys(entry.record.purposes, entry.record.record_id))
+        purposes = tuple(p for p in record.purposes if latest.get(p) == record.record_id)
+        return replace(record, purposes=purposes) if purposes else None
+
+    async def _standing_remote(self, record: ConsentRecord) -> None:
+        """A standing choice recorded by another replica applies to the live meetings held here."""
+        holders = sorted(self._identities.get(record.subject, ()))
+        if not holders:
+            return
+        entries = await self.store.ledger_entries(
+            meeting_id=standing.STANDING_MEETING, participant_id=record.subject
+        )
+        records = [entry.record for entry in entries]
+        now = wall_clock()
+        for key, participant_id in holders:
+            await self._standing_apply(key, participant_id, record, records, now)
 
     async def _standing_apply(
         self,
@@ -312,9 +474,11 @@ class Gateway:
             self.notify(replace(notice, data={**notice.data, **extra}))
 
     async def _commit(self, key: MeetingKey, step: Step, now: datetime) -> None:
-        """Log decisions, then publish the state, then emit: a failed write emits nothing."""
-        if step.decisions:
-            await self.store.append_decisions(step.decisions)
+        """Log decisions and write what they allow to the outbox in one transaction, then publish the state,
+        then hand the content to delivery: a failed write emits nothing."""
+        items, lease = self.sink.stage(step.emits) if step.emits else ((), None)
+        if step.decisions or items:
+            await self.store.append_decisions(step.decisions, items, lease)
             for observer in self.observers:
                 _safely(observer.on_decisions, step.decisions)
         self._states[key] = step.state
@@ -366,7 +530,7 @@ class Gateway:
                 if state is None:
                     continue
                 self._ask_again(key, state, policy, now)  # a reload asks without waiting for an event
-                step = engine.tick(state, policy, now)
+                step = engine.tick(state, policy, now, view_fresh=self.fresh())
                 if step.decisions:
                     await self._commit(key, step, now)
                     made += len(step.decisions)
@@ -395,6 +559,57 @@ def _safely(call: Callable[..., None], *args: object) -> None:
         call(*args)
     except Exception as exc:
         log.error("observer.failed", error=type(exc).__name__)
+
+
+def _erasure_targets(record: ConsentRecord, policy: Policy) -> list[Destination]:
+    taken = set(record.purposes)
+    return [d for d in policy.destinations if d.erasure_url and taken.intersection(d.purposes)]
+
+
+def _erasure(
+    record: ConsentRecord, policy: Policy, dest: Destination, sent: Sequence[tuple[str, str]], now: datetime
+) -> tuple[tuple[Decision, ...], Emit] | None:
+    """The deletion request to ``dest`` for what it received of the withdrawn participant, and one ``erase``
+    decision per segment citing the withdrawal's ledger record (ids only, never content)."""
+    if not sent:
+        return None
+    key = hashlib.sha256(f"erasure\0{record.record_id}\0{dest.id}".encode()).hexdigest()[:32]
+    payload = {
+        "meeting_id": record.meeting_id,
+        "participant_id": record.subject,
+        "segment_ids": sorted({segment for segment, _ in sent}),
+        "idempotency_keys": sorted({item_key for _, item_key in sent}),
+        "consent_record_id": record.record_id,
+        "reason": str(record.choice),
+    }
+    part = Part(f"erasure:{record.record_id}", record.subject, MappingProxyType(payload))
+    emit = Emit(dest.id, record.meeting_id, "erasure", key, (part,))
+    decisions = tuple(
+        Decision(
+            decision_id=hashlib.sha256(f"{key}\0{segment}".encode()).hexdigest()[:32],
+            meeting_id=record.meeting_id,
+            segment_id=segment,
+            destination=dest.id,
+            action=Action.ERASE,
+            at=now,
+            policy_revision=policy.revision,
+            reasons=(f"consent_{record.choice}",),
+            rule_ids=(f"destinations.{dest.id}.erasure_url",),
+            consent_record_ids=(record.record_id,),
+            participant_id=record.subject,
+        )
+        for segment in sorted({segment for segment, _ in sent})
+    )
+    return decisions, emit
+
+
+def _purge_for(record: ConsentRecord, policy: Policy) -> Purge | None:
+    """For an accepted refusal or withdrawal: the destinations whose purposes it takes away."""
+    if record.outcome is not RecordOutcome.ACCEPTED or record.choice is ConsentChoice.GIVEN:
+        return None
+    taken = set(record.purposes)
+    destinations = tuple(d.id for d in policy.destinations if taken.intersection(d.purposes))
+    return Purge(record.meeting_id, record.subject, destinations) if destinations else None
 
 
 def _merge(first: Step, second: Step) -> Step:

@@ -1,8 +1,8 @@
 """Settings: flags over ``CONSENT_GATEWAY_*`` environment variables over defaults, validated once.
 
-Secrets the operator did not provide (the ingest token, the outbound signing secret) are generated on first
-start and kept in ``secrets.json`` beside the database with mode 0600, so a quick start works and restarts
-keep the same credentials. They are never logged.
+Secrets the operator did not provide (the ingest token, the outbound signing secret, the outbox key) are
+generated on first start and kept in ``secrets.json`` beside the database with mode 0600, so a quick start
+works and restarts keep the same credentials. They are never logged.
 """
 
 from __future__ import annotations
@@ -18,8 +18,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from gateway.sealing import Keyring, new_key_spec
+
 PREFIX = "CONSENT_GATEWAY_"
-_LIST_FIELDS = {"policies", "webhook_secrets", "admin_tokens", "auditor_tokens", "shadow_policies"}
+_LIST_FIELDS = {
+    "policies",
+    "webhook_secrets",
+    "admin_tokens",
+    "auditor_tokens",
+    "shadow_policies",
+    "outbox_keys",
+}
 
 
 class SettingsError(Exception):
@@ -60,6 +69,11 @@ class Settings(BaseModel):
     """Base URL of the consent links participants receive (default ``http://{host}:{port}``)."""
     platforms_file: Path | None = None
     """YAML file of platform installations (Zoom apps, ...); see gateway.platforms.config."""
+    consent_view_max_age_ms: Annotated[int, Field(ge=100, le=60_000)] = 2000
+    """Several replicas (PostgreSQL): how long a replica's consent view counts as fresh after it last
+    confirmed it had read the whole ledger; past it, the replica holds instead of forwarding."""
+    outbox_keys: tuple[SecretStr, ...] = ()
+    """``KEYID:BASE64URL`` AES-256 keys sealing outbox text at rest; the first seals, all open (rotation)."""
 
     @property
     def links_base(self) -> str:
@@ -70,6 +84,15 @@ class Settings(BaseModel):
         if not self.database.startswith("sqlite:///"):
             raise SettingsError(f"database: only sqlite:/// URLs are supported so far, got {self.database!r}")
         return self.database.removeprefix("sqlite:///")
+
+    def keyring(self) -> Keyring | None:
+        """The outbox keyring, or None when no key is configured (``with_generated_secrets`` fills one)."""
+        if not self.outbox_keys:
+            return None
+        try:
+            return Keyring.parse([key.get_secret_value() for key in self.outbox_keys])
+        except ValueError as exc:  # names the key's position, never its value
+            raise SettingsError(f"outbox_keys ({PREFIX}OUTBOX_KEYS): {exc}") from None
 
     def secret_for(self, env_name: str | None, environ: Mapping[str, str] = os.environ) -> str:
         """A destination's signing secret: its own variable if it names one, else the gateway's."""
@@ -106,6 +129,7 @@ def with_generated_secrets(settings: Settings) -> Settings:
         and settings.admin_tokens
         and settings.link_secret
         and settings.receipt_key
+        and settings.outbox_keys
     ):
         return settings
     path = settings.secrets_file or _default_secrets_path(settings)
@@ -122,6 +146,8 @@ def with_generated_secrets(settings: Settings) -> Settings:
         stored["link_secret"], changed = secrets.token_urlsafe(32), True
     if "receipt_key" not in stored:
         stored["receipt_key"], changed = base64.b64encode(secrets.token_bytes(32)).decode(), True
+    if "outbox_key" not in stored:
+        stored["outbox_key"], changed = new_key_spec(), True
     if changed:
         _write_secrets(path, stored)
     return settings.model_copy(
@@ -131,6 +157,7 @@ def with_generated_secrets(settings: Settings) -> Settings:
             "admin_tokens": settings.admin_tokens or (SecretStr(stored["admin_token"]),),
             "link_secret": settings.link_secret or SecretStr(stored["link_secret"]),
             "receipt_key": settings.receipt_key or SecretStr(stored["receipt_key"]),
+            "outbox_keys": settings.outbox_keys or (SecretStr(stored["outbox_key"]),),
             "secrets_file": path,
         }
     )

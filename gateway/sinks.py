@@ -6,8 +6,11 @@ destination would receive.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.delivery.items import Item, Part
 from gateway.engine import Emit
+from gateway.store.outbox import Lease, OutboxItem
 
 
 def to_item(emit: Emit) -> Item:
@@ -21,6 +24,9 @@ class CollectSink:
     def __init__(self) -> None:
         self.items: list[Item] = []
 
+    def stage(self, emits: Sequence[Emit]) -> tuple[Sequence[OutboxItem], Lease | None]:
+        return (), None
+
     def submit(self, emit: Emit) -> None:
         self.items.append(to_item(emit))
 
@@ -29,3 +35,8 @@ class CollectSink:
 
     def pending(self, meeting_id: str) -> bool:
         return False
+
+    async def delivered(
+        self, meeting_id: str, participant_id: str, destination: str
+    ) -> list[tuple[str, str]]:
+        return []  # nothing is really delivered: a replay has nobody to ask for deletion

@@ -1,13 +1,11 @@
-"""Audit functions: show, verify and export over a real SQLite store."""
+"""Audit functions: show, verify and export over a real store (the backend the suite runs on)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,21 +14,27 @@ import pytest
 from gateway import audit
 from gateway.consent import ledger
 from gateway.model import Action, ConsentChoice, Decision
-from gateway.store.base import LedgerEntry
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import open_store
+from gateway.store.base import LedgerEntry, Store
+from tests.conftest import database_for, tamper
 from tests.strategies import T0, consent_record
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = SQLiteStore(tmp_path / "gateway.db")
+async def database(tmp_path: Path) -> str:
+    return await database_for(tmp_path)
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    opened = open_store(database)
     await opened.open()
     yield opened
     await opened.close()
 
 
 @pytest.fixture
-async def entries(store: SQLiteStore) -> list[LedgerEntry]:
+async def entries(store: Store) -> list[LedgerEntry]:
     records = [
         consent_record(record_id="r1", purposes=("summary", "training")),
         consent_record(record_id="r2", subject="p2", meeting_id="m2", choice=ConsentChoice.REFUSED),
@@ -53,7 +57,7 @@ def decision(n: int) -> Decision:
     )
 
 
-async def test_show_table_is_aligned_with_a_header(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_show_table_is_aligned_with_a_header(store: Store, entries: list[LedgerEntry]) -> None:
     """The table has the documented columns and one aligned line per entry."""
     out = io.StringIO()
     await audit.show(store, out=out)
@@ -64,7 +68,7 @@ async def test_show_table_is_aligned_with_a_header(store: SQLiteStore, entries: 
     assert "summary,training" in lines[1]
 
 
-async def test_show_json_filters_by_participant(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_show_json_filters_by_participant(store: Store, entries: list[LedgerEntry]) -> None:
     """JSON-lines output has one object per matching entry with the documented keys."""
     out = io.StringIO()
     await audit.show(store, participant_id="p1", fmt="json", out=out)
@@ -74,7 +78,7 @@ async def test_show_json_filters_by_participant(store: SQLiteStore, entries: lis
     assert rows[1]["choice"] == "withdrawn"
 
 
-async def test_show_escapes_control_characters(store: SQLiteStore) -> None:
+async def test_show_escapes_control_characters(store: Store) -> None:
     """A participant id with terminal escapes is shown escaped, not interpreted."""
     await store.append_consent(consent_record(subject="evil\x1b[2J"))
     out = io.StringIO()
@@ -83,7 +87,7 @@ async def test_show_escapes_control_characters(store: SQLiteStore) -> None:
     assert "evil\\x1b[2J" in out.getvalue()
 
 
-async def test_verify_store_reports_ok_with_head(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_verify_store_reports_ok_with_head(store: Store, entries: list[LedgerEntry]) -> None:
     """An untouched store verifies, and the report names the head and count."""
     report = await audit.verify_store(store, expect_head=entries[-1].hash)
     assert report.ok
@@ -95,13 +99,10 @@ async def test_verify_store_reports_ok_with_head(store: SQLiteStore, entries: li
 
 
 async def test_format_report_lists_problems_and_the_anchor_caveat(
-    store: SQLiteStore, entries: list[LedgerEntry]
+    store: Store, database: str, entries: list[LedgerEntry]
 ) -> None:
     """A failed report lists each problem by seq; an unanchored one says truncation is not covered."""
-    with closing(sqlite3.connect(store.path)) as db:
-        db.execute("DROP TRIGGER ledger_no_delete")
-        db.execute("DELETE FROM ledger WHERE seq = 2")
-        db.commit()
+    await tamper(database, "DELETE FROM ledger WHERE seq = 2")
     text = audit.format_report(await audit.verify_store(store))
     assert text.startswith("ledger FAILED: 2 entries")
     assert "  seq 3: seq_gap" in text
@@ -109,7 +110,7 @@ async def test_format_report_lists_problems_and_the_anchor_caveat(
     assert "head kept elsewhere" in text
 
 
-async def test_jsonl_export_reverifies_offline(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_jsonl_export_reverifies_offline(store: Store, entries: list[LedgerEntry]) -> None:
     """A JSON-lines export carries seq, hashes and records, and verifies without the database."""
     out = io.StringIO()
     assert await audit.export(store, fmt="jsonl", out=out) == 3
@@ -120,7 +121,7 @@ async def test_jsonl_export_reverifies_offline(store: SQLiteStore, entries: list
     assert ledger.verify_rows(audit.rows_from_jsonl(lines), expect_head=entries[-1].hash).ok
 
 
-async def test_a_tampered_export_fails_verification(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_a_tampered_export_fails_verification(store: Store, entries: list[LedgerEntry]) -> None:
     """Editing a record in an exported file is detected offline."""
     out = io.StringIO()
     await audit.export(store, fmt="jsonl", out=out)
@@ -133,13 +134,10 @@ async def test_a_tampered_export_fails_verification(store: SQLiteStore, entries:
 
 
 async def test_a_damaged_row_is_exported_and_still_fails(
-    store: SQLiteStore, entries: list[LedgerEntry]
+    store: Store, database: str, entries: list[LedgerEntry]
 ) -> None:
     """A row that is no longer JSON is exported as raw text and fails offline verification."""
-    with closing(sqlite3.connect(store.path)) as db:
-        db.execute("DROP TRIGGER ledger_no_update")
-        db.execute("UPDATE ledger SET record_json = 'garbage' WHERE seq = 1")
-        db.commit()
+    await tamper(database, "UPDATE ledger SET record_json = 'garbage' WHERE seq = 1")
     out = io.StringIO()
     await audit.export(store, fmt="jsonl", out=out)
     rows = audit.rows_from_jsonl(out.getvalue().splitlines())
@@ -148,7 +146,7 @@ async def test_a_damaged_row_is_exported_and_still_fails(
         audit.entries_from_jsonl(out.getvalue().splitlines())
 
 
-async def test_csv_ledger_export_has_every_field(store: SQLiteStore, entries: list[LedgerEntry]) -> None:
+async def test_csv_ledger_export_has_every_field(store: Store, entries: list[LedgerEntry]) -> None:
     """The CSV ledger export has a header of seq, hashes and every record field, one row per entry."""
     out = io.StringIO()
     assert await audit.export(store, fmt="csv", out=out) == 3
@@ -160,7 +158,7 @@ async def test_csv_ledger_export_has_every_field(store: SQLiteStore, entries: li
     assert rows[2]["hash"] == entries[2].hash
 
 
-async def test_decision_exports_and_formula_cells(store: SQLiteStore) -> None:
+async def test_decision_exports_and_formula_cells(store: Store) -> None:
     """Decisions export as JSON lines (round-trip values) and as CSV with formula cells neutralised."""
     await store.append_decisions([decision(1), decision(2)])
     jsonl, table = io.StringIO(), io.StringIO()
@@ -172,7 +170,7 @@ async def test_decision_exports_and_formula_cells(store: SQLiteStore) -> None:
     assert rows[0]["reasons"] == "consent.unknown"
 
 
-async def test_unknown_formats_are_refused(store: SQLiteStore) -> None:
+async def test_unknown_formats_are_refused(store: Store) -> None:
     """An unknown format or log name raises ValueError naming the choices."""
     with pytest.raises(ValueError, match="jsonl or csv"):
         await audit.export(store, fmt="xml", out=io.StringIO())  # type: ignore[arg-type]

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.model import Action, ConsentChoice, RecordOutcome
+from gateway.store import open_store
 from gateway.store.base import StorageError
-from gateway.store.sqlite import SQLiteStore
+from tests.conftest import sqlite_url
 from tests.fakes.ai_service import FakeAIService, Received
 from tests.web.harness import (
     PROBLEM_JSON,
@@ -237,7 +238,7 @@ async def test_closed_storage_answers_503_and_forwards_nothing(tmp_path: Path) -
             assert reply.doc["type"].endswith("/storage-unavailable")
         await gw.settle()
         assert [p["segment_id"] for p in payloads(gw.fake)] == ["s1"]
-    reader = SQLiteStore(gw.db_path, read_only=True)
+    reader = open_store(gw.database, read_only=True)
     await reader.open()
     try:
         assert {d.segment_id for d in await reader.decision_records()} == {"s1"}
@@ -249,7 +250,7 @@ async def test_closed_storage_answers_503_and_forwards_nothing(tmp_path: Path) -
 async def test_replaced_database_file_fails_closed(tmp_path: Path) -> None:
     """When the database file is moved away under the server, posts answer 503 and nothing more leaves;
     a signed delivery refused that way is not treated as a replay when the platform retries it."""
-    async with serving(tmp_path) as gw:
+    async with serving(tmp_path, database=sqlite_url(tmp_path)) as gw:  # SQLite: moves the file away
         await gw.send(joined(ADA, NAMES[ADA]), consent(ADA, "given"))
         os.replace(gw.db_path, tmp_path / "moved.db")
         body = json.dumps(segment("s1", ADA, "Nobody may hear this.")).encode()

@@ -11,11 +11,14 @@ import aiohttp
 
 from gateway.app import DispatchSink
 from gateway.delivery import DestinationConfig, Dispatcher
+from gateway.delivery.durable import Outbox
 from gateway.events import ConsentSubmitted, MeetingEnded, ParticipantJoined, SegmentReceived
 from gateway.model import ConsentChoice, Segment
 from gateway.policy.load import parse_policy
 from gateway.runtime import Gateway, PolicySet
-from gateway.store.sqlite import SQLiteStore
+from gateway.sealing import Keyring
+from gateway.store import open_store
+from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 
 SECRET = "whsec_" + base64.b64encode(b"forgetting test secret, 32 bytes").decode()
@@ -38,18 +41,21 @@ async def test_a_meeting_with_content_still_retrying_is_not_forgotten(tmp_path: 
     """Consented content queued behind a failing destination survives the meeting being long over."""
     async with FakeAIService(SECRET) as service, aiohttp.ClientSession() as session:
         policy = parse_policy(POLICY.format(url=service.url).encode(), "f.yaml")
-        store = SQLiteStore(tmp_path / "f.db")
+        store = open_store(await database_for(tmp_path))
         await store.open()
         config = DestinationConfig(
-            "live", service.url, SECRET, backoff_base=0.05, backoff_max=0.05, max_attempts=1000
+            "live", service.url, SECRET, backoff_base=0.05, backoff_max=0.05, breaker_cooldown=0.05
         )
+        outbox = Outbox(store, Keyring.generate())
         sink_ref: list[DispatchSink] = []
         dispatcher = Dispatcher(
             session,
             {"live": config},
             allowed=lambda dest, part: sink_ref[0].allowed(dest, part.meeting_id, part.participant_id),
+            outbox=outbox,
+            blocked=store.blocked,
         )
-        sink = DispatchSink(dispatcher)
+        sink = DispatchSink(dispatcher, outbox, {"live": config})
         sink_ref.append(sink)
         gateway = Gateway(PolicySet([policy]), store, sink)
         sink.gateway = gateway

@@ -2,10 +2,11 @@
 
 Each example is a random meeting (joins, leaves, renames, consents given, refused and withdrawn, some
 indicated by someone else, segments, chat, unattributed text, time passing, the meeting ending) run through
-``runtime.Gateway`` with a real SQLite store. A spy on the store records the moment each consent record
-became durable; a sink records every emission with the ledger as it stood then. An independent reference
-model, not the engine's fold, then judges every emission. Invariant 8 (tamper evidence) is proved in
-tests/consent/test_ledger.py and tests/store/test_sqlite.py; invariant 4 end to end in tests/test_e2e.py.
+``runtime.Gateway`` with a real store (the backend the suite runs on). A spy on the store records the moment
+each consent record became durable; a sink records every emission with the ledger as it stood then. An
+independent reference model, not the engine's fold, then judges every emission. Invariant 8 (tamper
+evidence) is proved in tests/consent/test_ledger.py and tests/store/test_sqlite.py; invariant 4 end to end in
+tests/test_e2e.py.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,8 +40,10 @@ from gateway.model import ConsentChoice, ConsentRecord, ContentKind, RecordOutco
 from gateway.policy.compiled import Policy
 from gateway.policy.load import parse_policy
 from gateway.runtime import Gateway, PolicySet
-from gateway.store.base import LedgerEntry, StorageError
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import open_store
+from gateway.store.base import LedgerEntry, StorageError, Store
+from gateway.store.outbox import Lease, OutboxItem
+from tests.conftest import fresh_database
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 MEETING = "m-prop"
@@ -139,24 +143,28 @@ meetings = st.tuples(joins, st.lists(steps(), min_size=1, max_size=40)).map(lamb
 # --- the shell under observation ------------------------------------------------------------------------
 
 
-class SpyStore(SQLiteStore):
-    """A real SQLite store that notes each record once durable, and can be told to start failing."""
+class SpyStore:
+    """A real store that notes each record once durable, and can be told to start failing; every other
+    method is the real store's."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, real: Store) -> None:
+        self.real = real
         self.durable: list[ConsentRecord] = []
         self.fail_from: int | None = None
         self.calls = 0
 
-    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def append_consent(self, record: ConsentRecord, *args: Any, **kwargs: Any) -> LedgerEntry:
         self._maybe_fail()
-        entry = await super().append_consent(record)
+        entry = await self.real.append_consent(record, *args, **kwargs)
         self.durable.append(record)
         return entry
 
-    async def append_decisions(self, decisions: Any) -> None:
+    async def append_decisions(self, decisions: Sequence[Any], *args: Any, **kwargs: Any) -> None:
         self._maybe_fail()
-        await super().append_decisions(decisions)
+        await self.real.append_decisions(decisions, *args, **kwargs)
 
     def _maybe_fail(self) -> None:
         self.calls += 1
@@ -176,6 +184,9 @@ class WatchSink:
     store: SpyStore
     now: datetime = T0
     seen: list[Seen] = field(default_factory=list)
+
+    def stage(self, emits: Sequence[Emit]) -> tuple[Sequence[OutboxItem], Lease | None]:
+        return (), None  # no outbox: what is submitted is observed directly
 
     def submit(self, emit: Emit) -> None:
         self.seen.append(Seen(emit, tuple(self.store.durable), self.now))
@@ -239,22 +250,23 @@ async def _run(program: list[tuple[Any, ...]], fail_from: int | None = None) -> 
     events = _events(program)
     failed_at = None
     with tempfile.TemporaryDirectory() as tmp:
-        store = SpyStore(Path(tmp) / "p.db")
-        await store.open()
-        store.fail_from = fail_from
-        sink = WatchSink(store)
-        gateway = Gateway(PolicySet([policy]), store, sink)
-        for event in events:
-            sink.now = event.at
-            try:
-                await gateway.handle("generic", event, now=event.at)
-                await gateway.tick(event.at)
-            except StorageError:
-                failed_at = len(sink.seen) if failed_at is None else failed_at
-        store.fail_from = None
-        rows = [r.record_json for r in await store.ledger_rows()]
-        decisions = [json.dumps(d.__repr__()) for d in await store.decision_records()]
-        await store.close()
+        async with fresh_database(Path(tmp)) as url:
+            store = SpyStore(open_store(url))
+            await store.open()
+            store.fail_from = fail_from
+            sink = WatchSink(store)
+            gateway = Gateway(PolicySet([policy]), store, sink)  # type: ignore[arg-type]
+            for event in events:
+                sink.now = event.at
+                try:
+                    await gateway.handle("generic", event, now=event.at)
+                    await gateway.tick(event.at)
+                except StorageError:
+                    failed_at = len(sink.seen) if failed_at is None else failed_at
+            store.fail_from = None
+            rows = [r.record_json for r in await store.ledger_rows()]
+            decisions = [json.dumps(d.__repr__()) for d in await store.decision_records()]
+            await store.close()
     return Run(sink, rows, decisions, events, failed_at, buffer.getvalue(), policy)
 
 

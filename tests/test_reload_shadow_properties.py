@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from gateway.engine import Emit
 from gateway.model import Decision
 from gateway.runtime import Gateway, PolicySet
 from gateway.shadow import Shadow
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import open_store
+from gateway.store.outbox import Lease, OutboxItem
+from tests.conftest import fresh_database
 from tests.test_invariants import POLICY_YAML, _events, _policy, meetings
 
 # The candidate: the streaming destination also needs training consent, and nothing is held.
@@ -35,6 +38,9 @@ CANDIDATE = POLICY_YAML.replace("window_seconds: 30", "window_seconds: 0").repla
 class ListSink:
     emits: list[Emit] = field(default_factory=list)
 
+    def stage(self, emits: Sequence[Emit]) -> tuple[Sequence[OutboxItem], Lease | None]:
+        return (), None  # no outbox: what is submitted is observed directly
+
     def submit(self, emit: Emit) -> None:
         self.emits.append(emit)
 
@@ -47,18 +53,19 @@ class ListSink:
 
 async def run(program: list[tuple[Any, ...]], shadow: bool) -> tuple[list[Emit], list[Decision]]:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "s.db")
-        await store.open()
-        sink = ListSink()
-        counter = iter(range(10**9))
-        gateway = Gateway(PolicySet([_policy()]), store, sink, new_id=lambda: f"r{next(counter)}")
-        if shadow:
-            gateway.shadow = Shadow([_policy(CANDIDATE)])
-        for event in _events(program):
-            await gateway.handle("generic", event, now=event.at)
-            await gateway.tick(event.at)
-        decisions = await store.decision_records()
-        await store.close()
+        async with fresh_database(Path(tmp)) as url:
+            store = open_store(url)
+            await store.open()
+            sink = ListSink()
+            counter = iter(range(10**9))
+            gateway = Gateway(PolicySet([_policy()]), store, sink, new_id=lambda: f"r{next(counter)}")
+            if shadow:
+                gateway.shadow = Shadow([_policy(CANDIDATE)])
+            for event in _events(program):
+                await gateway.handle("generic", event, now=event.at)
+                await gateway.tick(event.at)
+            decisions = await store.decision_records()
+            await store.close()
     return sink.emits, decisions
 
 

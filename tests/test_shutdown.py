@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 from tests.web.harness import (
     INGEST_TOKEN,
@@ -86,9 +87,11 @@ async def served(tmp: Path, fake: FakeAIService, **env_extra: str) -> AsyncItera
         "CONSENT_GATEWAY_SIGNING_SECRET": SIGNING_SECRET,
         "CONSENT_GATEWAY_LOG_FORMAT": "json",
         "CONSENT_GATEWAY_LOG_LEVEL": "debug",  # delivered items are logged at debug
+        "CONSENT_GATEWAY_SECRETS_FILE": str(tmp / "secrets.json"),  # PostgreSQL has no directory of its own
         **env_extra,
     }
-    args = ["serve", "--port", str(port), "--database", f"sqlite:///{tmp}/gw.db", "--policy", str(policy)]
+    database = await database_for(tmp)
+    args = ["serve", "--port", str(port), "--database", database, "--policy", str(policy)]
     proc = await asyncio.create_subprocess_exec(
         str(CLI), *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

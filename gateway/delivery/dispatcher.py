@@ -10,8 +10,18 @@ attempt begins keeps that participant's parts out of it. ``purge()`` removes a p
 items and from the item in flight or in backoff; an item left with no parts is dropped as ``withdrawn``. A
 request already on the wire cannot be recalled: the deletion request to the destination covers that case.
 
-Memory: lanes are unbounded in-memory queues and a shutdown drops what they hold (reported as ``shutdown``).
-The durable outbox replaces them; until then ``depth()`` is the figure to watch. Concurrency towards
+Durability (invariant 7): with an ``Outbox`` (``gateway.delivery.durable``) every item submitted here was
+already written to the store with the decisions that allowed it; lanes hold the in-memory copy. Outcomes are
+recorded there, leases on unfinished items are renewed, and items whose owner died (or, on a single-process
+store, everything pending at start) are recovered into lanes. A shutdown leaves unfinished items pending in
+the store for the next owner. Without an outbox (tests of this module alone) lanes are memory only.
+
+Consent on a shared store: where this process does not hold the meeting's consent view (a recovered item) or
+several processes share the store, the store's latest consent (``blocked``) is asked before every attempt
+too, then the in-memory answer, still with no await between it and the send.
+
+Retries go on until the item's retention ends (then ``expired``), unless ``max_attempts`` bounds them; a
+per-destination circuit breaker stops hammering a destination that keeps failing. Concurrency towards
 destinations is bounded by the aiohttp session's connector (its per-host limit), not here.
 
 Logs and results carry ids, status codes, attempt numbers and timings, never payloads.
@@ -21,26 +31,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
 
+from gateway.delivery.durable import Outbox
 from gateway.delivery.http import Attempt, post
 from gateway.delivery.items import DestinationConfig, Item, Part, Result, Status, body, idempotency_key
 from gateway.delivery.retry import Verdict, backoff, classify, retry_after
 
-Allowed = Callable[[str, Part], bool]
+Allowed = Callable[[str, Part], bool | None]
 """Whether a part may still leave now for a destination (its id comes first); the consent ledger's answer,
-asked before every attempt."""
+asked before every attempt. None: this process does not hold the meeting, the store's answer decides."""
+Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
+"""``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
 """Told once per submitted item how it ended (with the item as submitted)."""
 LaneKey = tuple[str, str]
 """(meeting_id, destination)."""
+Send = Callable[[DestinationConfig, str, bytes, int], Awaitable[Attempt]]
+"""One attempt: ``(config, idempotency key, body, unix timestamp)`` -> what happened; never raises for
+network trouble."""
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +77,30 @@ class _Entry:
     last_status: int | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when purge empties an active entry, to end its backoff early."""
+    expires_at: float = float("inf")
+    """Wall time after which the item is dropped as ``expired`` (its destination's retention)."""
+    last_sent: tuple[Part, ...] = ()
+    """The parts the latest attempt carried: what the destination has if that attempt succeeded."""
+    sending: bool = False
+    """An attempt is on the wire now."""
+
+
+@dataclass
+class _Breaker:
+    """A destination's circuit: opens after ``failures`` consecutive failed attempts, for ``cooldown`` s
+    (monotonic time: the wall clock may jump)."""
+
+    failures: int = 0
+    open_until: float = 0.0
+
+    def failed(self, config: DestinationConfig, now: float) -> None:
+        self.failures += 1
+        if self.failures >= config.breaker_failures:
+            self.open_until = now + config.breaker_cooldown
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
 
 
 class Dispatcher:
@@ -71,13 +113,35 @@ class Dispatcher:
         on_result: OnResult | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        outbox: Outbox | None = None,
+        blocked: Blocked | None = None,
+        shared_store: bool = False,
+        send: Send | None = None,
+        purposes_of: Callable[[str], tuple[str, ...]] | None = None,
+        on_purge: Callable[[str], None] | None = None,
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
-        """``clock``: wall time (signature timestamps, ``Retry-After`` dates); ``rng``: backoff jitter."""
+        """``clock``: wall time (signature timestamps, ``Retry-After`` dates, retention); ``rng``: backoff
+        jitter; ``outbox``: durable storage of items (see the module doc); ``blocked``: the store's consent
+        answer, asked before every attempt when ``shared_store`` or the meeting is not held here; ``send``:
+        how one attempt goes out (default: signed HTTP POST); ``purposes_of``: a destination's purposes now
+        (default: its config's; the live policies' when serving, since a reload may change them)."""
         self._session = session
         self._destinations = dict(destinations)
         self._allowed = allowed
         self._on_result = on_result
         self._clock = clock
+        self._outbox = outbox
+        self._blocked = blocked
+        self._shared_store = shared_store
+        self._send: Send = send or functools.partial(post, session)
+        self._holds = holds
+        """Whether this process holds a meeting's consent view (None: always); else the store is asked."""
+        self._on_purge = on_purge
+        """Told the meeting id after a purge (transports drop what they cached of it, e.g. summaries)."""
+        self._purposes_of = purposes_of or (lambda destination: self._destinations[destination].purposes)
+        self._breakers: dict[str, _Breaker] = {}
+        self._maintenance: asyncio.Task[None] | None = None
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
         self._lanes: dict[LaneKey, deque[_Entry]] = {}
         self._workers: dict[LaneKey, asyncio.Task[None]] = {}
@@ -96,7 +160,10 @@ class Dispatcher:
         if item.destination not in self._destinations:
             raise ValueError(f"unknown destination {item.destination!r}")
         key = (item.meeting_id, item.destination)
-        self._lanes.setdefault(key, deque()).append(_Entry(item, item.parts, time.monotonic()))
+        config = self._destinations[item.destination]
+        expires = item.expires_at if item.expires_at is not None else self._clock() + config.retention_seconds
+        entry = _Entry(item, item.parts, time.monotonic(), expires_at=expires)
+        self._lanes.setdefault(key, deque()).append(entry)
         self._pending += 1
         self._idle.clear()
         log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
@@ -116,14 +183,36 @@ class Dispatcher:
                 if not lane and key not in self._workers:
                     del self._lanes[key]
         log.info("delivery.purged", meeting_id=meeting_id, participant_id=participant_id, parts=removed)
+        if self._on_purge is not None and removed:
+            self._on_purge(meeting_id)
         return removed
 
     async def start(self) -> None:
+        """Recover what the store holds (all of it on a single-process store), then work."""
         if self._closed:
             raise RuntimeError("dispatcher is closed")
+        if self._outbox is not None:
+            for item in await self._outbox.recover(self._destinations, everything=not self._shared_store):
+                self.submit(item)
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="outbox-leases")
         self._started = True
         for key in list(self._lanes):
             self._ensure_worker(key)
+
+    async def _maintain(self) -> None:
+        """Renew our leases and take over items whose owner stopped renewing, every third of a lease."""
+        assert self._outbox is not None
+        while True:
+            await asyncio.sleep(self._outbox.lease_seconds / 3)
+            try:
+                await self._outbox.renew()
+                queued = {entry.item.idempotency_key for lane in self._lanes.values() for entry in lane}
+                for item in await self._outbox.recover(self._destinations):
+                    if item.idempotency_key not in queued:  # a lease of ours that lapsed: already here
+                        self.submit(item)
+            except Exception as exc:
+                # leases lapse if this keeps failing: another replica takes the items over (at least once)
+                log.warning("outbox.maintenance_failed", error=type(exc).__name__)
 
     # The timeout parameter is the contract shutdown code wants ("drain for at most N seconds").
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
@@ -138,6 +227,10 @@ class Dispatcher:
     async def close(self) -> None:
         """Stop the workers; unfinished items are reported dropped (``shutdown``): drain first to avoid it."""
         self._closed = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         workers = list(self._workers.values())
         for worker in workers:
             worker.cancel()
@@ -147,6 +240,12 @@ class Dispatcher:
             for entry in lane:
                 self._finish(entry, _result(entry, Status.DROPPED, "shutdown"))
         self._lanes.clear()
+        if self._outbox is not None:
+            await self._outbox.flush()
+            try:
+                await self._outbox.release()  # the next owner takes them over at once, not after the lease
+            except Exception as exc:
+                log.warning("outbox.release_failed", error=type(exc).__name__)
 
     def depth(self) -> int:
         """Items submitted and not yet finished (queued, in flight or in backoff)."""
@@ -155,6 +254,19 @@ class Dispatcher:
     def pending_for(self, meeting_id: str) -> bool:
         """Whether any item of the meeting is unfinished (queued, in flight or in backoff)."""
         return any(lane for (meeting, _), lane in self._lanes.items() if meeting == meeting_id)
+
+    async def quiesce(self, meeting_id: str, participant_id: str, limit: float) -> None:
+        """Wait (at most ``limit`` s) until no attempt carrying the participant's parts is on the wire, so
+        that what was delivered to whom is known (deletion requests list it)."""
+        deadline = time.monotonic() + limit
+        # polling: the condition spans every lane, and it runs once per withdrawal, off the hot path
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110
+            entry.sending and any(part.participant_id == participant_id for part in entry.last_sent)
+            for (meeting, _), lane in self._lanes.items()
+            if meeting == meeting_id
+            for entry in lane
+        ):
+            await asyncio.sleep(0.01)
 
     def oldest_age(self) -> float:
         """Seconds since the oldest unfinished item was submitted (0 when there is none)."""
@@ -185,6 +297,8 @@ class Dispatcher:
         del self._workers[key]
 
     def _purge_entry(self, lane: deque[_Entry], entry: _Entry, participant_id: str) -> int:
+        if entry.item.kind == "erasure":
+            return 0  # a deletion request about the participant is exactly what must still go
         kept = tuple(part for part in entry.parts if part.participant_id != participant_id)
         removed = len(entry.parts) - len(kept)
         if not removed:
@@ -214,6 +328,8 @@ class Dispatcher:
             parts_removed=result.parts_removed,
             latency_ms=round(result.latency * 1000, 1),
         )
+        if self._outbox is not None:
+            self._outbox.finished(entry.item, result, entry.last_sent)
         if self._on_result is not None:
             try:
                 self._on_result(entry.item, result)
@@ -233,25 +349,46 @@ class Dispatcher:
 
     async def _deliver(self, entry: _Entry) -> Result:
         config = self._destinations[entry.item.destination]
-        for number in range(1, config.max_attempts + 1):
+        breaker = self._breakers.setdefault(config.id, _Breaker())
+        number = 0
+        while config.max_attempts is None or number < config.max_attempts:
+            await self._wait_for_circuit(entry, breaker)
+            if self._clock() >= entry.expires_at:
+                return _result(entry, Status.DROPPED, "expired")
+            number += 1
             attempt = await self._attempt(config, entry, number)
             if attempt is None:
                 return _result(entry, Status.DROPPED, "withdrawn")
             if attempt.status is not None:
                 verdict = classify(attempt.status)
                 if verdict is Verdict.DELIVERED:
+                    breaker.succeeded()
                     return _result(entry, Status.DELIVERED, None)
                 if verdict is Verdict.REJECTED:
+                    breaker.succeeded()  # the destination answered: it is up, it refused this item
                     return _result(entry, Status.FAILED, f"rejected_{attempt.status}")
-            if number < config.max_attempts:
-                await self._pause(entry, self._delay(config, attempt, number))
+            if attempt.error != "allowed_check_failed":
+                breaker.failed(config, time.monotonic())
+            if config.max_attempts is None or number < config.max_attempts:
+                delay = min(self._delay(config, attempt, number), max(entry.expires_at - self._clock(), 0.0))
+                await self._pause(entry, delay)
         return _result(entry, Status.FAILED, "exhausted")
 
+    async def _wait_for_circuit(self, entry: _Entry, breaker: _Breaker) -> None:
+        """While the destination's circuit is open, wait (not an attempt); then let one probe through."""
+        while (wait := breaker.open_until - time.monotonic()) > 0 and entry.parts:
+            await self._pause(entry, min(wait, max(entry.expires_at - self._clock(), 0.0)))
+            if self._clock() >= entry.expires_at:
+                return
+
     async def _attempt(self, config: DestinationConfig, entry: _Entry, number: int) -> Attempt | None:
-        """One try; None when no part is allowed any more. The consent check and the send are adjacent."""
+        """One try; None when no part is allowed any more. The in-memory consent check and the send are
+        adjacent; the store's answer, where it is needed, is asked just before."""
         entry.attempts = number
         try:
-            if not self._keep_allowed(entry):
+            if entry.item.kind == "erasure":
+                config = _erasure_config(config)  # consent is not asked: the request is about its absence
+            elif not await self._keep_unblocked(config, entry) or not self._keep_allowed(entry):
                 return None
         except Exception as exc:
             # Fail closed: without an answer nothing is sent now; it counts as a failed attempt, retried.
@@ -265,7 +402,11 @@ class Dispatcher:
         log.debug(
             "delivery.attempt", **_ids(entry.item), sent_key=key, attempt=number, parts=len(entry.parts)
         )
-        attempt = await post(self._session, config, key, payload, int(self._clock()))
+        entry.last_sent, entry.sending = entry.parts, True
+        try:
+            attempt = await self._send(config, key, payload, int(self._clock()))
+        finally:
+            entry.sending = False
         entry.last_status = attempt.status
         log.debug(
             "delivery.response",
@@ -276,9 +417,30 @@ class Dispatcher:
         )
         return attempt
 
+    async def _keep_unblocked(self, config: DestinationConfig, entry: _Entry) -> bool:
+        """Where needed, drop the parts the store's latest consent refuses; False when none is left."""
+        if self._blocked is None:
+            return True
+        held_here = self._holds is None or self._holds(entry.item.meeting_id)
+        if held_here and not self._shared_store:
+            return True
+        participants = tuple(sorted({part.participant_id for part in entry.parts}))
+        blocked = await self._blocked(entry.item.meeting_id, participants, self._purposes_of(config.id))
+        if blocked:
+            before = len(entry.parts)
+            entry.parts = tuple(part for part in entry.parts if part.participant_id not in blocked)
+            log.info("delivery.parts_withdrawn", **_ids(entry.item), parts=before - len(entry.parts))
+        return bool(entry.parts)
+
     def _keep_allowed(self, entry: _Entry) -> bool:
-        """Drop the parts ``allowed`` refuses now; False when none is left."""
-        kept = tuple(part for part in entry.parts if self._allowed(entry.item.destination, part))
+        """Drop the parts ``allowed`` refuses now; False when none is left. Parts of a meeting not held here
+        (None) were checked against the store just before."""
+        if self._blocked is None:
+            kept = tuple(part for part in entry.parts if self._allowed(entry.item.destination, part))
+        else:
+            kept = tuple(
+                part for part in entry.parts if self._allowed(entry.item.destination, part) is not False
+            )
         if len(kept) != len(entry.parts):
             log.info("delivery.parts_withdrawn", **_ids(entry.item), parts=len(entry.parts) - len(kept))
         entry.parts = kept
@@ -318,3 +480,9 @@ def _ids(item: Item) -> dict[str, str]:
         "meeting_id": item.meeting_id,
         "idempotency_key": item.idempotency_key,
     }
+
+
+def _erasure_config(config: DestinationConfig) -> DestinationConfig:
+    """Deletion requests are signed POSTs to the destination's erasure endpoint, whatever its kind."""
+    assert config.erasure_url is not None, "erasure items are made only for destinations declaring one"
+    return dataclasses.replace(config, url=config.erasure_url, kind="http")

@@ -35,13 +35,15 @@ class Item:
     destination: DestinationId
     idempotency_key: str
     meeting_id: str
-    kind: Literal["segment", "transcript"]
+    kind: Literal["segment", "transcript", "erasure"]
     parts: tuple[Part, ...]
+    expires_at: float | None = None
+    """Wall time after which the item is dropped (``expired``); None: submit time + destination retention."""
 
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError(f"item {self.idempotency_key} has no parts")
-        if self.kind == "segment" and len(self.parts) != 1:
+        if self.kind in ("segment", "erasure") and len(self.parts) != 1:
             raise ValueError(f"segment item {self.idempotency_key} has {len(self.parts)} parts, expected 1")
         if any(part.meeting_id != self.meeting_id for part in self.parts):
             raise ValueError(f"item {self.idempotency_key} mixes parts of other meetings")
@@ -56,18 +58,68 @@ class DestinationConfig:
     secret: str = field(repr=False)
     connect_timeout: float = 2.0
     total_timeout: float = 10.0
-    max_attempts: int = 8
+    max_attempts: int | None = None
+    """None: retry until ``retention_seconds`` (consented content is not given up while it may still go)."""
     backoff_base: float = 0.2
     backoff_max: float = 30.0
+    purposes: tuple[str, ...] = ()
+    """The destination's purposes: a part goes only while its speaker's consent covers all of them."""
+    retention_seconds: float = 86_400.0
+    """How long an undelivered item is kept; after it, the item is dropped with reason ``expired``."""
+    breaker_failures: int = 5
+    """Consecutive failed attempts (any lane) after which the destination's circuit opens."""
+    breaker_cooldown: float = 5.0
+    """Seconds an open circuit waits before letting one probe through."""
+    erasure_url: str | None = field(default=None, repr=False)
+    """Where deletion requests go (signed POST) after a withdrawal; None: the destination declares none."""
+    kind: Literal["http", "websocket", "openai_summary"] = "http"
+    """How ``url`` is reached: a signed POST (``http``), frames on one WebSocket (``websocket``), or an
+    OpenAI-compatible API root whose summary is POSTed to ``summary_url`` (``openai_summary``)."""
+    window: int = 64
+    """websocket: frames sent and not yet acknowledged, at most; a further send waits (bounded memory)."""
+    model: str = ""
+    """openai_summary: the model named in each chat-completions request."""
+    prompt: str = field(default="", repr=False)
+    """openai_summary: the system prompt."""
+    api_key: str = field(default="", repr=False)
+    """openai_summary: sent as ``Authorization: Bearer`` (none sent when empty)."""
+    summary_url: str = field(default="", repr=False)
+    """openai_summary: where the summary is POSTed, signed like any delivery."""
+    completion_timeout: float = 120.0
+    """openai_summary: seconds one chat-completions request may take in total (models are slow)."""
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError(f"destination {self.id}: max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("connect_timeout", "total_timeout", "backoff_max"):
+        for name in (
+            "connect_timeout",
+            "total_timeout",
+            "backoff_max",
+            "retention_seconds",
+            "breaker_cooldown",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"destination {self.id}: {name} must be > 0, got {getattr(self, name)}")
+        if self.breaker_failures < 1:
+            raise ValueError(
+                f"destination {self.id}: breaker_failures must be >= 1, got {self.breaker_failures}"
+            )
         if self.backoff_base < 0:
             raise ValueError(f"destination {self.id}: backoff_base must be >= 0, got {self.backoff_base}")
+        self._check_kind()
+
+    def _check_kind(self) -> None:
+        # Only the scheme: a URL's text may embed credentials, so it is never echoed.
+        if self.kind == "websocket" and not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"destination {self.id}: a websocket url must start with ws:// or wss://")
+        if self.window < 1:
+            raise ValueError(f"destination {self.id}: window must be >= 1, got {self.window}")
+        if self.kind != "openai_summary":
+            return
+        if not (self.model and self.prompt and self.summary_url):
+            raise ValueError(f"destination {self.id}: openai_summary needs model, prompt and summary_url")
+        if self.completion_timeout <= 0:
+            raise ValueError(f"destination {self.id}: completion_timeout must be > 0")
 
 
 class Status(enum.StrEnum):
@@ -97,6 +149,8 @@ def body(item: Item, parts: tuple[Part, ...]) -> bytes:
     document: dict[str, object]
     if item.kind == "segment":
         document = {"type": "segment", **parts[0].payload}
+    elif item.kind == "erasure":
+        document = {"type": "erasure", **parts[0].payload}
     else:
         segments = [dict(part.payload) for part in parts]
         document = {"type": "transcript", "meeting_id": item.meeting_id, "segments": segments}

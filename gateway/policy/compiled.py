@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from gateway.model import DestinationId, Purpose
-from gateway.policy.schema import Delegation, Mode, PolicySpec, PurposeSpec
+from gateway.policy.schema import Delegation, DestinationKind, Mode, PolicySpec, PurposeSpec
 
 
 @dataclass(frozen=True, slots=True)
 class Destination:
     id: DestinationId
     url: str
+    """Where content goes: the POST or WebSocket URL, or for ``openai_summary`` the API's ``base_url``."""
     purposes: tuple[Purpose, ...]
     delivery: str
     secret_env: str | None
     include_speaker_name: bool
+    kind: DestinationKind = "http"
+    model: str | None = None
+    prompt: str | None = field(default=None, repr=False)
+    api_key_env: str | None = None
+    summary_url: str | None = None
+    erasure_url: str | None = None
+    retention_hours: float = 24.0
+    timeout_seconds: float = 10.0
 
     @property
     def rule_id(self) -> str:
@@ -74,11 +83,19 @@ def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
     destinations = tuple(
         Destination(
             id=d.id,
-            url=d.url,
+            url=d.url or d.base_url or "",  # the schema requires one of them for each kind
             purposes=tuple(dict.fromkeys(d.purposes)),
             delivery=d.delivery,
             secret_env=d.secret_env,
             include_speaker_name=d.include_speaker_name,
+            kind=d.kind,
+            model=d.model,
+            prompt=d.prompt,
+            api_key_env=d.api_key_env,
+            summary_url=d.summary_url,
+            erasure_url=None if d.erasure_url is None else str(d.erasure_url),
+            retention_hours=d.retention_hours,
+            timeout_seconds=d.timeout_seconds,
         )
         for d in spec.destinations
     )

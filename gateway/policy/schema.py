@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 Mode = Literal["per_speaker", "all_party"]
@@ -120,20 +120,84 @@ class RedactionSpec(_Strict):
     """Whether names of non-consenting participants are scrubbed from forwarded text."""
 
 
+DestinationKind = Literal["http", "websocket", "openai_summary"]
+EnvName = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$")]
+HttpUrl = Annotated[str, Field(pattern=r"^https?://")]
+Text = Annotated[str, Field(min_length=1)]
+
+KIND_FIELDS: dict[str, frozenset[str]] = {
+    "http": frozenset({"url"}),
+    "websocket": frozenset({"url"}),
+    "openai_summary": frozenset({"base_url", "model", "prompt", "api_key_env", "summary_url"}),
+}
+"""The keys each destination kind needs; a key of another kind is an error, not silently ignored."""
+_URL_SCHEMES = {"websocket": ("ws://", "wss://")}
+
+
 class DestinationSpec(_Strict):
     id: Identifier
     """Names the destination in decisions and logs."""
-    url: str = Field(pattern=r"^https?://")
-    """Where signed JSON is POSTed."""
+    kind: DestinationKind = "http"
+    """``http``: signed JSON POSTed to ``url``; ``websocket``: frames on one connection to ``url``,
+    acknowledged one by one; ``openai_summary``: at meeting end the transcript goes to an OpenAI-compatible
+    chat-completions API and its summary is POSTed to ``summary_url`` (see docs/destinations.md)."""
+    # Kind-dependent keys validate their defaults too, so that a missing one is named where it belongs.
+    url: str | None = Field(default=None, validate_default=True)
+    """``http``: where signed JSON is POSTed (``http://`` or ``https://``); ``websocket``: the WebSocket to
+    stream to (``ws://`` or ``wss://``). Required for those kinds, not used by ``openai_summary``."""
     purposes: list[Identifier] = Field(min_length=1)
     """Every purpose this service uses content for: a speaker must have consented to all of them."""
-    delivery: Literal["stream", "meeting_end"] = "stream"
+    delivery: Literal["stream", "meeting_end"] = Field(default="stream", validate_default=True)
     """``stream``: each segment as it is decided; ``meeting_end``: the whole transcript once, scrubbed
-    against consent as it stands at the end."""
+    against consent as it stands at the end (required by ``openai_summary``)."""
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
     """Environment variable holding this destination's ``whsec_`` signing secret (else the gateway's)."""
     include_speaker_name: bool = True
     """Whether the (consenting) speaker's display name is sent with their words."""
+    base_url: HttpUrl | None = Field(default=None, validate_default=True)
+    """``openai_summary``: the API root; the gateway POSTs to ``{base_url}/chat/completions``."""
+    model: Text | None = Field(default=None, validate_default=True)
+    """``openai_summary``: the model named in the request."""
+    prompt: Text | None = Field(default=None, validate_default=True)
+    """``openai_summary``: the system prompt; the transcript is the user message."""
+    api_key_env: EnvName | None = Field(default=None, validate_default=True)
+    """``openai_summary``: environment variable holding the API key (sent as a bearer token)."""
+    summary_url: HttpUrl | None = Field(default=None, validate_default=True)
+    """``openai_summary``: where the summary is POSTed, signed like an ``http`` delivery."""
+    erasure_url: HttpUrl | None = None
+    """Where a deletion request is POSTed (signed, retried like any delivery) when a participant withdraws:
+    it lists the segments and idempotency keys this destination already received from them."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long one delivery attempt may take in all (connect, send, answer) before it counts as failed and
+    is retried; a hanging destination costs at most this per attempt."""
+    retention_hours: float = Field(default=24.0, gt=0, le=24 * 90)
+    """How long undelivered content waits in the outbox; after it, it is dropped with reason ``expired``."""
+
+    @field_validator("url", "base_url", "model", "prompt", "api_key_env", "summary_url")
+    @classmethod
+    def _belongs_to_kind(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("kind")
+        if kind is None:
+            return value  # the kind itself is invalid, and that error names it
+        wanted = info.field_name in KIND_FIELDS[kind]
+        if wanted and value is None:
+            raise ValueError(f"required when kind is {kind}")
+        if not wanted and value is not None:
+            raise ValueError(f"not used when kind is {kind}")
+        if info.field_name == "url" and value is not None:
+            schemes = _URL_SCHEMES.get(kind, ("http://", "https://"))
+            if not value.startswith(schemes):
+                raise ValueError(f"must start with {' or '.join(schemes)} when kind is {kind}")
+        return value
+
+    @field_validator("delivery")
+    @classmethod
+    def _summary_at_end(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") == "openai_summary" and value != "meeting_end":
+            raise ValueError(
+                "must be meeting_end when kind is openai_summary (a summary needs the transcript)"
+            )
+        return value
 
 
 class AppliesTo(_Strict):

@@ -8,11 +8,13 @@ fails closed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.model import ConsentRecord, Decision
+from gateway.store.outbox import Finished, Lease, OutboxItem, Purge
 
 
 class StorageError(Exception):
@@ -44,6 +46,10 @@ class LedgerRow:
 
 
 class Store(Protocol):
+    shared: bool
+    """Whether other processes may write the same store (PostgreSQL replicas): delivery then asks the
+    store's latest consent before every send."""
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -51,11 +57,49 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StorageError unless storage answers now (readiness)."""
 
-    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
-        """Chain and durably write one record; returns once committed."""
+    async def append_consent(self, record: ConsentRecord, purge: Purge | None = None) -> LedgerEntry:
+        """Chain and durably write one record; returns once committed. With ``purge``, the participant's
+        queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4)."""
 
-    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
-        """Durably write decision-log records; concurrent calls may share one commit."""
+    async def append_decisions(
+        self, decisions: Sequence[Decision], items: Sequence[OutboxItem] = (), lease: Lease | None = None
+    ) -> None:
+        """Durably write decision-log records and the outbox items they allowed (leased to ``lease``'s
+        owner), in one transaction; concurrent calls may share one commit."""
+
+    def finish_outbox(self, done: Sequence[Finished]) -> asyncio.Future[None]:
+        """Record outcomes of outbox items (payloads are cleared); shares the next commit."""
+
+    async def claim_outbox(self, lease: Lease, now: float, limit: int) -> list[OutboxItem]:
+        """Take up to ``limit`` pending items whose lease ran out before ``now`` (oldest first)."""
+
+    async def renew_outbox(self, lease: Lease) -> None:
+        """Extend the lease of every pending item the owner holds."""
+
+    async def release_outbox(self, owner: str) -> None:
+        """Give up the owner's pending items so that whoever asks next takes them over at once."""
+
+    async def blocked(
+        self, meeting_id: str, participants: Sequence[str], purposes: Sequence[str]
+    ) -> set[str]:
+        """Participants whose latest accepted choice refuses or withdraws one of ``purposes`` (any writer)."""
+
+    async def blocked_pairs(
+        self, pairs: Sequence[tuple[str, str]], purposes: Sequence[str]
+    ) -> set[tuple[str, str]]:
+        """``blocked`` for many (meeting, participant) pairs at once."""
+
+    async def outbox_report(self, *, meeting_id: str | None = None) -> list[dict[str, object]]:
+        """Outbox items without payloads (ids, statuses, counts)."""
+
+    async def outbox_summary(self, *, meeting_id: str | None = None) -> list[dict[str, object]]:
+        """Outbox items counted by destination, status and reason (``consent-gateway outbox status``)."""
+
+    async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
+        """Parts still holding sealed text, per sealing key id (``consent-gateway outbox keys``)."""
+
+    async def outbox_parts(self, *, meeting_id: str, participant_id: str) -> list[dict[str, object]]:
+        """One participant's outbox parts without payloads (ids, digests, states)."""
 
     async def ledger_entries(
         self, *, meeting_id: str | None = None, participant_id: str | None = None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from gateway.consent import ledger
 from gateway.model import ConsentRecord, Decision
-from gateway.store import rows
+from gateway.store import outbox, rows
 from gateway.store.base import LedgerEntry, StorageError
 
 
@@ -25,6 +25,8 @@ class ConsentWrite:
     record: ConsentRecord
     record_json: str
     future: asyncio.Future[LedgerEntry]
+    purge: outbox.Purge | None = None
+    """Queued outbox parts that this (restricting) record withdraws, in the same transaction."""
     entry: LedgerEntry | None = None
     """Set inside the transaction, handed to the caller only after COMMIT."""
 
@@ -37,20 +39,67 @@ class ConsentWrite:
 class DecisionsWrite:
     rows: list[tuple[str | None, ...]]
     future: asyncio.Future[None] = field(repr=False)
+    items: list[tuple[object, ...]] = field(default_factory=list, repr=False)
+    """Outbox item rows written with the decisions that allowed them."""
+    parts: list[tuple[object, ...]] = field(default_factory=list, repr=False)
 
     def resolve(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
 
 
-Write = ConsentWrite | DecisionsWrite
+@dataclass(slots=True)
+class StatementsWrite:
+    """Outbox bookkeeping (outcomes): plain statements that share the next commit."""
+
+    statements: list[tuple[str, tuple[object, ...]]]
+    future: asyncio.Future[None] = field(repr=False)
+
+    def resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
 
 
-def split(writes: Sequence[Write]) -> tuple[list[ConsentWrite], list[tuple[str | None, ...]]]:
-    """The consent writes of a batch, in order, and the decision rows of all its decision writes."""
-    consents = [write for write in writes if isinstance(write, ConsentWrite)]
-    decision_rows = [row for write in writes if isinstance(write, DecisionsWrite) for row in write.rows]
-    return consents, decision_rows
+Write = ConsentWrite | DecisionsWrite | StatementsWrite
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction's work, in the order it runs: ledger, consent view, purges, decisions, outbox."""
+
+    consents: list[ConsentWrite]
+    decisions: list[tuple[str | None, ...]]
+    items: list[tuple[object, ...]]
+    parts: list[tuple[object, ...]]
+    statements: list[tuple[str, tuple[object, ...]]]
+
+
+def split(writes: Sequence[Write]) -> Batch:
+    batch = Batch([], [], [], [], [])
+    for write in writes:
+        if isinstance(write, ConsentWrite):
+            batch.consents.append(write)
+        elif isinstance(write, DecisionsWrite):
+            batch.decisions += write.rows
+            batch.items += write.items
+            batch.parts += write.parts
+        else:
+            batch.statements += write.statements
+    return batch
+
+
+def consent_effects(
+    consents: Sequence[ConsentWrite], column: Callable[[str], str] = rows.verbatim
+) -> tuple[list[tuple[object, ...]], list[tuple[str, tuple[object, ...]]]]:
+    """After chaining: the ``consent_now`` upserts of the batch's records and the statements of its purges."""
+    upserts: list[tuple[object, ...]] = []
+    purges: list[tuple[str, tuple[object, ...]]] = []
+    for write in consents:
+        assert write.entry is not None  # chain() ran first
+        upserts += outbox.consent_now_rows(write.entry.seq, write.record, column)
+        if write.purge is not None:
+            purges += outbox.purge_statements(write.purge, column)
+    return upserts, purges
 
 
 def chain(
@@ -106,20 +155,38 @@ class GroupCommit(ABC):
 
     # --- callers -------------------------------------------------------------------------------------
 
-    async def append_consent(self, record: ConsentRecord) -> LedgerEntry:
+    async def append_consent(self, record: ConsentRecord, purge: outbox.Purge | None = None) -> LedgerEntry:
         # serialise here so a malformed record fails its own caller, not the batch it would have joined
         record_json = ledger.canonical_json(record)
         future: asyncio.Future[LedgerEntry] = asyncio.get_running_loop().create_future()
-        self._submit(ConsentWrite(record, record_json, future))
+        self._submit(ConsentWrite(record, record_json, future, purge))
         return await future
 
-    async def append_decisions(self, decisions: Sequence[Decision]) -> None:
+    async def append_decisions(
+        self,
+        decisions: Sequence[Decision],
+        items: Sequence[outbox.OutboxItem] = (),
+        lease: outbox.Lease | None = None,
+    ) -> None:
         decision_rows = [rows.decision_row(decision, self._column) for decision in decisions]
-        if not decision_rows:
+        if not decision_rows and not items:
             return
+        item_rows: list[tuple[object, ...]] = []
+        part_rows: list[tuple[object, ...]] = []
+        for item in items:
+            head, parts = outbox.item_rows(item, lease or outbox.Lease("", 0.0), self._column)
+            item_rows.append(head)
+            part_rows += parts
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(DecisionsWrite(decision_rows, future))
+        self._submit(DecisionsWrite(decision_rows, future, item_rows, part_rows))
         await future
+
+    def finish_outbox(self, done: Sequence[outbox.Finished]) -> asyncio.Future[None]:
+        """Record outcomes; they share the next commit. The returned future resolves after it (or fails)."""
+        statements = [s for d in done for s in outbox.finish_rows(d, self._column)]
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(StatementsWrite(statements, future))
+        return future
 
     def _submit(self, write: Write) -> None:
         if not self._writer_running():

@@ -15,16 +15,16 @@ Migrations run on open under an advisory lock, so replicas starting together do 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
 from gateway.consent import ledger
-from gateway.store import rows
+from gateway.store import outbox, rows
 from gateway.store.base import StorageError
-from gateway.store.batching import GroupCommit, Write, chain, split
+from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
+from gateway.store.columns import stored as _column
 from gateway.store.reads import SQLReads
 
 # Advisory lock keys (any constants unique to this application): one serialises chain extension, the other
@@ -56,6 +56,34 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX decisions_meeting ON decisions (meeting_id, id)",
         "CREATE INDEX decisions_participant ON decisions (participant_id, id)",
     ),
+    # 2: the durable outbox and the latest consent per meeting, participant and purpose (gateway.store.outbox)
+    (
+        """CREATE TABLE outbox (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, item_key TEXT NOT NULL UNIQUE,
+            meeting_id TEXT NOT NULL, destination TEXT NOT NULL, kind TEXT NOT NULL, purposes TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending', reason TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER, finished_at DOUBLE PRECISION, lease_owner TEXT,
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0)""",
+        "CREATE INDEX outbox_pending ON outbox (status, lease_until, id)",
+        "CREATE INDEX outbox_meeting ON outbox (meeting_id, status, destination)",
+        """CREATE TABLE outbox_parts (
+            item_key TEXT NOT NULL REFERENCES outbox (item_key), ord INTEGER NOT NULL,
+            meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL, segment_id TEXT NOT NULL,
+            digest TEXT NOT NULL, sealed BYTEA, state TEXT NOT NULL DEFAULT 'queued',
+            PRIMARY KEY (item_key, ord))""",
+        "CREATE INDEX outbox_parts_participant ON outbox_parts (meeting_id, participant_id)",
+        """CREATE TABLE consent_now (
+            meeting_id TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL, seq BIGINT NOT NULL,
+            choice TEXT NOT NULL, PRIMARY KEY (meeting_id, subject, purpose))""",
+    ),
+    # 3: every ledger row notifies the other replicas at commit (gateway.replication, gateway.store.pg_listen)
+    (
+        """CREATE FUNCTION ledger_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('consent_gateway_ledger', NEW.seq::text); RETURN NULL; END $$""",
+        """CREATE TRIGGER ledger_notify AFTER INSERT ON ledger
+            FOR EACH ROW EXECUTE FUNCTION ledger_notify()""",
+    ),
 )
 
 _INSERT_LEDGER = (
@@ -69,6 +97,14 @@ _INSERT_DECISION = (
     " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (decision_id) DO NOTHING"
 )
 
+_UPSERT_CONSENT_NOW = outbox.numbered(outbox.UPSERT_CONSENT_NOW)
+_INSERT_ITEM = outbox.numbered(outbox.INSERT_ITEM)
+_INSERT_PART = outbox.numbered(outbox.INSERT_PART)
+_CLAIM = outbox.numbered(outbox.CLAIM)
+_CLAIMED_PARTS = outbox.numbered(outbox.CLAIMED_PARTS)
+_RENEW = outbox.numbered(outbox.RENEW)
+_RELEASE = outbox.numbered(outbox.RELEASE)
+
 # What a connection or server failure looks like from asyncpg: all of these become StorageError.
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
@@ -78,25 +114,6 @@ def _error_name(exc: BaseException) -> str:
     sqlstate = getattr(exc, "sqlstate", None)
     name = type(exc).__name__
     return f"{name} {sqlstate}" if isinstance(sqlstate, str) else name
-
-
-def _column(value: str) -> str:
-    """An id as stored in an indexed column: PostgreSQL text holds neither NUL nor lone surrogates, and
-    platform ids are opaque text that may contain both.
-
-    Injective (a backslash is escaped too), so filtering on the escaped value finds exactly the records of
-    the original; ordinary ids are stored as they are. The record itself is kept verbatim in
-    ``record_json``, whose JSON escapes every such character.
-    """
-    return _UNSTORABLE.sub(_escape, value)
-
-
-_UNSTORABLE = re.compile("[\\\\\x00\ud800-\udfff]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    return "\\\\" if char == "\\" else f"\\u{ord(char):04x}"
 
 
 def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
@@ -134,6 +151,9 @@ async def migrate(conn: asyncpg.Connection) -> None:
 
 class PostgresStore(GroupCommit, SQLReads):
     """The ``Store`` on a PostgreSQL database. ``read_only`` opens for audit: no migration, no writer."""
+
+    shared = True
+    """Whether other processes may write the same store (several replicas may share it)."""
 
     def __init__(
         self,
@@ -221,13 +241,52 @@ class PostgresStore(GroupCommit, SQLReads):
         self.commits += 1
 
     async def _insert(self, conn: asyncpg.Connection, writes: list[Write]) -> None:
-        consents, decision_rows = split(writes)
-        if consents:
+        batch = split(writes)
+        if batch.consents:
             # held until COMMIT: another process extending the chain waits here, then reads our head
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
-            await conn.executemany(_INSERT_LEDGER, chain(consents, await self._ledger_head(conn), _column))
-        if decision_rows:
-            await conn.executemany(_INSERT_DECISION, decision_rows)
+            head = await self._ledger_head(conn)
+            await conn.executemany(_INSERT_LEDGER, chain(batch.consents, head, _column))
+            upserts, purges = consent_effects(batch.consents, _column)
+            if upserts:
+                await conn.executemany(_UPSERT_CONSENT_NOW, upserts)
+            for sql, params in purges:
+                await conn.execute(outbox.numbered(sql), *params)
+        if batch.decisions:
+            await conn.executemany(_INSERT_DECISION, batch.decisions)
+        if batch.items:
+            await conn.executemany(_INSERT_ITEM, batch.items)
+            await conn.executemany(_INSERT_PART, batch.parts)
+        for sql, params in batch.statements:
+            await conn.execute(outbox.numbered(sql), *params)
+
+    # --- outbox leases -------------------------------------------------------------------------------
+
+    async def claim_outbox(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OutboxItem]:
+        pool = self._pool_or_fail()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                heads = await conn.fetch(_CLAIM, lease.owner, lease.until, now, now, limit)
+                items = []
+                for head in sorted(heads, key=lambda h: int(h[0])):
+                    parts = await conn.fetch(_CLAIMED_PARTS, head[1])
+                    items.append(outbox.claimed_item(tuple(head), [tuple(p) for p in parts]))
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
+        return items
+
+    async def renew_outbox(self, lease: outbox.Lease) -> None:
+        await self._execute(_RENEW, lease.until, lease.owner)
+
+    async def release_outbox(self, owner: str) -> None:
+        await self._execute(_RELEASE, owner)
+
+    async def _execute(self, sql: str, *params: object) -> None:
+        pool = self._pool_or_fail()
+        try:
+            await pool.execute(sql, *params)
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
 
     @staticmethod
     async def _ledger_head(conn: asyncpg.Connection) -> ledger.Head:
@@ -245,3 +304,9 @@ class PostgresStore(GroupCommit, SQLReads):
 
     def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
         return _where(columns, values)
+
+    def _column_of(self, value: str) -> str:
+        return _column(value)
+
+    def _placeholders(self, sql: str) -> str:
+        return outbox.numbered(sql)

@@ -8,18 +8,21 @@ decoding are the same everywhere.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.consent import standing
 from gateway.model import ConsentRecord, Decision
-from gateway.store import rows
+from gateway.store import outbox, rows
 from gateway.store.base import LedgerEntry, LedgerRow
 
 SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
 SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
 LEDGER_FILTERS = ("meeting_id", "subject")
 DECISION_FILTERS = ("meeting_id", "participant_id")
+SELECT_SEALED_HEADERS = "SELECT substr(sealed, 1, 64) FROM outbox_parts WHERE sealed IS NOT NULL"
+"""64 bytes is enough of a sealed blob for ``Keyring.key_id_of``: version, id length, a key id of up to 32
+characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on the prefix as on the whole."""
 
 
 class SQLReads(ABC):
@@ -51,3 +54,94 @@ class SQLReads(ABC):
         where, params = self._where(DECISION_FILTERS, (meeting_id, participant_id))
         found = await self._fetch(SELECT_DECISIONS + where + " ORDER BY id", params)
         return [rows.decode_decision(int(r[0]), str(r[1])) for r in found]
+
+    async def blocked(
+        self, meeting_id: str, participants: Sequence[str], purposes: Sequence[str]
+    ) -> set[str]:
+        """Participants whose latest accepted choice in the meeting refuses or withdraws one of these."""
+        if not participants or not purposes:
+            return set()
+        sql, params = outbox.blocked_query(meeting_id, tuple(participants), tuple(purposes), self._column_of)
+        found = await self._fetch(self._placeholders(sql), list(params))
+        escaped = {self._column_of(p): p for p in participants}
+        return {escaped.get(str(r[0]), str(r[0])) for r in found}
+
+    async def blocked_pairs(
+        self, pairs: Sequence[tuple[str, str]], purposes: Sequence[str]
+    ) -> set[tuple[str, str]]:
+        """``blocked`` for many (meeting, participant) pairs in few queries: those refused or withdrawn."""
+        found: set[tuple[str, str]] = set()
+        if not purposes:
+            return found
+        original = {(self._column_of(m), self._column_of(p)): (m, p) for m, p in pairs}
+        keys = list(original)
+        for start in range(0, len(keys), outbox.PAIRS_PER_QUERY):
+            chunk = keys[start : start + outbox.PAIRS_PER_QUERY]
+            sql, params = outbox.blocked_pairs_query(chunk, tuple(purposes))
+            for row in await self._fetch(self._placeholders(sql), list(params)):
+                pair = original.get((str(row[0]), str(row[1])))
+                if pair is not None:
+                    found.add(pair)
+        return found
+
+    async def outbox_report(self, *, meeting_id: str | None = None) -> list[dict[str, object]]:
+        """Outbox items as stored, without payloads: key, meeting, destination, status, reason, attempts."""
+        where, params = self._where(("meeting_id",), (meeting_id,))
+        sealed = (
+            "SELECT COUNT(*) FROM outbox_parts p WHERE p.item_key = outbox.item_key AND p.sealed IS NOT NULL"
+        )
+        columns = "item_key, meeting_id, destination, kind, status, reason, attempts, http_status"
+        found = await self._fetch(f"SELECT {columns}, ({sealed}) FROM outbox{where} ORDER BY id", params)  # noqa: S608
+        names = ("key", "meeting_id", "destination", "kind", "status", "reason", "attempts", "http_status",
+                 "sealed_parts")  # fmt: skip
+        return [dict(zip(names, tuple(r), strict=True)) for r in found]
+
+    async def outbox_parts(self, *, meeting_id: str, participant_id: str) -> list[dict[str, object]]:
+        """A participant's outbox parts as stored, without payloads: item key, destination, segment, state."""
+        sql, params = (
+            "SELECT p.item_key, o.destination, p.segment_id, p.digest, p.state, p.sealed IS NOT NULL"
+            " FROM outbox_parts p JOIN outbox o ON o.item_key = p.item_key"
+            " WHERE p.meeting_id = ? AND p.participant_id = ? ORDER BY o.id, p.ord",
+            [self._column_of(meeting_id), self._column_of(participant_id)],
+        )
+        found = await self._fetch(self._placeholders(sql), params)
+        names = ("key", "destination", "segment_id", "digest", "state", "sealed")
+        return [dict(zip(names, tuple(r), strict=True)) for r in found]
+
+    def _column_of(self, value: str) -> str:
+        """How an id is stored in an indexed column (PostgreSQL escapes a few characters)."""
+        return value
+
+    def _placeholders(self, sql: str) -> str:
+        return sql
+
+    # --- outbox reports for operators (``consent-gateway outbox status|keys``) ----------------------------
+
+    async def outbox_summary(self, *, meeting_id: str | None = None) -> list[dict[str, object]]:
+        """Outbox items counted by destination, status and reason, with how many parts still hold sealed
+        text and the oldest item's creation time; ids and payloads stay out."""
+        where, params = self._where(("meeting_id",), (meeting_id,))
+        sealed = "SELECT COUNT(*) FROM outbox_parts p WHERE p.item_key = o.item_key AND p.sealed IS NOT NULL"
+        found = await self._fetch(
+            "SELECT destination, status, reason, COUNT(*), SUM(sealed), MIN(created_at) FROM"  # noqa: S608
+            f" (SELECT destination, status, reason, created_at, ({sealed}) AS sealed FROM outbox o{where}) t"
+            " GROUP BY destination, status, reason",
+            params,
+        )
+        found.sort(key=lambda r: (str(r[0]), str(r[1]), str(r[2] or "")))  # NULLs sort apart per backend
+        names = ("destination", "status", "reason", "items", "sealed_parts", "oldest_created_at")
+        return [
+            dict(
+                zip(names, (str(r[0]), str(r[1]), r[2], int(r[3]), int(r[4] or 0), float(r[5])), strict=True)
+            )
+            for r in found
+        ]
+
+    async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
+        """How many outbox parts still hold sealed text, per the key that sealed them (``key_id_of``, e.g.
+        ``Keyring.key_id_of``, reads it from the blob's header). Only each blob's first bytes are read."""
+        counts: dict[str, int] = {}
+        for row in await self._fetch(SELECT_SEALED_HEADERS, []):
+            key_id = key_id_of(bytes(row[0]))
+            counts[key_id] = counts.get(key_id, 0) + 1
+        return counts

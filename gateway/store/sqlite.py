@@ -16,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
 from gateway.consent import ledger
-from gateway.store import rows
+from gateway.store import outbox, rows
 from gateway.store.base import StorageError
-from gateway.store.batching import GroupCommit, Write, chain, split
+from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
+from gateway.store.columns import stored
 from gateway.store.reads import SQLReads
+
+_T = TypeVar("_T")
 
 # Each step list brings the schema from version N to N+1; append new steps, never edit applied ones.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -47,6 +51,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             action TEXT NOT NULL, at TEXT NOT NULL, record_json TEXT NOT NULL)""",
         "CREATE INDEX decisions_meeting ON decisions (meeting_id, id)",
         "CREATE INDEX decisions_participant ON decisions (participant_id, id)",
+    ),
+    # 2: the durable outbox and the latest consent per meeting, participant and purpose (gateway.store.outbox)
+    (
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, item_key TEXT NOT NULL UNIQUE, meeting_id TEXT NOT NULL,
+            destination TEXT NOT NULL, kind TEXT NOT NULL, purposes TEXT NOT NULL, created_at REAL NOT NULL,
+            expires_at REAL NOT NULL, status TEXT NOT NULL DEFAULT 'pending', reason TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0, http_status INTEGER, finished_at REAL, lease_owner TEXT,
+            lease_until REAL NOT NULL DEFAULT 0)""",
+        "CREATE INDEX outbox_pending ON outbox (status, lease_until, id)",
+        "CREATE INDEX outbox_meeting ON outbox (meeting_id, status, destination)",
+        """CREATE TABLE outbox_parts (
+            item_key TEXT NOT NULL REFERENCES outbox (item_key), ord INTEGER NOT NULL,
+            meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL, segment_id TEXT NOT NULL,
+            digest TEXT NOT NULL, sealed BLOB, state TEXT NOT NULL DEFAULT 'queued',
+            PRIMARY KEY (item_key, ord))""",
+        "CREATE INDEX outbox_parts_participant ON outbox_parts (meeting_id, participant_id)",
+        """CREATE TABLE consent_now (
+            meeting_id TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL, seq INTEGER NOT NULL,
+            choice TEXT NOT NULL, PRIMARY KEY (meeting_id, subject, purpose))""",
     ),
 )
 
@@ -73,7 +97,7 @@ def _where(columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, l
     used = [(column, value) for column, value in zip(columns, values, strict=True) if value is not None]
     if not used:
         return "", []
-    return " WHERE " + " AND ".join(f"{c} = ?" for c, _ in used), [v for _, v in used]
+    return " WHERE " + " AND ".join(f"{c} = ?" for c, _ in used), [stored(v) for _, v in used]
 
 
 def _file_identity(path: Path) -> tuple[int, int]:
@@ -121,8 +145,11 @@ async def _apply_migrations(db: aiosqlite.Connection, version: int) -> None:
 class SQLiteStore(GroupCommit, SQLReads):
     """The ``Store`` on one SQLite file. ``read_only`` opens for audit: no migration, no writer."""
 
+    shared = False
+    """Whether other processes may write the same store (one process per file)."""
+
     def __init__(self, path: str | Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> None:
-        super().__init__(duplicate=sqlite3.IntegrityError, error_name=_error_name)
+        super().__init__(duplicate=sqlite3.IntegrityError, error_name=_error_name, column=stored)
         self.path = Path(path)
         self.read_only = read_only
         self._busy_timeout = busy_timeout
@@ -222,16 +249,68 @@ class SQLiteStore(GroupCommit, SQLReads):
         conn: sqlite3.Connection = db._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            consents, decision_rows = split(writes)
-            if consents:
-                conn.executemany(_INSERT_LEDGER, chain(consents, self._ledger_head(conn)))
-            if decision_rows:
-                conn.executemany(_INSERT_DECISION, decision_rows)
+            batch = split(writes)
+            if batch.consents:
+                conn.executemany(_INSERT_LEDGER, chain(batch.consents, self._ledger_head(conn), stored))
+                upserts, purges = consent_effects(batch.consents, stored)
+                conn.executemany(outbox.UPSERT_CONSENT_NOW, upserts)
+                for sql, params in purges:
+                    conn.execute(sql, params)
+            if batch.decisions:
+                conn.executemany(_INSERT_DECISION, batch.decisions)
+            if batch.items:
+                conn.executemany(outbox.INSERT_ITEM, batch.items)
+                conn.executemany(outbox.INSERT_PART, batch.parts)
+            for sql, params in batch.statements:
+                conn.execute(sql, params)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    # --- outbox leases (on the writer's connection, between its transactions) -----------------------
+
+    async def claim_outbox(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OutboxItem]:
+        return await self._on_writer(self._claim, lease, now, limit)
+
+    async def renew_outbox(self, lease: outbox.Lease) -> None:
+        await self._on_writer(self._run, outbox.RENEW, (lease.until, lease.owner))
+
+    async def release_outbox(self, owner: str) -> None:
+        await self._on_writer(self._run, outbox.RELEASE, (owner,))
+
+    async def _on_writer(self, fn: Callable[..., _T], *args: object) -> _T:
+        self._check_identity()
+        db = self._writer()
+        try:
+            result: _T = await db._execute(fn, db._conn, *args)  # type: ignore[no-untyped-call]
+        except (sqlite3.Error, ValueError) as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
+        return result
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> None:
+        with conn:  # its own transaction, committed (or rolled back) here
+            conn.execute(sql, params)
+
+    @staticmethod
+    def _claim(
+        conn: sqlite3.Connection, lease: outbox.Lease, now: float, limit: int
+    ) -> list[outbox.OutboxItem]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            heads = conn.execute(outbox.CLAIM, (lease.owner, lease.until, now, now, limit)).fetchall()
+            items = [
+                outbox.claimed_item(head, conn.execute(outbox.CLAIMED_PARTS, (head[1],)).fetchall())
+                for head in sorted(heads, key=lambda h: int(h[0]))
+            ]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return items
 
     @staticmethod
     def _ledger_head(conn: sqlite3.Connection) -> ledger.Head:
@@ -257,3 +336,6 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]:
         return _where(columns, values)
+
+    def _column_of(self, value: str) -> str:
+        return stored(value)

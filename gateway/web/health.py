@@ -1,8 +1,9 @@
 """Liveness and readiness: ``/healthz`` says the process answers, ``/readyz`` that it can decide safely.
 
 Ready means storage answers, a policy is loaded and the workers run (the ticker that expires held segments,
-and the delivery dispatcher); a load balancer stops sending events to a replica that is not ready, because
-such a replica could only hold or drop them.
+and the delivery dispatcher), and, with several replicas on PostgreSQL, that this replica's consent view is
+confirmed fresh (``gateway.replication``); a load balancer stops sending events to a replica that is not
+ready, because such a replica could only hold or drop them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 
 from aiohttp import web
 
+from gateway.replication import REPLICATION
 from gateway.store.base import StorageError
 from gateway.web.keys import DISPATCHER, GATEWAY, STORE
 
@@ -34,5 +36,8 @@ async def readyz(request: web.Request) -> web.Response:
     dispatcher = request.app.get(DISPATCHER)
     ticking = ticker is not None and not ticker.done()
     checks["workers"] = "ok" if ticking and dispatcher is not None and dispatcher.running() else "stopped"
+    replication = request.app.get(REPLICATION)
+    if replication is not None:
+        checks["consent_view"] = "ok" if replication.fresh() else "stale"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -31,7 +31,8 @@ from gateway.model import ConsentChoice, ContentKind, RecordOutcome, Segment
 from gateway.policy.load import parse_policy
 from gateway.runtime import Gateway, PolicySet
 from gateway.sinks import CollectSink
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.base import Store
+from tests.conftest import fresh_store
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 MEETING = "m-props"
@@ -141,7 +142,7 @@ class Driver:
             self.tick(step[1])
 
 
-async def _b_view(gateway: Gateway, store: SQLiteStore) -> tuple[Any, ...]:
+async def _b_view(gateway: Gateway, store: Store) -> tuple[Any, ...]:
     state = gateway.meeting("generic", MEETING)
     assert state is not None
     entries = tuple(sorted((k, v) for k, v in state.consents.items() if k[0] == B))
@@ -156,9 +157,7 @@ async def _b_view(gateway: Gateway, store: SQLiteStore) -> tuple[Any, ...]:
 
 async def _a_cannot_change_b(setup: Sequence[Any], steps: Sequence[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "p.db")
-        await store.open()
-        try:
+        async with fresh_store(Path(tmp)) as store:
             policy = parse_policy(POLICY.encode(), "channels.yaml")
             driver = Driver(Gateway(PolicySet([policy]), store, CollectSink()))
             await driver.join(A)
@@ -171,8 +170,6 @@ async def _a_cannot_change_b(setup: Sequence[Any], steps: Sequence[tuple[Any, ..
             assert await _b_view(driver.gateway, store) == before
             about_b = [e.record for e in await store.ledger_entries() if e.record.subject == B]
             assert all(r.indicated_by == B for r in about_b if r.outcome is RecordOutcome.ACCEPTED)
-        finally:
-            await store.close()
 
 
 @PROPS
@@ -203,10 +200,8 @@ mixed = st.one_of(
 
 async def _refused_never_forwards(steps: Sequence[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "p.db")
-        await store.open()
         sink = CollectSink()
-        try:
+        async with fresh_store(Path(tmp)) as store:
             policy = parse_policy(POLICY.encode(), "channels.yaml")
             driver = Driver(Gateway(PolicySet([policy]), store, sink))
             await driver.join(A)
@@ -225,8 +220,6 @@ async def _refused_never_forwards(steps: Sequence[tuple[Any, ...]]) -> None:
             assert all(p.participant_id != B for p in forwarded)
             about_b = [e.record for e in await store.ledger_entries() if e.record.subject == B]
             assert all(r.outcome is RecordOutcome.REJECTED for r in about_b)
-        finally:
-            await store.close()
 
 
 @PROPS

@@ -23,7 +23,9 @@ from gateway.policy.load import parse_policy
 from gateway.policy.schema import ChatCommandsSpec
 from gateway.runtime import Gateway, PolicySet
 from gateway.sinks import CollectSink
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import open_store
+from gateway.store.base import Store
+from tests.conftest import database_for
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 MEETING = "m-chat"
@@ -136,7 +138,7 @@ def test_a_give_names_only_declared_purposes(words: list[str]) -> None:
 @dataclass
 class Meeting:
     gateway: Gateway
-    store: SQLiteStore
+    store: Store
     sink: CollectSink
     notices: list[Notice] = field(default_factory=list)
     now: datetime = T0
@@ -178,7 +180,7 @@ class Meeting:
 
 
 async def open_meeting(tmp_path: Path, policy_yaml: str = POLICY) -> AsyncIterator[Meeting]:
-    store = SQLiteStore(tmp_path / "chat.db")
+    store = open_store(await database_for(tmp_path))
     await store.open()
     sink = CollectSink()
     policy = parse_policy(policy_yaml.encode(), "chat.yaml")

@@ -20,7 +20,9 @@ from gateway.policy.compiled import Policy
 from gateway.policy.load import parse_policy
 from gateway.runtime import Gateway, PolicySet, Result
 from gateway.sinks import CollectSink
-from gateway.store.sqlite import SQLiteStore
+from gateway.store import open_store
+from gateway.store.base import Store
+from tests.conftest import database_for
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ADA = "Ada.Lovelace@Example.org"
@@ -113,7 +115,7 @@ def test_a_changed_notice_is_asked_again() -> None:
 @dataclass
 class World:
     gateway: Gateway
-    store: SQLiteStore
+    store: Store
     sink: CollectSink
     now: datetime = T0
     n: int = 0
@@ -151,7 +153,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    store = SQLiteStore(tmp_path / "standing.db")
+    store = open_store(await database_for(tmp_path))
     await store.open()
     sink = CollectSink()
     try:
@@ -211,7 +213,7 @@ async def test_withdrawing_standing_consent_applies_in_every_live_meeting(world:
 async def test_a_standing_withdrawal_purges_held_segments(tmp_path: Path) -> None:
     """Words held for a destination needing a purpose not yet given are purged by the standing withdrawal."""
     text = POLICY + '  - {id: trainer, url: "http://127.0.0.1:9/y", purposes: [summary, training]}\n'
-    store = SQLiteStore(tmp_path / "s.db")
+    store = open_store(await database_for(tmp_path))
     await store.open()
     try:
         sink = CollectSink()

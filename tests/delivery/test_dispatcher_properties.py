@@ -80,7 +80,14 @@ async def _run(program: list[tuple[object, ...]], consult_allowed: bool) -> tupl
     async with FakeAIService(SECRET) as service, aiohttp.ClientSession() as session:
         config = {
             name: DestinationConfig(
-                name, service.url, SECRET, max_attempts=200, backoff_base=0.001, backoff_max=0.004
+                # backoff and the circuit breaker's cooldown scaled down alike, so examples run in ms
+                name,
+                service.url,
+                SECRET,
+                max_attempts=200,
+                backoff_base=0.001,
+                backoff_max=0.004,
+                breaker_cooldown=0.004,
             )
             for name in ("ai", "ml")
         }

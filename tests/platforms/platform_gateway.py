@@ -26,8 +26,17 @@ from gateway.events import ConsentSubmitted
 from gateway.model import ConsentChoice
 from gateway.settings import Settings
 from gateway.web.keys import GATEWAY
+from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
-from tests.web.harness import INGEST_TOKEN, SIGNING_SECRET, WEBHOOK_SECRET, Dest, LiveGateway, policy_yaml
+from tests.web.harness import (
+    INGEST_TOKEN,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+    Dest,
+    LiveGateway,
+    policy_yaml,
+    until_fresh,
+)
 
 Setup = Callable[[web.Application], None]
 T = TypeVar("T")
@@ -42,10 +51,11 @@ async def platform_gateway(
         fakes = {d.id: await stack.enter_async_context(FakeAIService(SIGNING_SECRET)) for d in dests}
         policy = tmp / "policy.yaml"
         policy.write_text(policy_yaml({d: f.url for d, f in fakes.items()}, dests, window=window))
-        db = tmp / "gateway.db"
+        database = await database_for(tmp)
         settings = Settings(
             port=0,
-            database=f"sqlite:///{db}",
+            database=database,
+            secrets_file=tmp / "secrets.json",  # a server database has no directory of its own
             policies=(policy,),
             ingest_token=SecretStr(INGEST_TOKEN),
             webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
@@ -61,7 +71,8 @@ async def platform_gateway(
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         port = runner.addresses[0][1]
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, db)
+        await until_fresh(app)
+        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, database)
 
 
 async def consent(

@@ -1,4 +1,6 @@
-"""Store fixtures: every contract test runs on a fresh SQLite file and on a fresh PostgreSQL database."""
+"""Store fixtures: every contract test runs on a fresh SQLite file and on a fresh, empty PostgreSQL database
+(so that opening it runs the migrations), in both runs of the suite whatever CONSENT_GATEWAY_TEST_DATABASE
+says; tests/store/test_sqlite.py and test_postgres.py are about one backend each."""
 
 from __future__ import annotations
 

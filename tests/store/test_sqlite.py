@@ -90,7 +90,8 @@ async def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
         await store.append_decisions([decision(len(await store.decision_records()))])
         await store.close()
     with closing(sqlite3.connect(tmp_path / "g.db")) as db:
-        assert db.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
+        versions = db.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert versions == [(n,) for n in range(1, len(MIGRATIONS) + 1)]  # each step applied exactly once
         assert db.execute("SELECT COUNT(*) FROM decisions").fetchone() == (2,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 

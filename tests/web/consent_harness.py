@@ -20,8 +20,9 @@ from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
-from tests.web.harness import INGEST_TOKEN, SIGNING_SECRET, LiveGateway, event, joined
+from tests.web.harness import INGEST_TOKEN, SIGNING_SECRET, LiveGateway, event, joined, until_fresh
 
 POLICY = """\
 policy: consent-page-test
@@ -66,9 +67,11 @@ async def consent_serving(tmp: Path, *, notify_url: str | None = None) -> AsyncI
         }
         policy = tmp / "policy.yaml"
         policy.write_text(POLICY.format(**{d: f.url for d, f in fakes.items()}))
+        database = await database_for(tmp)
         settings = Settings(
             port=0,
-            database=f"sqlite:///{tmp / 'gateway.db'}",
+            database=database,
+            secrets_file=tmp / "secrets.json",  # a server database has no directory of its own
             policies=(policy,),
             ingest_token=SecretStr(INGEST_TOKEN),
             signing_secret=SecretStr(SIGNING_SECRET),
@@ -83,7 +86,8 @@ async def consent_serving(tmp: Path, *, notify_url: str | None = None) -> AsyncI
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         port = runner.addresses[0][1]
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, tmp / "gateway.db")
+        await until_fresh(app)
+        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, database)
 
 
 async def start_meeting(live: LiveGateway, *people: tuple[str, str]) -> None:

@@ -1,9 +1,10 @@
-"""A real gateway on 127.0.0.1 port 0 with real SQLite and fake AI services: the harness of end-to-end tests.
+"""A real gateway on 127.0.0.1 port 0 with real storage and fake AI services: the harness of end-to-end tests.
 
 ``serving()`` writes a policy file whose destinations point at ``FakeAIService`` instances (one per
 destination, so what each destination received is known), starts ``create_app(settings)`` on loopback and
 yields a ``LiveGateway`` that posts events the way a platform would. Waiting is bounded polling on a
-condition, never a sleep whose length a test relies on.
+condition, never a sleep whose length a test relies on. Storage is the backend the suite runs on
+(``tests.conftest.database_for``: SQLite, or PostgreSQL under CONSENT_GATEWAY_TEST_DATABASE).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from gateway import signing
 from gateway.app import create_app
 from gateway.delivery import Dispatcher
 from gateway.model import Decision
+from gateway.replication import REPLICATION
 from gateway.settings import Settings
 from gateway.store.base import LedgerEntry, Store
 from gateway.web.keys import DISPATCHER, STORE
+from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 
 INGEST_TOKEN = "test-ingest-token"
@@ -46,6 +49,10 @@ class Dest:
     id: str
     purposes: tuple[str, ...] = ("summary",)
     delivery: str = "stream"
+    erasure: bool = False
+    """Declare an erasure endpoint (the same fake, path ``/erase``)."""
+    timeout: float | None = None
+    """``timeout_seconds`` of the destination (None: the policy default)."""
 
 
 def policy_yaml(
@@ -74,6 +81,10 @@ def policy_yaml(
             f"    purposes: [{', '.join(dest.purposes)}]",
             f"    delivery: {dest.delivery}",
         ]
+        if dest.timeout is not None:
+            lines.append(f"    timeout_seconds: {dest.timeout}")
+        if dest.erasure:
+            lines.append(f"    erasure_url: {urls[dest.id].rsplit('/', 1)[0]}/erase")
     return "\n".join(lines) + "\n"
 
 
@@ -127,9 +138,16 @@ class LiveGateway:
     http: aiohttp.ClientSession
     fakes: dict[str, FakeAIService]
     policy_path: Path
-    db_path: Path
+    database: str
+    """The store's URL: a SQLite file, or a PostgreSQL database (see ``tests.conftest.database_for``)."""
     sent: list[dict[str, Any]] = field(default_factory=list)
     """Every event the gateway answered 200 to, in order (what a replay file of this run holds)."""
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file, for a test about SQLite itself (served with ``database=sqlite_url(tmp)``)."""
+        assert self.database.startswith("sqlite:///"), "a test reading the file must serve on sqlite_url()"
+        return Path(self.database.removeprefix("sqlite:///"))
 
     @property
     def store(self) -> Store:
@@ -192,6 +210,21 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, limit: f
         await asyncio.sleep(0.02)
 
 
+async def until_fresh(app: web.Application) -> None:
+    """On PostgreSQL, wait until the replica's consent view is fresh, as a load balancer waits for /readyz
+    (until then the gateway holds segments instead of forwarding them, see gateway.replication)."""
+    replication = app.get(REPLICATION)
+    if replication is not None:
+        await wait_for(_async(replication.fresh), "the consent view to be fresh")
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        return check()
+
+    return run
+
+
 @asynccontextmanager
 async def serving(
     tmp: Path,
@@ -201,18 +234,21 @@ async def serving(
     mode: str = "per_speaker",
     max_body_bytes: int = 1024 * 1024,
     tick_seconds: float = 0.05,
+    database: str | None = None,
     **settings: Any,
 ) -> AsyncIterator[LiveGateway]:
-    """A gateway serving on loopback, with one fake AI service per destination; ``settings`` adds any other
-    ``Settings`` field (admin tokens, shadow policies...)."""
+    """A gateway serving on loopback, with one fake AI service per destination, on the test's database at
+    ``tmp`` unless ``database`` names another; ``settings`` adds any other ``Settings`` field (admin tokens,
+    shadow policies...)."""
     async with AsyncExitStack() as stack:
         fakes = {d.id: await stack.enter_async_context(FakeAIService(SIGNING_SECRET)) for d in dests}
         policy = tmp / "policy.yaml"
         policy.write_text(policy_yaml({d: f.url for d, f in fakes.items()}, dests, window=window, mode=mode))
-        db = tmp / "gateway.db"
+        url = database or await database_for(tmp)
+        settings.setdefault("secrets_file", tmp / "secrets.json")  # PostgreSQL has no directory of its own
         config = Settings(
             port=0,
-            database=f"sqlite:///{db}",
+            database=url,
             policies=(policy,),
             ingest_token=SecretStr(INGEST_TOKEN),
             webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
@@ -228,4 +264,5 @@ async def serving(
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         port = runner.addresses[0][1]
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, db)
+        await until_fresh(app)
+        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, url)

@@ -205,6 +205,8 @@ async def test_a_destination_whose_purposes_grew_stops_and_asks(watched: Watched
     live = watched.live
     await live.send(joined("p1", "Ada"), joined("p2", "Bob"), consent("p1", "given"))
     await live.send(consent("p2", "given", ["summary", "training"]), segment("s1", "p1", "before"))
+    # delivered before the reload: delivery asks the live policy, so s1 still queued then would be held back
+    await live.settle()
     watched.reload("purposes: [summary]", "purposes: [summary, training]")
     await live.send(segment("s2", "p1", "after"), segment("s3", "p2", "covered"))
     await live.settle()

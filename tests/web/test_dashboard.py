@@ -3,7 +3,6 @@ shows (transcript text, display names)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.web.dashboard import Row, decision_rows
+from tests.conftest import tamper
 from tests.web.harness import INGEST_TOKEN, MEETING, LiveGateway, consent, event, joined, segment, serving
 
 AUDITOR = "dash-auditor-token"
@@ -111,11 +111,9 @@ async def test_overview_and_participant_search(gw: LiveGateway) -> None:
 
 
 async def test_overview_reports_a_tampered_ledger(gw: LiveGateway) -> None:
-    """An entry edited in the database file (triggers dropped, as an attacker would) shows as FAILED."""
+    """An entry edited in the database (triggers out of the way, as an attacker would) shows as FAILED."""
     await meeting(gw)
-    with sqlite3.connect(gw.db_path) as db:
-        db.execute("DROP TRIGGER ledger_no_update")
-        db.execute("UPDATE ledger SET record_json = replace(record_json, 'given', 'refused')")
+    await tamper(gw.database, "UPDATE ledger SET record_json = replace(record_json, 'given', 'refused')")
     status, html, _ = await get(gw, "/dashboard/")
     assert status == 200 and "Verification FAILED" in html and "hash_mismatch" in html
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from pydantic import SecretStr
 
 from gateway import audit
 from gateway.consent import ledger
-from tests.conftest import CHROMIUM_ARGS, require_chromium
+from tests.conftest import CHROMIUM_ARGS, require_chromium, tamper
 from tests.web.harness import MEETING, Dest, LiveGateway, consent, event, joined, segment, serving
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -128,14 +127,11 @@ async def test_auditor_reads_the_consent_log_without_javascript(tmp_path: Path, 
 
 
 async def test_a_tampered_ledger_shows_failed_in_the_browser(tmp_path: Path, browser: Browser) -> None:
-    """After an entry is edited in the database file, the overview says FAILED and names the entry."""
+    """After an entry is edited in the database, the overview says FAILED and names the entry."""
     async with serving(tmp_path, auditor_tokens=(SecretStr(AUDITOR),)) as gw:
         await gw.send(joined("p-ada", "Ada"), consent("p-ada", "given"), consent("p-ada", "withdrawn"))
-        with sqlite3.connect(gw.db_path) as db:
-            db.execute("DROP TRIGGER ledger_no_update")
-            db.execute(
-                "UPDATE ledger SET record_json = replace(record_json, 'withdrawn', 'given') WHERE seq = 2"
-            )
+        edit = "UPDATE ledger SET record_json = replace(record_json, 'withdrawn', 'given') WHERE seq = 2"
+        await tamper(gw.database, edit)
         context = await browser.new_context(
             java_script_enabled=False,
             viewport={"width": 1280, "height": 700},

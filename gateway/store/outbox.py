@@ -1,0 +1,248 @@
+"""The durable outbox: what is stored of content on its way to a destination, and the SQL both backends share.
+
+Permitted content is written to the outbox in the same transaction as the decisions that allowed it, before
+the event that produced it is acknowledged (invariant 7). Each item is one request to one destination (the
+unit of idempotency); each part is one participant's segment (the unit of withdrawal), its payload sealed
+with the outbox key (``gateway.sealing``) and bound to its item key and segment id. Once a part is sent,
+withdrawn or expired its sealed payload is set to NULL: what remains is ids, a digest and the outcome.
+
+``consent_now`` keeps, per meeting, participant and purpose, the latest accepted choice from the ledger,
+written in the ledger's own transaction. Delivery asks it before sending content whose meeting this process
+does not hold in memory (recovered after a restart, taken over from another replica) and before every send
+on a shared database, so a withdrawal recorded by any replica stops every replica's sends.
+
+Leases: the process that writes an item owns it for ``lease`` seconds and renews while it works on it; an item
+whose lease ran out (its owner died) is claimed by whoever asks next. Delivery is at least once: a crash
+between sending and recording the outcome sends again, under the same idempotency key.
+
+SQL is written with ``?`` placeholders; ``numbered()`` turns a statement into PostgreSQL's ``$n`` style.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.model import ConsentChoice, ConsentRecord, RecordOutcome
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+DROPPED = "dropped"
+
+
+@dataclass(frozen=True, slots=True)
+class SealedPart:
+    participant_id: str
+    segment_id: str
+    digest: str
+    """SHA-256 of the sealed plaintext (ids and payload): kept after the payload is gone, so an auditor
+    holding a copy of what was sent can show it was this part."""
+    sealed: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One request to one destination, as written before the event is acknowledged."""
+
+    key: str
+    """The item's idempotency key (unique)."""
+    meeting_id: str
+    destination: str
+    kind: str
+    purposes: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    parts: tuple[SealedPart, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Purge:
+    """Written with a restricting consent record: the participant's queued parts for these destinations go."""
+
+    meeting_id: str
+    participant_id: str
+    destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """How an item ended, as recorded; ``sent`` are the segment ids of the request that was delivered."""
+
+    key: str
+    status: str
+    reason: str | None
+    attempts: int
+    http_status: int | None
+    sent: tuple[str, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    owner: str
+    until: float
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as ``$1, $2, ...`` (PostgreSQL). The statements here have no ``?`` in literals."""
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def marks(count: int) -> str:
+    return ", ".join("?" for _ in range(count))
+
+
+INSERT_ITEM = (
+    "INSERT INTO outbox (item_key, meeting_id, destination, kind, purposes, created_at, expires_at,"
+    " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_key) DO NOTHING"
+)
+INSERT_PART = (
+    "INSERT INTO outbox_parts (item_key, ord, meeting_id, participant_id, segment_id, digest, sealed)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_key, ord) DO NOTHING"
+)
+UPSERT_CONSENT_NOW = (
+    "INSERT INTO consent_now (meeting_id, subject, purpose, seq, choice) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (meeting_id, subject, purpose) DO UPDATE SET seq = excluded.seq, choice = excluded.choice"
+)
+FINISH_ITEM = (
+    "UPDATE outbox SET status = ?, reason = ?, attempts = ?, http_status = ?, finished_at = ?,"
+    " lease_owner = NULL, lease_until = 0 WHERE item_key = ? AND status = 'pending'"
+)
+MARK_SENT = "UPDATE outbox_parts SET sealed = NULL, state = 'sent' WHERE item_key = ? AND segment_id = ?"
+CLEAR_PARTS = "UPDATE outbox_parts SET sealed = NULL, state = ? WHERE item_key = ? AND sealed IS NOT NULL"
+RENEW = "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND status = 'pending'"
+RELEASE = "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND status = 'pending'"
+CLAIM = (
+    "UPDATE outbox SET lease_owner = ?, lease_until = ?"
+    " WHERE status = 'pending' AND lease_until < ? AND id IN"
+    " (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ? ORDER BY id LIMIT ?)"
+    " RETURNING id, item_key, meeting_id, destination, kind, purposes, created_at, expires_at"
+)
+CLAIMED_PARTS = (
+    "SELECT participant_id, segment_id, digest, sealed FROM outbox_parts"
+    " WHERE item_key = ? AND sealed IS NOT NULL ORDER BY ord"
+)
+
+
+Column = Callable[[str], str]
+"""How a backend stores an id in an indexed column (see ``gateway.store.rows.verbatim``)."""
+
+
+def _same(value: str) -> str:
+    return value
+
+
+def purge_statements(purge: Purge, column: Column = _same) -> list[tuple[str, tuple[object, ...]]]:
+    """Withdraw the participant's queued parts of pending items for the named destinations, then end the
+    items left with nothing to send as dropped (``withdrawn``)."""
+    if not purge.destinations:
+        return []
+    # only placeholders are interpolated (one per destination); every value is a bound parameter
+    dests = marks(len(purge.destinations))
+    meeting, participant, destinations = (
+        column(purge.meeting_id),
+        column(purge.participant_id),
+        purge.destinations,
+    )
+    withdraw_parts = (
+        "UPDATE outbox_parts SET sealed = NULL, state = 'withdrawn'"  # noqa: S608
+        " WHERE meeting_id = ? AND participant_id = ? AND sealed IS NOT NULL AND item_key IN"
+        " (SELECT item_key FROM outbox WHERE meeting_id = ? AND status = 'pending' AND kind <> 'erasure'"
+        f" AND destination IN ({dests}))"
+    )
+    drop_emptied = (
+        "UPDATE outbox SET status = 'dropped', reason = 'withdrawn', lease_owner = NULL, lease_until = 0"  # noqa: S608
+        f" WHERE meeting_id = ? AND status = 'pending' AND kind <> 'erasure' AND destination IN ({dests})"
+        " AND NOT EXISTS"
+        " (SELECT 1 FROM outbox_parts p WHERE p.item_key = outbox.item_key AND p.sealed IS NOT NULL)"
+    )
+    return [
+        (withdraw_parts, (meeting, participant, meeting, *map(column, destinations))),
+        (drop_emptied, (meeting, *map(column, destinations))),
+    ]
+
+
+def blocked_query(
+    meeting_id: str, participants: tuple[str, ...], purposes: tuple[str, ...], column: Column = _same
+) -> tuple[str, tuple[str, ...]]:
+    """Participants whose latest accepted choice for one of ``purposes`` in the meeting is not ``given``."""
+    sql = (
+        "SELECT DISTINCT subject FROM consent_now WHERE meeting_id = ?"  # noqa: S608
+        f" AND subject IN ({marks(len(participants))}) AND purpose IN ({marks(len(purposes))})"
+        " AND choice <> 'given'"
+    )
+    return sql, (column(meeting_id), *map(column, participants), *purposes)
+
+
+PAIRS_PER_QUERY = 400
+"""(meeting, participant) pairs per batched consent query: well under SQLite's bound-parameter limit."""
+
+
+def blocked_pairs_query(
+    pairs: Sequence[tuple[str, str]], purposes: tuple[str, ...]
+) -> tuple[str, tuple[str, ...]]:
+    """Which of the (already stored-form) pairs' latest accepted choice refuses one of ``purposes``."""
+    values = ", ".join("(?, ?)" for _ in pairs)
+    sql = (
+        "SELECT DISTINCT meeting_id, subject FROM consent_now"  # noqa: S608 - placeholders only
+        f" WHERE purpose IN ({marks(len(purposes))}) AND choice <> 'given'"
+        f" AND (meeting_id, subject) IN (VALUES {values})"
+    )
+    return sql, (*purposes, *(value for pair in pairs for value in pair))
+
+
+def consent_now_rows(seq: int, record: ConsentRecord, column: Column = _same) -> list[tuple[object, ...]]:
+    """``consent_now`` upserts for an accepted record (rejected records change nobody's consent)."""
+    if record.outcome is not RecordOutcome.ACCEPTED:
+        return []
+    choice = ConsentChoice(record.choice).value
+    meeting, subject = column(record.meeting_id), column(record.subject)
+    return [(meeting, subject, purpose, seq, choice) for purpose in record.purposes]
+
+
+def item_rows(
+    item: OutboxItem, lease: Lease, column: Column = _same
+) -> tuple[tuple[object, ...], list[tuple[object, ...]]]:
+    """The item row and its part rows (item keys are gateway-made hex and stored as they are)."""
+    meeting = column(item.meeting_id)
+    head: tuple[object, ...] = (
+        item.key, meeting, column(item.destination), item.kind, ",".join(item.purposes),
+        item.created_at, item.expires_at, lease.owner, lease.until,
+    )  # fmt: skip
+    parts: list[tuple[object, ...]] = [
+        (item.key, n, meeting, column(p.participant_id), column(p.segment_id), p.digest, p.sealed)
+        for n, p in enumerate(item.parts)
+    ]
+    return head, parts
+
+
+def finish_rows(done: Finished, column: Column = _same) -> list[tuple[str, tuple[object, ...]]]:
+    statements: list[tuple[str, tuple[object, ...]]] = [
+        (FINISH_ITEM, (done.status, done.reason, done.attempts, done.http_status, done.at, done.key))
+    ]
+    statements += [(MARK_SENT, (done.key, column(segment))) for segment in done.sent]
+    # what was not in the delivered request (withdrawn meanwhile) or never went: its payload goes too
+    leftover = "withdrawn" if done.status == DELIVERED else (done.reason or done.status)
+    statements.append((CLEAR_PARTS, (leftover, done.key)))
+    return statements
+
+
+def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxItem:
+    """An item from a CLAIM row ``(id, key, meeting, destination, kind, purposes, created, expires)`` and its
+    CLAIMED_PARTS rows. Ids come back as stored (a backend that escapes them unescapes nothing: the escaped
+    form is only compared with other escaped values; content ids go out inside the sealed payload)."""
+    _, key, meeting, destination, kind, purposes, created, expires = head
+    return OutboxItem(
+        key=str(key),
+        meeting_id=str(meeting),
+        destination=str(destination),
+        kind=str(kind),
+        purposes=tuple(p for p in str(purposes).split(",") if p),
+        created_at=float(created),
+        expires_at=float(expires),
+        parts=tuple(SealedPart(str(p[0]), str(p[1]), str(p[2]), bytes(p[3])) for p in parts),
+    )

@@ -1,0 +1,97 @@
+"""The PostgreSQL end of replication: one dedicated connection that LISTENs for ledger commits and reads them.
+
+A trigger on the ledger (migration 3 in ``gateway.store.postgres``) sends ``pg_notify(CHANNEL, seq)`` for
+every row; PostgreSQL delivers notifications at commit, in commit order, to every listening connection. This
+module is the driver-specific half of ``gateway.replication.Feed``: it connects, listens, reports the
+connection's loss, and reads ledger rows after a sequence number. Errors surface as ``StorageError`` naming
+the error class and SQLSTATE only, never the DSN or a value from a row.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from gateway.replication import OnLost, OnNotify
+from gateway.store import rows
+from gateway.store.base import LedgerEntry, StorageError
+from gateway.store.postgres import _DRIVER_ERRORS, _error_name
+from gateway.store.reads import SELECT_LEDGER
+
+CHANNEL = "consent_gateway_ledger"
+APPLICATION_NAME = "consent-gateway-replication"
+"""Shown in ``pg_stat_activity``, so an operator can tell the listening connection from the pool's."""
+
+_AFTER = SELECT_LEDGER + " WHERE seq > $1 ORDER BY seq LIMIT $2"
+_HEAD = "SELECT COALESCE(MAX(seq), 0) FROM ledger"
+
+
+class LedgerListener:
+    """``Feed`` on a PostgreSQL database: one connection, outside the store's pool."""
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 5.0, command_timeout: float = 5.0) -> None:
+        self._dsn = dsn
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._conn: asyncpg.Connection | None = None
+
+    def __repr__(self) -> str:
+        return "LedgerListener()"  # never the DSN: it may carry a password
+
+    async def connect(self, on_notify: OnNotify, on_lost: OnLost) -> None:
+        await self.close()
+
+        def notified(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+            on_notify(int(payload) if payload.isdigit() else None)
+
+        try:
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+        except (*_DRIVER_ERRORS, ValueError) as exc:
+            raise StorageError(f"cannot open the ledger listener ({_error_name(exc)})") from exc
+        self._conn = conn
+        try:
+            await conn.add_listener(CHANNEL, notified)
+        except _DRIVER_ERRORS as exc:
+            await self.close()
+            raise StorageError(f"cannot listen for ledger commits ({_error_name(exc)})") from exc
+
+        def terminated(_conn: object) -> None:
+            if self._conn is conn:  # not a connection this listener closed itself
+                on_lost()
+
+        conn.add_termination_listener(terminated)
+
+    async def head(self) -> int:
+        found = await self._query(_HEAD)
+        return int(found[0][0])
+
+    async def after(self, seq: int, limit: int) -> list[LedgerEntry]:
+        found = await self._query(_AFTER, seq, limit)
+        return [rows.decode_entry(rows.ledger_row(row)) for row in found]
+
+    def backend_pid(self) -> int | None:
+        """The server process of the listening connection (what ``pg_terminate_backend`` takes)."""
+        conn = self._conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None or conn.is_closed():
+            return
+        try:
+            await conn.close(timeout=self._command_timeout)
+        except _DRIVER_ERRORS:
+            conn.terminate()
+
+    async def _query(self, sql: str, *params: int) -> list[asyncpg.Record]:
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            raise StorageError("ledger listener is not connected")
+        try:
+            return list(await conn.fetch(sql, *params))
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "read", _error_name) from exc

@@ -1,0 +1,145 @@
+"""The outbox half of the Store contract, on both backends: written with decisions, purged with a withdrawal
+in the same transaction, claimed under leases, finished with payloads cleared, and the latest-consent view."""
+
+from __future__ import annotations
+
+import hashlib
+
+from gateway.model import ConsentChoice
+from gateway.store import outbox
+from gateway.store.base import Store
+from gateway.store.outbox import Finished, Lease, OutboxItem, Purge, SealedPart
+from tests.store.test_contract import decision
+from tests.strategies import consent_record
+
+FAR = 10_000_000_000.0
+
+
+def item(key: str, *people: str, meeting: str = "m1", destination: str = "summariser") -> OutboxItem:
+    parts = tuple(
+        SealedPart(
+            p,
+            f"{key}-{p}",
+            hashlib.sha256(p.encode("utf-8", "surrogatepass")).hexdigest(),
+            f"s:{key}".encode(),
+        )
+        for p in people
+    )
+    kind = "segment" if len(parts) == 1 else "transcript"
+    return OutboxItem(key, meeting, destination, kind, ("summary",), 100.0, FAR, parts)
+
+
+async def test_items_written_with_decisions_are_claimed_once_their_lease_runs_out(store: Store) -> None:
+    """The writer holds the lease; nobody claims before it ends; afterwards one claimant gets each item."""
+    await store.append_decisions([decision(1)], [item("k1", "p1"), item("k2", "p1", "p2")], Lease("a", 50.0))
+    assert await store.claim_outbox(Lease("b", 200.0), now=40.0, limit=10) == []
+    claimed = await store.claim_outbox(Lease("b", 200.0), now=60.0, limit=10)
+    assert [c.key for c in claimed] == ["k1", "k2"]  # oldest first
+    assert claimed[1].parts == item("k2", "p1", "p2").parts  # sealed bytes back as written
+    assert claimed[1].purposes == ("summary",)
+    assert await store.claim_outbox(Lease("c", 300.0), now=60.0, limit=10) == []  # b holds them now
+
+
+async def test_renew_keeps_and_release_frees_an_owners_items(store: Store) -> None:
+    await store.append_decisions([], [item("k1", "p1")], Lease("a", 50.0))
+    await store.renew_outbox(Lease("a", 500.0))
+    assert await store.claim_outbox(Lease("b", 600.0), now=100.0, limit=10) == []
+    await store.release_outbox("a")
+    assert [c.key for c in await store.claim_outbox(Lease("b", 600.0), now=100.0, limit=10)] == ["k1"]
+
+
+async def test_withdrawal_purges_queued_parts_in_its_own_transaction(store: Store) -> None:
+    """The participant's queued parts go (payload NULL, state withdrawn) with the ledger record; an item left
+    with nothing is dropped; other people's parts and other destinations stay."""
+    items = [item("k1", "p1"), item("k2", "p1", "p2"), item("k3", "p1", destination="archive")]
+    await store.append_decisions([], items, Lease("a", 0.0))
+    withdrawal = consent_record(record_id="w", subject="p1", choice=ConsentChoice.WITHDRAWN)
+    await store.append_consent(withdrawal, Purge("m1", "p1", ("summariser",)))
+    report = {row["key"]: row for row in await store.outbox_report(meeting_id="m1")}
+    assert (report["k1"]["status"], report["k1"]["reason"]) == ("dropped", "withdrawn")
+    assert (report["k2"]["status"], report["k2"]["sealed_parts"]) == ("pending", 1)
+    assert (report["k3"]["status"], report["k3"]["sealed_parts"]) == ("pending", 1)
+    claimed = {c.key: c for c in await store.claim_outbox(Lease("b", 1.0), now=FAR, limit=10)}
+    assert set(claimed) == {"k2", "k3"}
+    assert [p.participant_id for p in claimed["k2"].parts] == ["p2"]
+    states = {
+        (r["key"], r["state"], r["sealed"])
+        for r in await store.outbox_parts(meeting_id="m1", participant_id="p1")
+    }
+    assert ("k1", "withdrawn", False) in states and ("k2", "withdrawn", False) in states
+    assert ("k3", "queued", True) in states
+
+
+async def test_finish_records_the_outcome_and_clears_payloads(store: Store) -> None:
+    await store.append_decisions([], [item("k1", "p1", "p2"), item("k2", "p1")], Lease("a", 0.0))
+    await store.finish_outbox(
+        [
+            Finished("k1", outbox.DELIVERED, None, 2, 200, ("k1-p1",), 5.0),
+            Finished("k2", outbox.DROPPED, "expired", 9, 503, (), 6.0),
+        ]
+    )
+    report = {row["key"]: row for row in await store.outbox_report()}
+    assert (report["k1"]["status"], report["k1"]["attempts"], report["k1"]["http_status"]) == (
+        "delivered",
+        2,
+        200,
+    )
+    assert (report["k2"]["status"], report["k2"]["reason"]) == ("dropped", "expired")
+    assert report["k1"]["sealed_parts"] == report["k2"]["sealed_parts"] == 0
+    p1 = {(r["key"], r["state"]) for r in await store.outbox_parts(meeting_id="m1", participant_id="p1")}
+    assert p1 == {("k1", "sent"), ("k2", "expired")}
+    p2 = await store.outbox_parts(meeting_id="m1", participant_id="p2")
+    assert [r["state"] for r in p2] == ["withdrawn"]  # not in the request that was delivered
+    assert await store.claim_outbox(Lease("b", 1.0), now=FAR, limit=10) == []
+
+
+async def test_writing_the_same_item_twice_changes_nothing(store: Store) -> None:
+    """A redelivered event yields the same idempotency key: the second write is ignored, not an error."""
+    await store.append_decisions([decision(1)], [item("k1", "p1")], Lease("a", 0.0))
+    await store.append_decisions([decision(1)], [item("k1", "p1")], Lease("a", 0.0))
+    assert [row["key"] for row in await store.outbox_report()] == ["k1"]
+
+
+async def test_blocked_follows_the_latest_accepted_choice_per_purpose(store: Store) -> None:
+    given = consent_record(record_id="g1", subject="p1", purposes=("summary", "training"))
+    await store.append_consent(given)
+    assert await store.blocked("m1", ["p1", "p2"], ["summary"]) == set()
+    await store.append_consent(
+        consent_record(record_id="w1", subject="p1", purposes=("training",), choice=ConsentChoice.WITHDRAWN)
+    )
+    assert await store.blocked("m1", ["p1"], ["summary"]) == set()
+    assert await store.blocked("m1", ["p1"], ["summary", "training"]) == {"p1"}
+    await store.append_consent(consent_record(record_id="g2", subject="p1", purposes=("training",)))
+    assert await store.blocked("m1", ["p1"], ["training"]) == set()
+    assert await store.blocked("other-meeting", ["p1"], ["training"]) == set()
+
+
+async def test_ids_with_awkward_characters_round_trip(store: Store) -> None:
+    """Platform ids are opaque text: NUL, backslashes and lone surrogates must not break the outbox."""
+    odd_meeting, odd_person = "m\x00\\1", "p\ud800\\"
+    await store.append_decisions([], [item("k1", odd_person, meeting=odd_meeting)], Lease("a", 0.0))
+    refusal = consent_record(
+        record_id="r", meeting_id=odd_meeting, subject=odd_person, choice=ConsentChoice.REFUSED
+    )
+    await store.append_consent(refusal, Purge(odd_meeting, odd_person, ("summariser",)))
+    assert await store.blocked(odd_meeting, [odd_person], ["summary"]) == {odd_person}
+    assert [
+        r["state"] for r in await store.outbox_parts(meeting_id=odd_meeting, participant_id=odd_person)
+    ] == ["withdrawn"]
+
+
+async def test_blocked_pairs_answers_many_meetings_at_once(store: Store) -> None:
+    """The batched form agrees with ``blocked`` per pair, across meetings and odd ids."""
+    odd = "m\x00\\2"
+    await store.append_consent(consent_record(record_id="a", meeting_id="m1", subject="p1"))
+    await store.append_consent(
+        consent_record(record_id="b", meeting_id="m1", subject="p2", choice=ConsentChoice.WITHDRAWN)
+    )
+    await store.append_consent(
+        consent_record(record_id="c", meeting_id=odd, subject="p1", choice=ConsentChoice.REFUSED)
+    )
+    pairs = [("m1", "p1"), ("m1", "p2"), (odd, "p1"), (odd, "p9"), ("m2", "p2")]
+    assert await store.blocked_pairs(pairs, ["summary"]) == {("m1", "p2"), (odd, "p1")}
+    assert await store.blocked_pairs(pairs, ["training"]) == set()
+    many = [(f"m{n}", "p") for n in range(1000)] + [("m1", "p2")]  # more than one query's worth
+    assert await store.blocked_pairs(many, ["summary"]) == {("m1", "p2")}

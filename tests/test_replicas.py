@@ -1,0 +1,181 @@
+"""Two gateway replicas on one PostgreSQL database: consent recorded through one governs the other at once.
+
+Both are the real app (``create_app`` twice, each on its own loopback port) with the same fake AI service as
+their destination; each test gets its own fresh database. Waiting is bounded polling on a condition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+from pydantic import SecretStr
+
+from gateway.app import create_app
+from gateway.model import Action
+from gateway.replication import REPLICATION
+from gateway.runtime import ConsentViewStale
+from gateway.sealing import new_key_spec
+from gateway.settings import Settings
+from gateway.web.keys import GATEWAY
+from tests.conftest import postgres_database
+from tests.fakes.ai_service import FakeAIService
+from tests.web.harness import (
+    INGEST_TOKEN,
+    MEETING,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+    Dest,
+    LiveGateway,
+    consent,
+    joined,
+    policy_yaml,
+    segment,
+    wait_for,
+)
+
+ADA = "p-ada"
+DEST = "summariser"
+
+
+@asynccontextmanager
+async def replicas(tmp: Path, count: int = 2) -> AsyncIterator[tuple[list[LiveGateway], str]]:
+    """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
+    key and one fake AI service."""
+    async with AsyncExitStack() as stack:
+        url = await stack.enter_async_context(postgres_database())
+        fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
+        policy = tmp / "policy.yaml"
+        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST),)))
+        config = Settings(
+            port=0,
+            database=url,
+            policies=(policy,),
+            ingest_token=SecretStr(INGEST_TOKEN),
+            webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
+            signing_secret=SecretStr(SIGNING_SECRET),
+            outbox_keys=(SecretStr(new_key_spec()),),
+            tick_seconds=0.05,
+            secrets_file=tmp / "secrets.json",
+        )
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        gateways = []
+        for _ in range(count):
+            app = create_app(config)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port = runner.addresses[0][1]
+            gateways.append(LiveGateway(app, f"http://127.0.0.1:{port}", http, {DEST: fake}, policy, tmp))
+        yield gateways, url
+
+
+def sent_ids(fake: FakeAIService) -> set[str]:
+    """Segment ids of every request that reached the destination, answered or not."""
+    return {str(p.get("segment_id")) for r in fake.received for p in r.segment_payloads()}
+
+
+def refuses(gw: LiveGateway, participant_id: str) -> bool:
+    """Whether the replica would not send the participant's content to the destination now."""
+    try:
+        return not gw.app[GATEWAY].still_allowed(MEETING, DEST, participant_id)
+    except ConsentViewStale:
+        return True
+
+
+async def ready(gw: LiveGateway) -> tuple[int, dict[str, str]]:
+    async with gw.http.get(f"{gw.url}/readyz") as resp:
+        return resp.status, (await resp.json())["checks"]
+
+
+async def test_a_withdrawal_through_one_replica_stops_the_other(tmp_path: Path) -> None:
+    """Consent given through A lets B forward; after A acknowledges a withdrawal, nothing of that participant
+    leaves B: neither segments posted to B afterwards nor those B had queued before."""
+    async with replicas(tmp_path) as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"))
+        await b.send(joined(ADA, "Ada Lovelace"), segment("b1", ADA, "Said on B."))
+
+        async def b1_delivered() -> bool:
+            return "b1" in {p["segment_id"] for p in fake.segments()}
+
+        await wait_for(b1_delivered, "b1 forwarded by B on consent given through A")
+
+        fake.fail_next(1, 503, retry_after=30)
+        await b.send(segment("q1", ADA, "Queued first."), segment("q2", ADA, "Queued second."))
+
+        async def q1_refused() -> bool:
+            return any(r.status == 503 for r in fake.received)
+
+        await wait_for(q1_refused, "B's first queued item to be in backoff")
+        before = len(fake.received)
+
+        [withdrawn] = await a.send(consent(ADA, "withdrawn"))
+        assert withdrawn["status"] == "accepted"
+        await b.send(*(segment(f"after{n}", ADA, f"After the withdrawal, {n}.") for n in range(5)))
+
+        async def b_refuses() -> bool:
+            return refuses(b, ADA)
+
+        await wait_for(b_refuses, "B to refuse the participant's content")
+        await b.settle()
+        await a.settle()
+        assert {p["segment_id"] for p in fake.segments()} == {"b1"}
+        assert sent_ids(fake) == {"b1", "q1"}  # q1's only attempt was before the withdrawal
+        assert len(fake.received) == before
+        decisions = await b.decisions()
+        for n in range(5):
+            actions = {d.action for d in decisions if d.segment_id == f"after{n}"}
+            assert Action.DROP in actions and not actions & {Action.FORWARD, Action.REDACT}, (n, actions)
+
+
+async def test_a_replica_that_cannot_confirm_its_view_holds_and_recovers(tmp_path: Path) -> None:
+    """When B's ledger listener is killed and the ledger cannot be read, B holds instead of forwarding and
+    reports not ready; once it can read again it reconnects by itself, and what it held goes out."""
+    async with replicas(tmp_path) as ([a, b], url):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"))
+        await b.send(joined(ADA, "Ada Lovelace"), segment("s1", ADA, "Before."))
+        replication = b.app[REPLICATION]
+        killed = replication.feed.backend_pid()
+        assert killed is not None and replication.fresh()
+
+        admin = await asyncpg.connect(url)
+        try:
+            blocked = admin.transaction()
+            await blocked.start()
+            # nobody can read the ledger to its end now, so nobody can confirm a fresh view
+            await admin.execute("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
+            await admin.execute("SELECT pg_terminate_backend($1)", killed)
+
+            async def b_not_ready() -> bool:
+                status, checks = await ready(b)
+                return status == 503 and checks.get("consent_view") == "stale"
+
+            await wait_for(b_not_ready, "B to report its consent view stale")
+            assert not b.app[GATEWAY].fresh()
+            await b.send(segment("s2", ADA, "While B cannot confirm."))
+            held = [d for d in await b.decisions() if d.segment_id == "s2"]
+            assert [(d.action, d.reasons) for d in held] == [(Action.HOLD, ("consent_view_stale",))]
+            assert "s2" not in sent_ids(fake)
+            await blocked.rollback()
+        finally:
+            await admin.close()
+
+        async def b_ready() -> bool:
+            status, checks = await ready(b)
+            return status == 200 and checks.get("consent_view") == "ok"
+
+        await wait_for(b_ready, "B to reconnect and confirm its view")
+        assert replication.connections >= 2 and replication.feed.backend_pid() not in (None, killed)
+
+        async def s2_delivered() -> bool:
+            return "s2" in {p["segment_id"] for p in fake.segments()}
+
+        await wait_for(s2_delivered, "the held segment to go out once the view is fresh")
+        assert {p["segment_id"] for p in fake.segments()} == {"s1", "s2"}

@@ -1,0 +1,241 @@
+"""Replication piece by piece: the core's hold on a stale consent view, the ledger follower on a real
+PostgreSQL database, and ``Gateway.apply_remote`` keeping the ledger's order.
+
+The two-app end-to-end tests are in ``tests/test_replicas.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway import engine
+from gateway.events import ConsentSubmitted, ParticipantJoined
+from gateway.model import Action, ConsentChoice, ConsentRecord, Segment
+from gateway.replication import Replication
+from gateway.runtime import ConsentViewStale, Gateway, PolicySet
+from gateway.sinks import CollectSink
+from gateway.store.pg_listen import LedgerListener
+from gateway.store.postgres import PostgresStore
+from tests.conftest import postgres_database
+from tests.strategies import consent_record
+from tests.test_engine import Meeting, at, policy
+from tests.web.harness import wait_for
+
+# --- the core: a stale view holds ----------------------------------------------------------------------
+
+
+def _say(m: Meeting, sid: str, pid: str, t: float, *, fresh: bool) -> None:
+    segment = Segment("m1", sid, pid, f"words {sid}", at(t))
+    m._take(engine.on_segment(m.state, segment, m.policy, at(t), view_fresh=fresh))
+
+
+def _tick(m: Meeting, t: float, *, fresh: bool) -> None:
+    m._take(engine.tick(m.state, m.policy, at(t), view_fresh=fresh))
+
+
+def test_a_stale_view_holds_what_would_leave_and_releases_it_once_fresh() -> None:
+    """Consented words decided on an unconfirmed view are held, not sent; a fresh tick sends them."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.consent("a", ("summary",))
+    _say(m, "s1", "a", 1, fresh=False)
+    assert m.last("s1").action is Action.HOLD and m.last("s1").reasons == (engine.STALE,)
+    assert m.sent("live") == []
+    _tick(m, 2, fresh=False)
+    assert m.sent("live") == []
+    _tick(m, 3, fresh=True)
+    assert m.last("s1").action is Action.FORWARD and [sid for sid, _ in m.sent("live")] == ["s1"]
+
+
+def test_a_withdrawal_seen_while_stale_drops_what_was_held() -> None:
+    """A segment held on a stale view and then withdrawn is dropped, never sent."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.consent("a", ("summary",))
+    _say(m, "s1", "a", 1, fresh=False)
+    m.consent("a", ("summary",), "withdrawn", t=2)
+    _tick(m, 3, fresh=True)
+    assert m.last("s1").action is Action.DROP and m.sent("live") == []
+
+
+def test_a_stale_hold_outlives_the_pending_window_and_then_expires_with_a_reason() -> None:
+    """A stale hold waits STALE_HOLD_LIMIT (not the pending window), then is dropped and logged."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.consent("a", ("summary",))
+    _say(m, "s1", "a", 1, fresh=False)
+    _tick(m, 31, fresh=False)  # past the policy's 30 s window: still held
+    assert [h.segment.segment_id for h in m.state.held] == ["s1"]
+    _tick(m, 1 + engine.STALE_HOLD_LIMIT.total_seconds(), fresh=False)
+    assert m.last("s1").action is Action.DROP and m.last("s1").reasons == ("consent_view_stale_expired",)
+
+
+def test_consent_given_on_a_stale_view_does_not_release_held_segments() -> None:
+    """Segments held for unknown consent stay held when consent arrives while the view is stale."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.say("s1", "a", "before consent", t=1)
+    assert m.last("s1").action is Action.HOLD
+    event = ConsentSubmitted("generic", "m1", "a", ("summary",), ConsentChoice.GIVEN, "a", "api", at(2))
+    record = engine.evaluate_consent(m.state, event, m.policy, "r-given")
+    m._take(engine.on_record(m.state, record, m.policy, at(2), view_fresh=False))
+    assert m.sent("live") == [] and m.state.held[0].stale
+    _tick(m, 3, fresh=True)
+    assert [sid for sid, _ in m.sent("live")] == ["s1"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    consented=st.sets(st.sampled_from(["a", "b", "c"])),
+    said=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.booleans()), max_size=12),
+)
+def test_nothing_is_emitted_while_the_view_is_stale(
+    consented: set[str], said: list[tuple[str, bool]]
+) -> None:
+    """Whatever the consents, segments and consent changes, a stale view emits nothing."""
+    m = Meeting()
+    for pid in ("a", "b", "c"):
+        m.join(pid, f"Person {pid.upper()}")
+    for pid in sorted(consented):
+        event = ConsentSubmitted("generic", "m1", pid, ("summary",), ConsentChoice.GIVEN, pid, "api", at(0))
+        record = engine.evaluate_consent(m.state, event, m.policy, f"r-{pid}")
+        m._take(engine.on_record(m.state, record, m.policy, at(0), view_fresh=False))
+    for n, (pid, tick) in enumerate(said, start=1):
+        _say(m, f"s{n}", pid, n, fresh=False)
+        if tick:
+            _tick(m, n, fresh=False)
+    assert m.emits == []
+
+
+# --- the follower on PostgreSQL ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def _ledger() -> AsyncIterator[tuple[PostgresStore, str]]:
+    async with postgres_database() as url:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            yield store, url
+        finally:
+            await store.close()
+
+
+def _record(n: int, subject: str = "p1", choice: ConsentChoice = ConsentChoice.GIVEN) -> ConsentRecord:
+    return consent_record(
+        record_id=f"r{n:03d}", meeting_id="m1", subject=subject, indicated_by=subject, choice=choice
+    )
+
+
+async def test_the_follower_hands_over_every_record_in_ledger_order_across_a_lost_connection() -> None:
+    """Records committed while the listener was gone arrive after it reconnects, in order, none twice."""
+    async with _ledger() as (store, url):
+        await store.append_consent(_record(0))  # before the follower started: not replayed
+        seen: list[str] = []
+
+        async def apply(record: ConsentRecord) -> None:
+            seen.append(record.record_id)
+
+        follower = Replication(LedgerListener(url), apply, max_age=2.0)
+        await follower.start()
+        try:
+            for n in range(1, 4):
+                await store.append_consent(_record(n))
+            await wait_for(_true(lambda: len(seen) == 3), "three records")
+            admin = await asyncpg.connect(url)
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", follower.feed.backend_pid())
+                await wait_for(_true(lambda: not follower.fresh()), "the follower to notice")
+                for n in range(4, 8):
+                    await store.append_consent(_record(n))
+            finally:
+                await admin.close()
+            await wait_for(_true(lambda: len(seen) == 7 and follower.fresh()), "catching up")
+            assert seen == [f"r{n:03d}" for n in range(1, 8)]
+            assert follower.connections == 2
+        finally:
+            await follower.stop()
+
+
+async def test_polling_catches_up_when_no_notification_comes() -> None:
+    """With the notifying trigger disabled, the periodic read still brings the record in."""
+    async with _ledger() as (store, url):
+        seen: list[str] = []
+
+        async def apply(record: ConsentRecord) -> None:
+            seen.append(record.record_id)
+
+        follower = Replication(LedgerListener(url), apply, max_age=0.4)
+        await follower.start()
+        try:
+            admin = await asyncpg.connect(url)
+            try:
+                await admin.execute("ALTER TABLE ledger DISABLE TRIGGER ledger_notify")
+                await store.append_consent(_record(1))
+            finally:
+                await admin.close()
+            await wait_for(_true(lambda: seen == ["r001"]), "the poll to find the record")
+            assert follower.fresh()
+        finally:
+            await follower.stop()
+
+
+def _true(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def condition() -> bool:
+        return check()
+
+    return condition
+
+
+# --- the gateway folds in others' records in ledger order ----------------------------------------------
+
+
+async def test_an_older_record_from_elsewhere_does_not_undo_a_newer_one_written_here() -> None:
+    """Replica B withdraws, then A (not yet told) records a new consent: when B's older withdrawal reaches
+    A, A keeps the ledger's latest word (given), and A's own record is not folded in twice."""
+    async with _ledger() as (store, _):
+        pol = policy()
+        a = Gateway(PolicySet([pol]), store, CollectSink())
+        b = Gateway(PolicySet([pol]), store, CollectSink())
+        now = datetime.now(UTC)
+        for gw in (a, b):
+            await gw.handle("generic", ParticipantJoined("generic", "m1", "p1", "Ann Example", now))
+        withdrawal = ConsentSubmitted(
+            "generic", "m1", "p1", ("summary",), ConsentChoice.WITHDRAWN, "p1", "api", now
+        )
+        given_again = ConsentSubmitted(
+            "generic", "m1", "p1", ("summary",), ConsentChoice.GIVEN, "p1", "api", now
+        )
+        await b.handle("generic", withdrawal)
+        await a.handle("generic", given_again)
+        entries = await store.ledger_entries()
+        assert [e.record.choice for e in entries] == [ConsentChoice.WITHDRAWN, ConsentChoice.GIVEN]
+        for entry in entries:
+            await a.apply_remote(entry.record)
+        assert a.still_allowed("m1", "live", "p1")
+        await b.apply_remote(entries[1].record)
+        assert b.still_allowed("m1", "live", "p1")
+
+
+async def test_a_stale_gateway_never_says_yes() -> None:
+    """While the view is not fresh, a 'yes' becomes ConsentViewStale; a 'no' stays a no."""
+    async with _ledger() as (store, _):
+        gw = Gateway(PolicySet([policy()]), store, CollectSink())
+        now = datetime.now(UTC)
+        await gw.handle("generic", ParticipantJoined("generic", "m1", "p1", "Ann Example", now))
+        given_ = ConsentSubmitted("generic", "m1", "p1", ("summary",), ConsentChoice.GIVEN, "p1", "api", now)
+        await gw.handle("generic", given_)
+        gw.fresh = lambda: False
+        assert not gw.still_allowed("m1", "live", "p2")
+        try:
+            gw.still_allowed("m1", "live", "p1")
+        except ConsentViewStale:
+            pass
+        else:
+            raise AssertionError("a stale view answered yes")
