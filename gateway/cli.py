@@ -1,4 +1,7 @@
-"""The command-line verbs: serve, demo, replay, policy check|test, log show|verify|export, receipt verify.
+"""The command-line verbs: serve, demo, replay, policy, log, outbox and receipt.
+
+policy check|test, log show|verify|export, outbox status|keys and receipt verify read and check; only
+serve, demo and replay run the gateway's core.
 
 Each verb parses its flags, builds what it needs, runs, and returns an exit code: 0 success, 1 a check
 that failed (a broken policy, a tampered ledger, a failing policy test), 2 a usage or settings error.
@@ -11,8 +14,13 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
+
+if TYPE_CHECKING:
+    from gateway.sealing import Keyring
+    from gateway.settings import Settings
 
 Verb = Callable[[argparse.Namespace], int]
 
@@ -43,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     _replay_parser(verbs)
     _policy_parser(verbs)
     _log_parser(verbs)
+    _outbox_parser(verbs)
     _receipt_parser(verbs)
     return parser
 
@@ -234,6 +243,172 @@ def _log_export(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(run())
+
+
+# --- outbox ----------------------------------------------------------------------------------------
+
+
+def _outbox_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = verbs.add_parser(
+        "outbox", help="inspect the durable outbox (counts, ages and key ids; never payloads)"
+    )
+    database_help = "sqlite:///PATH or postgresql://... (default: as serve)"
+    p.add_argument("--database", default=None, help=database_help)
+    sub = p.add_subparsers(title="outbox verbs")
+    status = sub.add_parser("status", help="items by destination, status and reason; oldest pending age")
+    # accepted after the verb too; SUPPRESS keeps the group's value when it is given before the verb
+    status.add_argument("--database", default=argparse.SUPPRESS, help=database_help)
+    status.add_argument("--meeting")
+    status.add_argument("--format", choices=["table", "json"], default="table")
+    status.set_defaults(verb=_outbox_status)
+    keys = sub.add_parser(
+        "keys", help="pending sealed parts per key id (exit 1 if a key they need is not configured)"
+    )
+    keys.add_argument("--database", default=argparse.SUPPRESS, help=database_help)
+    keys.set_defaults(verb=_outbox_keys)
+
+
+STATUS_COLUMNS = ("destination", "status", "reason", "items", "sealed_parts", "oldest_pending_age")
+
+
+def _outbox_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from gateway import audit
+
+    async def run() -> int:
+        store = _store(args)
+        await store.open()
+        try:
+            summary = await store.outbox_summary(meeting_id=args.meeting)
+        finally:
+            await store.close()
+        rows = [_status_row(row, time.time()) for row in summary]
+        if args.format == "json":
+            sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
+            return 0
+        table = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]
+        sys.stdout.write(audit.format_table(table, STATUS_COLUMNS))
+        ages = [row["oldest_pending_age"] for row in rows if row["status"] == "pending"]
+        count = sum(int(str(row["items"])) for row in rows if row["status"] == "pending")
+        oldest = max((age for age in ages if isinstance(age, float)), default=None)
+        print(
+            "nothing pending" if oldest is None else f"{count} items pending, the oldest for {_age(oldest)}"
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _status_row(row: dict[str, object], now: float) -> dict[str, object]:
+    """A summary row for output: the oldest pending item's age in seconds (None for finished items)."""
+    shown = {k: v for k, v in row.items() if k != "oldest_created_at"}
+    created = row["oldest_created_at"]
+    if row["status"] == "pending" and isinstance(created, float):
+        shown["oldest_pending_age"] = round(max(0.0, now - created), 1)
+    else:
+        shown["oldest_pending_age"] = None
+    return shown
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+UNREADABLE = "(unreadable)"
+"""The key id shown for a stored blob whose header does not parse (altered at rest)."""
+
+
+def _outbox_keys(args: argparse.Namespace) -> int:
+    from gateway.sealing import Keyring
+    from gateway.settings import SettingsError, load_settings
+
+    try:
+        configured = _configured_keyring(load_settings({"database": args.database}))
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    # key_id_of reads only a blob's header: any keyring parses it, the configured one or a throwaway
+    parser = configured or Keyring.generate()
+
+    async def run() -> dict[str, int]:
+        store = _store(args)
+        await store.open()
+        try:
+            return dict(await store.sealed_key_ids(_key_id_reader(parser)))
+        finally:
+            await store.close()
+
+    counts = asyncio.run(run())
+    return _print_keys(counts, configured)
+
+
+def _configured_keyring(settings: Settings) -> Keyring | None:
+    """The keys from settings, else the ``outbox_key`` that ``serve`` generated into an existing secrets
+    file; read only (a check must not create keys), None when neither is there."""
+    from gateway.sealing import Keyring
+    from gateway.settings import SettingsError, _default_secrets_path, _read_secrets
+
+    keyring = settings.keyring()
+    if keyring is not None:
+        return keyring
+    path = settings.secrets_file or _default_secrets_path(settings)
+    generated = _read_secrets(path).get("outbox_key")
+    if generated is None:
+        return None
+    try:
+        return Keyring.parse([generated])
+    except ValueError as exc:  # names the position, never the key
+        raise SettingsError(f"secrets file {path}: outbox_key: {exc}") from None
+
+
+def _key_id_reader(keyring: Keyring) -> Callable[[bytes], str]:
+    from gateway.sealing import SealingError
+
+    def key_id_of(sealed: bytes) -> str:
+        try:
+            return keyring.key_id_of(sealed)
+        except SealingError:
+            return UNREADABLE
+
+    return key_id_of
+
+
+def _print_keys(counts: dict[str, int], configured: Keyring | None) -> int:
+    """A line per key id (configured keys first, in keyring order); 1 if pending parts need a missing key."""
+    from gateway import audit
+
+    known = configured.key_ids if configured is not None else ()
+    ids = [*known, *sorted(k for k in counts if k not in known)]
+    rows = [{"key_id": k, "sealed_parts": counts.get(k, 0), "configured": _role(k, known)} for k in ids]
+    sys.stdout.write(audit.format_table(rows, ("key_id", "sealed_parts", "configured")))
+    if configured is None:
+        print(
+            "no outbox keys here (CONSENT_GATEWAY_OUTBOX_KEYS, or a secrets file): cannot compare",
+            file=sys.stderr,
+        )
+        return 0
+    missing = sorted(k for k in counts if k not in known)
+    unused = [k for k in known[1:] if k not in counts]
+    if unused:
+        print(f"no pending part needs {', '.join(unused)}: safe to remove from outbox_keys")
+    if missing:
+        print(f"pending parts need keys that are not configured: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _role(key_id: str, known: tuple[str, ...]) -> str:
+    if not known:
+        return "unknown"
+    if key_id == known[0]:
+        return "active"
+    return "yes" if key_id in known else "NO"
 
 
 # --- receipt ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The command-line verbs, called through ``gateway.cli.main`` as a shell would: exit codes and output.
 
-``log`` verbs run against the database of a short real run of the gateway (loopback server, real SQLite).
+``log`` verbs run against the database of a short real run of the gateway (loopback server, real SQLite);
+``outbox`` verbs against items written through the real store on SQLite and PostgreSQL, sealed with real keys.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -18,8 +20,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.cli import main
+from gateway.cli import STATUS_COLUMNS, main
 from gateway.demo import run_demo
+from gateway.model import ConsentChoice
+from gateway.sealing import Keyring, new_key_spec
+from gateway.store import open_store, outbox
+from gateway.store.outbox import Finished, Lease, OutboxItem, Purge, SealedPart
+from tests.conftest import create_postgres_database, drop_postgres_database, sqlite_url
+from tests.strategies import consent_record
 from tests.web.harness import consent, event, joined, segment, serving
 
 SECRET_WORDS = "the merger closes on Friday"
@@ -94,7 +102,8 @@ def test_policy_test_fails_on_a_wrong_expectation(tmp_path: Path, capsys: pytest
 
 
 async def _short_run(tmp: Path) -> Path:
-    async with serving(tmp) as gw:
+    # SQLite whatever the backend under test: these tests copy the .db file and edit it with sqlite3
+    async with serving(tmp, database=sqlite_url(tmp)) as gw:
         await gw.send(joined("p-ada", "Ada Lovelace"), joined("p-bob", "Bob Marley"))
         await gw.send(consent("p-ada", "given"), consent("p-bob", "refused"))
         assert (await gw.post(consent("p-bob", "given", by="p-ada"))).status == 403
@@ -219,3 +228,133 @@ async def test_demo_shows_decliner_dropped_withdrawal_honoured_and_names_scrubbe
         assert name not in received
     assert "5 of 7 utterances reached the AI service." in out.getvalue()
     assert "ledger OK: 5 entries" in out.getvalue()
+
+
+# --- outbox ---------------------------------------------------------------------------------------------
+
+OLD_KEY, NEW_KEY = new_key_spec(), new_key_spec()
+
+
+def _sealed_item(
+    keyring: Keyring, key: str, people: tuple[str, ...], destination: str, created_at: float
+) -> OutboxItem:
+    parts = tuple(
+        SealedPart(p, f"{key}-{p}", "0" * 64, keyring.seal(SECRET_WORDS.encode(), key.encode()))
+        for p in people
+    )
+    return OutboxItem(key, "m1", destination, "segment", ("summary",), created_at, created_at + 86_400, parts)
+
+
+async def _fill_outbox(url: str) -> None:
+    """Pending parts sealed under an old and a new key, one delivered and one expired item, one withdrawal."""
+    old, new = Keyring.parse([OLD_KEY]), Keyring.parse([NEW_KEY, OLD_KEY])
+    hour_ago = time.time() - 3600
+    store = open_store(url)
+    await store.open()
+    try:
+        items = [
+            _sealed_item(old, "k1", ("p-ada", "p-bob"), "summariser", hour_ago),
+            _sealed_item(new, "k2", ("p-ada",), "summariser", hour_ago + 60),
+            _sealed_item(new, "k3", ("p-ada",), "archive", hour_ago + 120),
+            _sealed_item(new, "k4", ("p-ada",), "summariser", hour_ago),
+            _sealed_item(new, "k5", ("p-bob",), "archive", hour_ago),
+        ]
+        await store.append_decisions([], items, Lease("a", 0.0))
+        await store.finish_outbox(
+            [
+                Finished("k4", outbox.DELIVERED, None, 1, 200, ("k4-p-ada",), time.time()),
+                Finished("k5", outbox.DROPPED, "expired", 3, 503, (), time.time()),
+            ]
+        )
+        withdrawal = consent_record(record_id="w", subject="p-bob", choice=ConsentChoice.WITHDRAWN)
+        await store.append_consent(withdrawal, Purge("m1", "p-bob", ("summariser", "archive")))
+    finally:
+        await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def outbox_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each backend holding ``_fill_outbox``'s items (PostgreSQL: skipped when absent)."""
+    url = sqlite_url(tmp_path) if request.param == "sqlite" else asyncio.run(create_postgres_database())
+    try:
+        asyncio.run(_fill_outbox(url))
+        yield url
+    finally:
+        if request.param == "postgres":
+            asyncio.run(drop_postgres_database(url))
+
+
+def test_outbox_status_counts_items_by_destination_status_and_reason(
+    outbox_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``outbox status`` counts items per destination, status and reason, and ages the oldest pending one."""
+    assert main(["outbox", "status", "--database", outbox_db, "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    counts = {(r["destination"], r["status"], r["reason"]): (r["items"], r["sealed_parts"]) for r in rows}
+    assert counts == {
+        ("archive", "dropped", "expired"): (1, 0),
+        ("archive", "pending", None): (1, 1),
+        ("summariser", "delivered", None): (1, 0),
+        ("summariser", "pending", None): (2, 2),  # p-bob's part of k1 was withdrawn with the ledger record
+    }
+    ages = {(r["destination"], r["status"]): r["oldest_pending_age"] for r in rows}
+    assert ages[("summariser", "pending")] >= 3600
+    assert ages[("summariser", "delivered")] is None
+
+
+def test_outbox_status_table_filters_by_meeting_and_shows_no_payloads(
+    outbox_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The table ends with the pending total; another meeting's filter finds nothing; no text is shown."""
+    assert main(["outbox", "--database", outbox_db, "status", "--meeting", "m1"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == list(STATUS_COLUMNS)
+    assert out.splitlines()[-1].startswith("3 items pending, the oldest for 6")  # 60 min, or a bit more
+    assert "merger" not in out
+    assert main(["outbox", "status", "--database", outbox_db, "--meeting", "m2"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["nothing pending"]
+
+
+def test_outbox_keys_counts_pending_parts_per_key_and_flags_a_missing_key(
+    outbox_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the old key configured, ``outbox keys`` names it and exits 1; with it, exits 0."""
+    old_id, new_id = OLD_KEY.split(":")[0], NEW_KEY.split(":")[0]
+    monkeypatch.setenv("CONSENT_GATEWAY_OUTBOX_KEYS", NEW_KEY)
+    assert main(["outbox", "keys", "--database", outbox_db]) == 1
+    captured = capsys.readouterr()
+    table = {line.split()[0]: line.split()[1:] for line in captured.out.splitlines()[1:]}
+    assert table == {new_id: ["2", "active"], old_id: ["1", "NO"]}
+    assert f"not configured: {old_id}" in captured.err
+    monkeypatch.setenv("CONSENT_GATEWAY_OUTBOX_KEYS", f"{NEW_KEY},{OLD_KEY}")
+    assert main(["outbox", "keys", "--database", outbox_db]) == 0
+    assert NEW_KEY.split(":")[1] not in capsys.readouterr().out
+
+
+def test_outbox_keys_says_when_an_old_key_can_go(
+    outbox_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once nothing pending was sealed under a configured old key, ``outbox keys`` says it may be removed."""
+    spare = new_key_spec()
+    monkeypatch.setenv("CONSENT_GATEWAY_OUTBOX_KEYS", f"{NEW_KEY},{OLD_KEY},{spare}")
+    assert main(["outbox", "keys", "--database", outbox_db]) == 0
+    out = capsys.readouterr().out
+    assert f"no pending part needs {spare.split(':')[0]}: safe to remove" in out
+
+
+def test_outbox_keys_reads_the_generated_key_from_the_secrets_file(
+    outbox_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no keys set, the key ``serve`` generated into the secrets file counts; without that file
+    ``outbox keys`` says it cannot compare, exits 0 and creates no file."""
+    secrets = tmp_path / "secrets.json"
+    monkeypatch.delenv("CONSENT_GATEWAY_OUTBOX_KEYS", raising=False)
+    monkeypatch.setenv("CONSENT_GATEWAY_SECRETS_FILE", str(secrets))
+    assert main(["outbox", "keys", "--database", outbox_db]) == 0
+    assert "cannot compare" in capsys.readouterr().err
+    assert not secrets.exists()
+    secrets.write_text(json.dumps({"outbox_key": NEW_KEY}), encoding="utf-8")
+    assert main(["outbox", "keys", "--database", outbox_db]) == 1
+    out = capsys.readouterr().out
+    assert f"{NEW_KEY.split(':')[0]}  2             active" in out
+    assert NEW_KEY.split(":")[1] not in out
