@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint demo bench policy-test browser clean
+# The suite runs on SQLite, then again on PostgreSQL (tests/conftest.py reads CONSENT_GATEWAY_TEST_DATABASE).
+TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+.PHONY: install run test test-sqlite test-postgres lint demo bench policy-test browser clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,8 +37,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed (needs root): browser tests will skip"; }
 
-test: lint policy-test browser
+test: test-sqlite test-postgres
+
+test-sqlite: lint policy-test browser
 	$(PY) -m pytest
+
+test-postgres: lint policy-test browser
+	CONSENT_GATEWAY_TEST_DATABASE=$(TEST_POSTGRES) $(PY) -m pytest
 
 bench: install
 	$(PY) bench/run.py
