@@ -15,6 +15,13 @@ gateway answers before it delivers, so its figure is end to end: from the first 
 receiver holds every segment. Rounds alternate proxy and gateway; the median round is reported. Each round
 also records the server's CPU time per segment (user + system, from /proc): on a shared, noisy machine the
 ratio of those is a steadier figure than the throughput ratio, and it says where the core went.
+
+Issue 5 (durable delivery): the gateway writes each segment's content to its outbox, in the transaction that
+logs the decisions, before it answers. With ``postgres`` set a second gateway process runs the same way on a
+fresh PostgreSQL database (created and dropped here), so one run gives both stores against the same
+pass-through rounds; the CPU of the database backends serving it is counted too. After the throughput rounds,
+``latency`` offers every server the same segments at constant rates (an open model) and times each from the
+client's POST to its arrival at the receiver.
 """
 
 from __future__ import annotations
@@ -253,13 +260,44 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to show where the cores went."""
+def cpu_seconds(pid: int | tuple[int, ...]) -> float:
+    """User + system CPU time of a process (or several, summed) so far (Linux /proc): where the cores went."""
+    if isinstance(pid, tuple):
+        # a database backend may end between two readings (pooled connections are recycled): what it used
+        # is then missing from the later sum, so the figure can only be too low; NaN says it is unknown
+        readings = [cpu_seconds(one) for one in pid]
+        return float("nan") if any(r != r for r in readings) else sum(readings)
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def settle(pids: tuple[int, ...], idle_share: float = 0.05, limit: float = 15.0) -> float:
+    """Wait (bounded) until ``pids`` are idle: the outcomes of the throughput rounds are still being recorded
+    (and the database vacuumed) for a while after the receiver has everything, and a latency phase taken
+    then would measure that backlog. Returns the seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = cpu_seconds(pids)
+        await asyncio.sleep(0.5)
+        if cpu_seconds(pids) - before < idle_share * 0.5:
+            break
+    return time.monotonic() - start
+
+
+async def backend_pids(database: str) -> tuple[int, ...]:
+    """The PostgreSQL server processes serving ``database``'s connections (the gateway's pool), so that the
+    database's share of a segment's CPU is counted too (its background writers are not)."""
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return tuple(int(row["pid"]) for row in rows)
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -306,7 +344,7 @@ async def phase(
     url: str,
     token: str,
     receiver: str,
-    pids: dict[str, int],
+    pids: dict[str, int | tuple[int, ...]],
     per_client: list[list[bytes]],
     wait_limit: float,
 ) -> dict[str, Any]:
@@ -339,7 +377,10 @@ async def phase(
         "p50_ms": _pct(latencies, 0.50) * 1000,
         "p99_ms": _pct(latencies, 0.99) * 1000,
         "cpu_seconds": cpu,
-        "cpu_us_per_segment": {role: round(seconds / total * 1e6) for role, seconds in cpu.items()},
+        "cpu_us_per_segment": {
+            role: round(seconds / total * 1e6) if seconds == seconds else None  # NaN: not known
+            for role, seconds in cpu.items()
+        },
     }
 
 
@@ -451,7 +492,9 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
                     profiling = plan.profile and name == "gateway"
                     if profiling:
                         proc.send_signal(signal.SIGUSR1)
-                    pids = {name: proc.pid, "receiver": recv.pid}
+                    pids: dict[str, int | tuple[int, ...]] = {name: proc.pid, "receiver": recv.pid}
+                    if databases.get(name, "").startswith("postgresql://"):
+                        pids["postgres"] = await backend_pids(databases[name])
                     result = await phase(name, url, token, receiver, pids, chunk, 60)
                     if profiling:
                         proc.send_signal(signal.SIGUSR2)
@@ -464,8 +507,12 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
                 sends = latency.schedule(split(bodies, first, size))
                 first += size
                 by_server = {}
-                for name, (url, _) in targets.items():
+                for name, (url, proc) in targets.items():
+                    db = databases.get(name, "")
+                    pg = await backend_pids(db) if db.startswith("postgresql://") else ()
+                    waited = await settle((proc.pid, *pg))
                     by_server[name] = await latency.open_loop(name, url, token, receiver, sends, rate)
+                    by_server[name]["settle_seconds"] = round(waited, 1)
                     latency.print_phase(by_server[name])
                 open_model.append(by_server)
         log_lines = {name: sum(1 for _ in (tmp / f"{name}.log").open("rb")) for name in databases}
@@ -493,6 +540,7 @@ def _results(
             "ratio": medians[name]["end_to_end_per_s"] / proxy_med["end_to_end_per_s"],
             "cpu_ratio": _median_cpu(rounds["proxy"], "proxy") / _median_cpu(rounds[name], name),
             "log_lines": log_lines[name],
+            "complete": all(r["delivered"] == r["requests"] and not r["failures"] for r in rounds[name]),
         }
         for name in rounds
         if name != "proxy"
@@ -568,7 +616,8 @@ def _median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _median_cpu(rounds: list[dict[str, Any]], role: str) -> float:
     """Median server CPU per segment over the rounds: what each segment cost the core it ran on."""
-    return float(statistics.median(r["cpu_us_per_segment"][role] for r in rounds))
+    known = [r["cpu_us_per_segment"][role] for r in rounds if r["cpu_us_per_segment"].get(role) is not None]
+    return float(statistics.median(known)) if known else float("nan")
 
 
 def _print_round(n: int, r: dict[str, Any]) -> None:

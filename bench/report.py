@@ -39,7 +39,9 @@ aiohttp proxy that reads each body and POSTs it to the receiver with a `ClientSe
 concurrent client owns one meeting (an Earnings-21 call: real names, which its speakers say) and posts one
 segment event per request with a bearer token. Participants join and give or refuse consent (about one in
 four refuse, so name scrubbing has work) before a warm-up round; only consenting speakers' segments are
-sent, so every request should reach the receiver once. The gateway answers before it delivers, so both
+sent, so every request should reach the receiver once. A second gateway process (`gateway-pg`) runs the same
+way on a fresh PostgreSQL database (created and dropped by the run); both write content to the durable outbox
+with the decisions before answering. The gateway answers before it delivers, so both
 servers are measured end to end: from the first request until the receiver has every segment. Latency is
 per request, as the client sees it. Rounds alternate proxy and gateway; the median round is reported.
 The server under test (gateway or proxy) runs alone on one core; the load generator and the receiver share
@@ -151,6 +153,9 @@ def render(results: dict[str, Any]) -> str:
     c = results.get("core")
     if c and "skipped" not in c:
         out.append(_core_details(c))
+    durable = durable_section(results)
+    if durable:
+        out.append(durable)
     i = results.get("ingest")
     if i:
         out.append(_ingest_details(i))
@@ -200,13 +205,15 @@ def _ingest_details(i: dict[str, Any]) -> str:
         "| round | server | end to end | answered | p50 | p99 | delivered | CPU: server, receiver |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("proxy", "gateway"):
+    for name in i["all_rounds"]:
         for n, r in enumerate(i["all_rounds"][name], 1):
             cpu = r["cpu_seconds"]
             lines.append(
                 f"| {n} | {name} | {_fmt(r['end_to_end_per_s'])} | {_fmt(r['answered_per_s'])} | "
                 f"{r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['delivered']:,}/{r['requests']:,} | "
-                f"{cpu[name]:.1f} s, {cpu['receiver']:.1f} s |"
+                f"{cpu[name]:.1f} s, {cpu['receiver']:.1f} s"
+                + (f" (+ {cpu['postgres']:.1f} s PostgreSQL backends)" if "postgres" in cpu else "")
+                + " |"
             )
     lines.append("")
     if i.get("profile"):
@@ -216,6 +223,155 @@ def _ingest_details(i: dict[str, Any]) -> str:
             f"{_top(i['profile']['cumulative'], 30)}```\n"
         )
     return "\n".join(lines)
+
+
+DURABLE_METHOD = """\
+Throughput: the closed-model rounds of (b), median round per server, end to end (every segment counted at the
+receiver before the clock stops; a round with a segment missing marks the run incomplete). Both gateways run
+the durable outbox: a segment's content is sealed and written to the store in the transaction that logs its
+decisions, before the request is answered, and delivered afterwards. The PostgreSQL server is the machine's
+own service, not pinned: the CPU of the backends serving the gateway's connections is counted beside the
+gateway's (its background writers are not), and it competes with the gateway or with the load generator and
+receiver for a core. Latency: after the throughput rounds, each server receives the same segments at each
+constant offered rate (an open model: segment *i* leaves at *start + i / rate* whatever became of the earlier
+ones, round-robin over the meetings); the target applies below the knee, where the figure is the cost of a
+segment's way through rather than queueing, and *load* (offered rate over the server's sustained throughput in
+the same run) says how far below the knee each figure was taken. A segment's latency is from the moment the
+client starts its POST to the moment the receiver has read it (both `time.monotonic`, one clock for all
+processes); added latency is the gateway's percentile minus the pass-through's at the same rate (a difference
+of percentiles: segments are not paired). Withdrawal propagation: `bench/replicas.py`, two gateways in one
+process on one fresh PostgreSQL database; after replica A acknowledges a withdrawal, *refusal* is the time
+until replica B first stops answering yes for that participant (a stale view holds), *applied* until B's view
+says no; a segment of the participant is posted to B at each acknowledgement and must never reach the
+destination.
+"""
+
+
+def durable_section(results: dict[str, Any]) -> str:
+    """Issue 5's figures: durable-outbox throughput and added latency per store, withdrawal propagation."""
+    i, r = results.get("ingest"), results.get("replicas")
+    if not i and not r:
+        return ""
+    rows = [*(_durable_rows(i) if i else []), *(_replica_rows(r) if r else [])]
+    lines = [
+        "## Durable delivery (issue 5)\n",
+        f"Command: `{results['command']}` ({results['seconds']} s, {results['when']})\n",
+        f"Machine: {machine.line(results['machine'])}\n",
+        *(
+            ["**A `--quick` run (smaller sizes): figures to check the benchmark, not to quote.**\n"]
+            if "--quick" in results["command"]
+            else []
+        ),
+        "| figure | result | target |",
+        "|---|---|---|",
+        *(f"| {figure} | {result} | {target} |" for figure, result, target in rows),
+        "",
+    ]
+    if i and i.get("latency"):
+        lines.append(_latency_table(i))
+    lines.append(DURABLE_METHOD)
+    return "\n".join(lines)
+
+
+def _latency_table(i: dict[str, Any]) -> str:
+    lat = i["latency"]
+    sustained = {"proxy": i["proxy"]["end_to_end_per_s"]}
+    sustained |= {name: g["median"]["end_to_end_per_s"] for name, g in i.get("gateways", {}).items()}
+    lines = [
+        f"Latency phases, {lat['seconds_per_rate']:.0f} s per server at each offered rate ({lat['measure']}; "
+        "*load* is the offered rate over the server's sustained throughput above):\n",
+        "| offered | server | load | achieved | POST to arrival p50 / p99 / max | POST to response p50 / p99 "
+        "| arrived |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for step in lat["by_rate"]:
+        for name, ph in step["phases"].items():
+            a, s = ph["arrival_ms"], ph["response_ms"]
+            load = f"{step['rate'] / sustained[name]:.0%}" if name in sustained else "-"
+            lines.append(
+                f"| {step['rate']:.0f}/s | {name} | {load} | {ph['achieved_rate']:.0f}/s | {a['p50']:.1f} / "
+                f"{a['p99']:.1f} / {a['max']:.1f} ms | {s['p50']:.1f} / {s['p99']:.1f} ms | "
+                f"{ph['arrived']:,}/{ph['requests']:,} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _load(rate: float, i: dict[str, Any], name: str) -> str:
+    g = i.get("gateways", {}).get(name)
+    return f", {rate / g['median']['end_to_end_per_s']:.0%} of its sustained throughput" if g else ""
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _durable_rows(i: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    p = i["proxy"]
+    target = i.get("durable_target_ratio", 0.50)
+    gateways = i.get("gateways", {})
+    for name, store in (("gateway", "SQLite"), ("gateway-pg", "PostgreSQL")):
+        figure = f"sustained throughput, durable outbox on {store} (segments/s, end to end)"
+        g = gateways.get(name)
+        if g is None:
+            rows.append(
+                (
+                    figure,
+                    f"skipped: {i.get('postgres_skipped', 'not run')}",
+                    f">= {target:.2f} of pass-through",
+                )
+            )
+            continue
+        m = g["median"]
+        rows.append(
+            (
+                figure,
+                f"{_fmt(m['end_to_end_per_s'])} vs {_fmt(p['end_to_end_per_s'])} pass-through: "
+                f"**{g['ratio']:.2f}** (server CPU per segment {_cpu_per(m, name)}"
+                + (f" + {_cpu_per(m, 'postgres')} in PostgreSQL" if "postgres" in m["cpu_seconds"] else "")
+                + f" vs {_cpu_per(p, 'proxy')})"
+                + ("" if g.get("complete", True) else " **INCOMPLETE: segments lost or failed**"),
+                f">= {target:.2f} of pass-through: {_met(g['ratio'] >= target)}",
+            )
+        )
+    lat: dict[str, Any] = i.get("latency") or {}
+    for step in lat.get("by_rate", []):
+        for name, store in (("gateway", "SQLite"), ("gateway-pg", "PostgreSQL")):
+            if name not in step["added"]:
+                continue
+            a, g = step["added"][name], step["phases"][name]["arrival_ms"]
+            b = step["phases"]["proxy"]["arrival_ms"]
+            rows.append(
+                (
+                    f"added latency per segment, {store}, p50 / p99 (POST to arrival at the receiver, "
+                    f"{step['rate']:.0f}/s offered{_load(step['rate'], i, name)})",
+                    f"**{a['p50']:+.1f} / {a['p99']:+.1f} ms** (gateway {g['p50']:.1f} / {g['p99']:.1f} ms, "
+                    f"pass-through {b['p50']:.1f} / {b['p99']:.1f} ms)",
+                    f"p99 added < {lat['target_added_p99_ms']:.0f} ms: "
+                    f"{_met(a['p99'] < lat['target_added_p99_ms'])}",
+                )
+            )
+    rows.append(("every segment reached the receiver (counted)", "yes" if i["complete"] else "**no**", "yes"))
+    return rows
+
+
+def _replica_rows(r: dict[str, Any]) -> list[tuple[str, str, str]]:
+    if "skipped" in r:
+        return [("withdrawal propagation, replica A to replica B", f"skipped: {r['skipped']}", "-")]
+    return [
+        (
+            f"withdrawal propagation A to B, {label}, p50 / p99 ({r['n']} withdrawals)",
+            f"**{r[key]['p50']:.2f} / {r[key]['p99']:.2f} ms** (max {r[key]['max']:.2f} ms)",
+            "-",
+        )
+        for key, label in (("refusal", "B stops forwarding"), ("applied", "B's view applied"))
+    ] + [
+        (
+            "segments posted to B at each withdrawal's acknowledgement that reached the destination",
+            f"{r['delivered_after_ack']} of {r['n']}",
+            f"0: {_met(r['delivered_after_ack'] == 0)}",
+        )
+    ]
 
 
 def _top(profile: str, n: int) -> str:

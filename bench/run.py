@@ -1,13 +1,15 @@
-"""``make bench``: the foundation benchmarks, their baselines, and docs/benchmarks.md.
+"""``make bench``: every benchmark, its baseline, and docs/benchmarks.md, in one run.
 
-    .venv/bin/python bench/run.py                 # both benchmarks, full size (a few minutes)
-    .venv/bin/python bench/run.py --quick         # a quarter of the corpus, one ingest round (~30 s)
-    .venv/bin/python bench/run.py --only core     # or --only ingest
+    .venv/bin/python bench/run.py                 # everything, full size (about 5 minutes)
+    .venv/bin/python bench/run.py --quick         # smaller sizes, one ingest round (a minute or two)
+    .venv/bin/python bench/run.py --only core     # or --only ingest, --only replicas
     .venv/bin/python bench/run.py --profile       # also profile the core and the gateway process
 
 (a) ``core``: decisions per second of the pure decision core on one core over the shared corpus, name
 scrubbing on, against the same loop with scrubbing off. (b) ``ingest``: segments per second through
-``POST /v1/events`` of the real gateway to a loopback receiver, against a pass-through aiohttp proxy.
+``POST /v1/events`` of the real gateway (durable outbox on SQLite, and on a fresh PostgreSQL database) to a
+loopback receiver, against a pass-through aiohttp proxy; then the latency each adds per segment at a constant
+offered rate. (c) ``replicas``: withdrawal propagation between two gateways on one PostgreSQL database.
 Results go to bench/results/ (JSON) and, unless ``--no-docs``, docs/benchmarks.md.
 """
 
@@ -28,13 +30,16 @@ sys.path.insert(0, str(BENCH.parent))  # `python bench/run.py` from a checkout w
 import core  # noqa: E402 - path set up above
 import ingest  # noqa: E402
 import machine  # noqa: E402
+import replicas  # noqa: E402
 import report  # noqa: E402
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs for a fast check")
-    parser.add_argument("--only", choices=["core", "ingest"], help="run one benchmark")
+    parser.add_argument("--only", choices=["core", "ingest", "replicas"], help="run one benchmark")
     parser.add_argument("--reps", type=int, help="core: timed repetitions (default 5, quick 3)")
     parser.add_argument("--clients", type=int, default=32, help="ingest: concurrent clients (default 32)")
     parser.add_argument("--requests", type=int, help="ingest: requests per round (default 8000, quick 2000)")
@@ -45,10 +50,28 @@ def main(argv: list[str] | None = None) -> int:
         choices=["debug", "info", "warning", "error"],
         help="ingest: the gateway's log level (default info, as `serve` runs by default)",
     )
+    parser.add_argument(
+        "--rates",
+        default="50,200",
+        help="ingest: segments/s offered in the latency phases, comma-separated (default 50,200)",
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, help="ingest: seconds per server and rate (default 15, quick 3)"
+    )
+    parser.add_argument(
+        "--postgres",
+        default=POSTGRES,
+        help=f"PostgreSQL server URL without a database (default {POSTGRES}); a fresh database is created "
+        "and dropped; 'none' runs SQLite only and skips the replicas benchmark",
+    )
+    parser.add_argument(
+        "--withdrawals", type=int, help="replicas: withdrawals measured (default 500, quick 50)"
+    )
     parser.add_argument("--profile", action="store_true", help="profile the core and the gateway process")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args(argv)
 
+    postgres = None if args.postgres.lower() == "none" else args.postgres.rstrip("/")
     info = machine.describe()
     print(f"machine: {machine.line(info)}")
     started = time.perf_counter()
@@ -67,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             log_level=args.gateway_log_level,
             profile=args.profile,
+            postgres=postgres,
+            rates=tuple(float(r) for r in args.rates.split(",") if r.strip()),
+            latency_seconds=args.latency_seconds,
         )
+    if args.only in (None, "replicas"):
+        skipped = "--postgres none" if postgres is None else ingest.postgres_unreachable(postgres)
+        if postgres is None or skipped:
+            print(f"[replicas] skipped: {skipped}")
+            results["replicas"] = {"skipped": skipped}
+        else:
+            results["replicas"] = replicas.run(quick=args.quick, n=args.withdrawals, server=postgres)
     results["seconds"] = round(time.perf_counter() - started, 1)
     out = write_results(results)
     print(f"results: {out} ({results['seconds']} s)")

@@ -1,6 +1,7 @@
 """The two stand-ins the ingest benchmark runs in processes of their own, on 127.0.0.1 only.
 
-    python bench/servers.py receiver                  # the AI service: answers 200, counts what it got
+    python bench/servers.py receiver                  # the AI service: answers 200, counts what it got,
+                                                      # and on request stamps each segment's arrival
     python bench/servers.py proxy --upstream URL      # the pass-through baseline: POST in, POST out
     python bench/servers.py gateway --profile-out F   # `consent-gateway serve` (settings from the
                                                       # environment), profiled between SIGUSR1 and SIGUSR2
@@ -14,32 +15,73 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import signal
 import sys
+import time
 
 import aiohttp
 from aiohttp import web
 
 COUNT = web.AppKey("count", list[int])
+STAMPS = web.AppKey("stamps", dict[str, float])
+STAMPING = web.AppKey("stamping", list[bool])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 UPSTREAM = web.AppKey("upstream", str)
 
 
 async def receive(request: web.Request) -> web.Response:
-    await request.read()
+    body = await request.read()
+    # CLOCK_MONOTONIC is one clock for every process on the machine, so the load generator can subtract
+    # its own send time from this; read before parsing, so the parse is not part of the latency.
+    arrived = time.monotonic()
     request.app[COUNT][0] += 1
+    if request.app[STAMPING][0]:
+        for key in segment_keys(body):
+            request.app[STAMPS].setdefault(key, arrived)
     return web.Response(status=200)
+
+
+def segment_keys(body: bytes) -> list[str]:
+    """``meeting_id/segment_id`` of each segment a body carries: a segment event (the pass-through sends the
+    client's event on) or the gateway's ``segment`` or ``transcript`` delivery."""
+    doc = json.loads(body)
+    segments = doc.get("segments") or [doc]
+    return [f"{s.get('meeting_id', doc.get('meeting_id'))}/{s.get('segment_id')}" for s in segments]
 
 
 async def stats(request: web.Request) -> web.Response:
     return web.json_response({"count": request.app[COUNT][0]})
 
 
+async def start_stamps(request: web.Request) -> web.Response:
+    """Forget earlier stamps and stamp every segment from now on (only then: parsing costs the receiver)."""
+    request.app[STAMPS].clear()
+    request.app[STAMPING][0] = True
+    return web.json_response({"stamping": True})
+
+
+async def read_stamps(request: web.Request) -> web.Response:
+    """Arrival times (monotonic seconds) by ``meeting_id/segment_id`` since ``POST /stamps``."""
+    return web.json_response(request.app[STAMPS])
+
+
+async def stop_stamps(request: web.Request) -> web.Response:
+    request.app[STAMPING][0] = False
+    request.app[STAMPS].clear()
+    return web.json_response({"stamping": False})
+
+
 def receiver_app() -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[COUNT] = [0]
+    app[STAMPS] = {}
+    app[STAMPING] = [False]
     app.router.add_post("/segments", receive)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/stamps", start_stamps)
+    app.router.add_get("/stamps", read_stamps)
+    app.router.add_delete("/stamps", stop_stamps)
     return app
 
 
