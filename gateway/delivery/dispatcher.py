@@ -54,6 +54,8 @@ Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
 """``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
 """Told once per submitted item how it ended (with the item as submitted)."""
+_RECOVER_BATCH = 500
+"""Items claimed from the store per query (``Outbox.recover``'s default limit)."""
 LaneKey = tuple[str, str]
 """(meeting_id, destination)."""
 Send = Callable[[DestinationConfig, str, bytes, int], Awaitable[Attempt]]
@@ -192,8 +194,12 @@ class Dispatcher:
         if self._closed:
             raise RuntimeError("dispatcher is closed")
         if self._outbox is not None:
-            for item in await self._outbox.recover(self._destinations, everything=not self._shared_store):
-                self.submit(item)
+            while True:  # in batches, until a batch comes back short
+                recovered = await self._outbox.recover(self._destinations, everything=not self._shared_store)
+                for item in recovered:
+                    self.submit(item)
+                if self._outbox.last_claimed < _RECOVER_BATCH:
+                    break
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="outbox-leases")
         self._started = True
         for key in list(self._lanes):

@@ -54,6 +54,8 @@ class Outbox:
         self._clock = clock
         self._unrecorded: set[asyncio.Future[None]] = set()
         self._done: list[stored.Finished] = []
+        self.last_claimed = 0
+        """How many items the latest ``recover`` claimed (readable or not)."""
 
     def lease(self) -> stored.Lease:
         return stored.Lease(self.owner, self._clock() + self.lease_seconds)
@@ -116,6 +118,9 @@ class Outbox:
             else (),
             at=self._clock(),
         )
+        self._record(done)
+
+    def _record(self, done: stored.Finished) -> None:
         # outcomes of one loop iteration share one write (and with it the writer's next commit)
         if not self._done:
             asyncio.get_running_loop().call_soon(self._record_done)
@@ -175,11 +180,10 @@ class Outbox:
             log.error(
                 "outbox.unrecoverable", idempotency_key=row.key, destination=row.destination, reason=reason
             )
-            self.store.finish_outbox(
-                [stored.Finished(row.key, str(Status.FAILED), reason, 0, None, (), self._clock())]
-            )
+            self._record(stored.Finished(row.key, str(Status.FAILED), reason, 0, None, (), self._clock()))
         if claimed:
             log.info("outbox.recovered", items=len(items), unrecoverable=len(claimed) - len(items))
+        self.last_claimed = len(claimed)
         return items
 
 

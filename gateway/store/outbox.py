@@ -116,10 +116,12 @@ MARK_SENT = "UPDATE outbox_parts SET sealed = NULL, state = 'sent' WHERE item_ke
 CLEAR_PARTS = "UPDATE outbox_parts SET sealed = NULL, state = ? WHERE item_key = ? AND sealed IS NOT NULL"
 RENEW = "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND status = 'pending'"
 RELEASE = "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND status = 'pending'"
+# Never the claimant's own items: those are in its lanes already (and at start, with ``now`` infinite, the
+# batch just claimed would otherwise be claimed again by the next query).
 CLAIM = (
     "UPDATE outbox SET lease_owner = ?, lease_until = ?"
-    " WHERE status = 'pending' AND lease_until < ? AND id IN"
-    " (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ? ORDER BY id LIMIT ?)"
+    " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ?"
+    " AND (lease_owner IS NULL OR lease_owner <> ?) ORDER BY id LIMIT ?)"
     " RETURNING id, item_key, meeting_id, destination, kind, purposes, created_at, expires_at"
 )
 CLAIMED_PARTS = (

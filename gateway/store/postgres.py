@@ -266,7 +266,7 @@ class PostgresStore(GroupCommit, SQLReads):
         pool = self._pool_or_fail()
         try:
             async with pool.acquire() as conn, conn.transaction():
-                heads = await conn.fetch(_CLAIM, lease.owner, lease.until, now, now, limit)
+                heads = await conn.fetch(_CLAIM, lease.owner, lease.until, now, lease.owner, limit)
                 items = []
                 for head in sorted(heads, key=lambda h: int(h[0])):
                     parts = await conn.fetch(_CLAIMED_PARTS, head[1])

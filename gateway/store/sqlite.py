@@ -300,7 +300,7 @@ class SQLiteStore(GroupCommit, SQLReads):
     ) -> list[outbox.OutboxItem]:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            heads = conn.execute(outbox.CLAIM, (lease.owner, lease.until, now, now, limit)).fetchall()
+            heads = conn.execute(outbox.CLAIM, (lease.owner, lease.until, now, lease.owner, limit)).fetchall()
             items = [
                 outbox.claimed_item(head, conn.execute(outbox.CLAIMED_PARTS, (head[1],)).fetchall())
                 for head in sorted(heads, key=lambda h: int(h[0]))
