@@ -5,39 +5,28 @@ logs."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from gateway.app import create_app
 from gateway.delivery.http import Attempt
 from gateway.delivery.items import DestinationConfig, Item, Part, body, idempotency_key
 from gateway.delivery.retry import Verdict, classify
 from gateway.delivery.summariser import transcript
 from gateway.delivery.transports import Transports
-from gateway.settings import Settings
-from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 from tests.fakes.openai_compat import FakeOpenAI
 from tests.web.harness import (
-    INGEST_TOKEN,
-    SIGNING_SECRET,
-    WEBHOOK_SECRET,
-    LiveGateway,
     consent,
     event,
     joined,
     segment,
-    until_fresh,
+    serving_policy,
     wait_for,
 )
 
@@ -293,35 +282,6 @@ def _policy(base_url: str, summary_url: str) -> str:
     ])  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def serving_summaries(
-    tmp: Path, openai: FakeOpenAI, webhook: FakeAIService
-) -> AsyncIterator[LiveGateway]:
-    policy = tmp / "policy.yaml"
-    policy.write_text(_policy(openai.base_url, webhook.url))
-    database = await database_for(tmp)  # the backend under test (SQLite or PostgreSQL)
-    settings = Settings(
-        port=0,
-        database=database,
-        secrets_file=tmp / "secrets.json",
-        policies=(policy,),
-        ingest_token=SecretStr(INGEST_TOKEN),
-        webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
-        signing_secret=SecretStr(SIGNING_SECRET),
-        tick_seconds=0.05,
-    )
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        async with aiohttp.ClientSession() as http:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            await until_fresh(runner.app)
-            yield LiveGateway(runner.app, url, http, {}, policy, database)
-    finally:
-        await runner.cleanup()
-
-
 def _arrived(webhook: FakeAIService) -> Callable[[], Any]:
     async def check() -> bool:
         return bool(webhook.accepted())
@@ -334,7 +294,7 @@ async def test_the_gateway_summarises_only_consented_words(tmp_path, openai, web
     them arrives signed at the webhook, after one 429 was retried."""
     monkeypatch.setenv("NOTES_API_KEY", API_KEY)
     monkeypatch.setenv("NOTES_SECRET", SECRET)
-    async with serving_summaries(tmp_path, openai, webhook) as gw:
+    async with serving_policy(tmp_path, _policy(openai.base_url, webhook.url)) as gw:
         await gw.send(joined("p-ada", "Ada"), joined("p-wen", "Wen"))
         await gw.send(consent("p-ada", "given"))
         await gw.send(segment("s1", "p-ada", "Ada speaks."), segment("s2", "p-wen", "Wen declined."))

@@ -5,40 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from gateway.app import create_app
 from gateway.delivery.http import Attempt
 from gateway.delivery.items import DestinationConfig, Item, Part, body
 from gateway.delivery.retry import Verdict, classify
 from gateway.delivery.transports import Transports
 from gateway.delivery.websocket import frame, parse_reply
-from gateway.settings import Settings
-from tests.conftest import database_for
 from tests.fakes.ws_destination import FakeWSDestination
 from tests.web.harness import (
-    INGEST_TOKEN,
-    SIGNING_SECRET,
-    WEBHOOK_SECRET,
-    LiveGateway,
     consent,
     joined,
     segment,
-    until_fresh,
+    serving_policy,
 )
 
 SECRET = "whsec_" + base64.b64encode(b"websocket destination secret, 32").decode()
@@ -292,37 +281,10 @@ def _policy(url: str) -> str:
     ])  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def serving_ws(tmp: Path, url: str) -> AsyncIterator[LiveGateway]:
-    policy = tmp / "policy.yaml"
-    policy.write_text(_policy(url))
-    database = await database_for(tmp)  # the backend under test (SQLite or PostgreSQL)
-    settings = Settings(
-        port=0,
-        database=database,
-        secrets_file=tmp / "secrets.json",
-        policies=(policy,),
-        ingest_token=SecretStr(INGEST_TOKEN),
-        webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
-        signing_secret=SecretStr(SIGNING_SECRET),
-        tick_seconds=0.05,
-    )
-    app = create_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        async with aiohttp.ClientSession() as http:
-            await until_fresh(app)
-            yield LiveGateway(app, f"http://127.0.0.1:{runner.addresses[0][1]}", http, {}, policy, database)
-    finally:
-        await runner.cleanup()
-
-
 async def test_the_gateway_streams_consented_segments(tmp_path, destination, monkeypatch) -> None:
     """End to end: only the consenting speaker's segments arrive; a resend after a lost ack is stored once."""
     monkeypatch.setenv("WS_DESTINATION_SECRET", SECRET)
-    async with serving_ws(tmp_path, destination.url) as gw:
+    async with serving_policy(tmp_path, _policy(destination.url)) as gw:
         await gw.send(joined("p-ada", "Ada"), joined("p-wen", "Wen"))
         await gw.send(consent("p-ada", "given"))
         await gw.send(segment("s1", "p-ada", "Ada speaks."), segment("s2", "p-wen", "Wen speaks."))

@@ -242,8 +242,30 @@ async def serving(
     shadow policies...)."""
     async with AsyncExitStack() as stack:
         fakes = {d.id: await stack.enter_async_context(FakeAIService(SIGNING_SECRET)) for d in dests}
+        text = policy_yaml({d: f.url for d, f in fakes.items()}, dests, window=window, mode=mode)
+        served = serving_policy(
+            tmp, text, fakes=fakes, max_body_bytes=max_body_bytes, tick_seconds=tick_seconds,
+            database=database, **settings,
+        )  # fmt: skip
+        yield await stack.enter_async_context(served)
+
+
+@asynccontextmanager
+async def serving_policy(
+    tmp: Path,
+    policy_text: str,
+    *,
+    fakes: Mapping[str, FakeAIService] | None = None,
+    max_body_bytes: int = 1024 * 1024,
+    tick_seconds: float = 0.05,
+    database: str | None = None,
+    **settings: Any,
+) -> AsyncIterator[LiveGateway]:
+    """A gateway serving on loopback under the policy ``policy_text`` (destinations the test runs itself),
+    on the test's database at ``tmp`` unless ``database`` names another."""
+    async with AsyncExitStack() as stack:
         policy = tmp / "policy.yaml"
-        policy.write_text(policy_yaml({d: f.url for d, f in fakes.items()}, dests, window=window, mode=mode))
+        policy.write_text(policy_text)
         url = database or await database_for(tmp)
         settings.setdefault("secrets_file", tmp / "secrets.json")  # PostgreSQL has no directory of its own
         config = Settings(
@@ -265,4 +287,4 @@ async def serving(
         port = runner.addresses[0][1]
         http = await stack.enter_async_context(aiohttp.ClientSession())
         await until_fresh(app)
-        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, fakes, policy, url)
+        yield LiveGateway(app, f"http://127.0.0.1:{port}", http, dict(fakes or {}), policy, url)
