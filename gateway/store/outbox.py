@@ -6,7 +6,7 @@ unit of idempotency); each part is one participant's segment (the unit of withdr
 with the outbox key (``gateway.sealing``) and bound to its item key and segment id. Once a part is sent,
 withdrawn or expired its sealed payload is set to NULL: what remains is ids, a digest and the outcome.
 
-``consent_now`` keeps, per meeting, participant and purpose, the latest accepted choice from the ledger,
+``consent_now`` keeps, per meeting, participant and purpose, the latest accepted choice (and its expiry),
 written in the ledger's own transaction. Delivery asks it before sending content whose meeting this process
 does not hold in memory (recovered after a restart, taken over from another replica) and before every send
 on a shared database, so a withdrawal recorded by any replica stops every replica's sends.
@@ -105,8 +105,10 @@ INSERT_PART = (
     " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (item_key, ord) DO NOTHING"
 )
 UPSERT_CONSENT_NOW = (
-    "INSERT INTO consent_now (meeting_id, subject, purpose, seq, choice) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (meeting_id, subject, purpose) DO UPDATE SET seq = excluded.seq, choice = excluded.choice"
+    "INSERT INTO consent_now (meeting_id, subject, purpose, seq, choice, expires_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (meeting_id, subject, purpose) DO UPDATE SET seq = excluded.seq, choice = excluded.choice,"
+    " expires_at = excluded.expires_at"
 )
 FINISH_ITEM = (
     "UPDATE outbox SET status = ?, reason = ?, attempts = ?, http_status = ?, finished_at = ?,"
@@ -168,33 +170,22 @@ def purge_statements(purge: Purge, column: Column = _same) -> list[tuple[str, tu
     ]
 
 
-def blocked_query(
-    meeting_id: str, participants: tuple[str, ...], purposes: tuple[str, ...], column: Column = _same
-) -> tuple[str, tuple[str, ...]]:
-    """Participants whose latest accepted choice for one of ``purposes`` in the meeting is not ``given``."""
-    sql = (
-        "SELECT DISTINCT subject FROM consent_now WHERE meeting_id = ?"  # noqa: S608
-        f" AND subject IN ({marks(len(participants))}) AND purpose IN ({marks(len(purposes))})"
-        " AND choice <> 'given'"
-    )
-    return sql, (column(meeting_id), *map(column, participants), *purposes)
-
-
 PAIRS_PER_QUERY = 400
 """(meeting, participant) pairs per batched consent query: well under SQLite's bound-parameter limit."""
 
 
 def blocked_pairs_query(
-    pairs: Sequence[tuple[str, str]], purposes: tuple[str, ...]
-) -> tuple[str, tuple[str, ...]]:
-    """Which of the (already stored-form) pairs' latest accepted choice refuses one of ``purposes``."""
+    pairs: Sequence[tuple[str, str]], purposes: tuple[str, ...], now: float
+) -> tuple[str, tuple[object, ...]]:
+    """Which of the (already stored-form) pairs' latest accepted choice refuses one of ``purposes``, or
+    gave it with an expiry that has passed at ``now`` (unix seconds)."""
     values = ", ".join("(?, ?)" for _ in pairs)
     sql = (
         "SELECT DISTINCT meeting_id, subject FROM consent_now"  # noqa: S608 - placeholders only
-        f" WHERE purpose IN ({marks(len(purposes))}) AND choice <> 'given'"
+        f" WHERE purpose IN ({marks(len(purposes))}) AND (choice <> 'given' OR expires_at <= ?)"
         f" AND (meeting_id, subject) IN (VALUES {values})"
     )
-    return sql, (*purposes, *(value for pair in pairs for value in pair))
+    return sql, (*purposes, now, *(value for pair in pairs for value in pair))
 
 
 def consent_now_rows(seq: int, record: ConsentRecord, column: Column = _same) -> list[tuple[object, ...]]:
@@ -203,7 +194,8 @@ def consent_now_rows(seq: int, record: ConsentRecord, column: Column = _same) ->
         return []
     choice = ConsentChoice(record.choice).value
     meeting, subject = column(record.meeting_id), column(record.subject)
-    return [(meeting, subject, purpose, seq, choice) for purpose in record.purposes]
+    expires = None if record.expires_at is None else record.expires_at.timestamp()
+    return [(meeting, subject, purpose, seq, choice, expires) for purpose in record.purposes]
 
 
 def item_rows(

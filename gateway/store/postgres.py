@@ -75,7 +75,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_parts_participant ON outbox_parts (meeting_id, participant_id)",
         """CREATE TABLE consent_now (
             meeting_id TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL, seq BIGINT NOT NULL,
-            choice TEXT NOT NULL, PRIMARY KEY (meeting_id, subject, purpose))""",
+            choice TEXT NOT NULL, expires_at DOUBLE PRECISION, PRIMARY KEY (meeting_id, subject, purpose))""",
     ),
     # 3: every ledger row notifies the other replicas at commit (gateway.replication, gateway.store.pg_listen)
     (
@@ -295,7 +295,7 @@ class PostgresStore(GroupCommit, SQLReads):
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, params: list[str]) -> list[Any]:
+    async def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
         pool = self._pool_or_fail()
         try:
             return list(await pool.fetch(sql, *params))

@@ -7,6 +7,7 @@ decoding are the same everywhere.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on 
 
 class SQLReads(ABC):
     @abstractmethod
-    async def _fetch(self, sql: str, params: list[str]) -> list[Any]: ...
+    async def _fetch(self, sql: str, params: list[Any]) -> list[Any]: ...
 
     @abstractmethod
     def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]: ...
@@ -59,25 +60,22 @@ class SQLReads(ABC):
         self, meeting_id: str, participants: Sequence[str], purposes: Sequence[str]
     ) -> set[str]:
         """Participants whose latest accepted choice in the meeting refuses or withdraws one of these."""
-        if not participants or not purposes:
-            return set()
-        sql, params = outbox.blocked_query(meeting_id, tuple(participants), tuple(purposes), self._column_of)
-        found = await self._fetch(self._placeholders(sql), list(params))
-        escaped = {self._column_of(p): p for p in participants}
-        return {escaped.get(str(r[0]), str(r[0])) for r in found}
+        found = await self.blocked_pairs([(meeting_id, who) for who in participants], purposes)
+        return {who for _, who in found}
 
     async def blocked_pairs(
         self, pairs: Sequence[tuple[str, str]], purposes: Sequence[str]
     ) -> set[tuple[str, str]]:
-        """``blocked`` for many (meeting, participant) pairs in few queries: those refused or withdrawn."""
+        """``blocked`` for many (meeting, participant) pairs in few queries: those refused or withdrawn, or
+        whose grant has expired by now."""
         found: set[tuple[str, str]] = set()
-        if not purposes:
+        if not purposes or not pairs:
             return found
         original = {(self._column_of(m), self._column_of(p)): (m, p) for m, p in pairs}
         keys = list(original)
         for start in range(0, len(keys), outbox.PAIRS_PER_QUERY):
             chunk = keys[start : start + outbox.PAIRS_PER_QUERY]
-            sql, params = outbox.blocked_pairs_query(chunk, tuple(purposes))
+            sql, params = outbox.blocked_pairs_query(chunk, tuple(purposes), time.time())
             for row in await self._fetch(self._placeholders(sql), list(params)):
                 pair = original.get((str(row[0]), str(row[1])))
                 if pair is not None:

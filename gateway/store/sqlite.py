@@ -18,7 +18,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -70,7 +70,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_parts_participant ON outbox_parts (meeting_id, participant_id)",
         """CREATE TABLE consent_now (
             meeting_id TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL, seq INTEGER NOT NULL,
-            choice TEXT NOT NULL, PRIMARY KEY (meeting_id, subject, purpose))""",
+            choice TEXT NOT NULL, expires_at REAL, PRIMARY KEY (meeting_id, subject, purpose))""",
     ),
 )
 
@@ -325,7 +325,7 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     # --- reads ---------------------------------------------------------------------------------------
 
-    async def _fetch(self, sql: str, params: list[str]) -> list[sqlite3.Row]:
+    async def _fetch(self, sql: str, params: list[Any]) -> list[sqlite3.Row]:
         if self._reader_db is None:
             raise StorageError("storage is not open")
         try:

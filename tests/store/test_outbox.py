@@ -4,6 +4,7 @@ in the same transaction, claimed under leases, finished with payloads cleared, a
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 
 from gateway.model import ConsentChoice
 from gateway.store import outbox
@@ -143,3 +144,14 @@ async def test_blocked_pairs_answers_many_meetings_at_once(store: Store) -> None
     assert await store.blocked_pairs(pairs, ["training"]) == set()
     many = [(f"m{n}", "p") for n in range(1000)] + [("m1", "p2")]  # more than one query's worth
     assert await store.blocked_pairs(many, ["summary"]) == {("m1", "p2")}
+
+
+async def test_a_given_consent_whose_expiry_has_passed_blocks(store: Store) -> None:
+    """Recovered content is checked against the store alone: an expired grant must not let it leave."""
+    await store.append_consent(
+        consent_record(record_id="old", subject="p1", expires_at=datetime(2020, 1, 1, tzinfo=UTC))
+    )
+    await store.append_consent(
+        consent_record(record_id="new", subject="p2", expires_at=datetime(2999, 1, 1, tzinfo=UTC))
+    )
+    assert await store.blocked("m1", ["p1", "p2"], ["summary"]) == {"p1"}
