@@ -86,6 +86,11 @@ async def test_destination_down_then_back_loses_nothing(tmp_path: Path) -> None:
             verifier.forbidden.add(f"b{n}")
         await wait_for(lambda: _arrived(live.fake, verifier.consented), "every consented segment", 60)
         verifier.check(live.fake)
+
+        async def recorded() -> bool:  # outcomes are recorded in a commit after the delivery itself
+            return {row["status"] for row in await live.store.outbox_report()} == {"delivered"}
+
+        await wait_for(recorded, "every outcome recorded")
         report = await live.store.outbox_report()
         assert {row["status"] for row in report} == {"delivered"}
         assert sum(int(row["sealed_parts"]) for row in report) == 0  # no text left at rest
