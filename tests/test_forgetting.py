@@ -73,6 +73,7 @@ async def test_a_meeting_with_content_still_retrying_is_not_forgotten(tmp_path: 
         await gateway.tick(now + timedelta(minutes=11))
         assert gateway.meeting("generic", "m1") is not None
         await _until(lambda: any(r.ok for r in service.received))
+        await _until(lambda: dispatcher.depth() == 0)  # the answer reached the lane: the item has finished
         await gateway.tick(now + timedelta(minutes=12))
         assert gateway.meeting("generic", "m1") is None
         await dispatcher.close()
