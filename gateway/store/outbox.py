@@ -20,6 +20,7 @@ SQL is written with ``?`` placeholders; ``numbered()`` turns a statement into Po
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class Lease:
     until: float
 
 
+@functools.lru_cache(maxsize=512)
 def numbered(sql: str) -> str:
     """``?`` placeholders as ``$1, $2, ...`` (PostgreSQL). The statements here have no ``?`` in literals."""
     counter = iter(range(1, 10_000))
@@ -214,15 +216,21 @@ def item_rows(
     return head, parts
 
 
-def finish_rows(done: Finished, column: Column = _same) -> list[tuple[str, tuple[object, ...]]]:
-    statements: list[tuple[str, tuple[object, ...]]] = [
-        (FINISH_ITEM, (done.status, done.reason, done.attempts, done.http_status, done.at, done.key))
-    ]
-    statements += [(MARK_SENT, (done.key, column(segment))) for segment in done.sent]
-    # what was not in the delivered request (withdrawn meanwhile) or never went: its payload goes too
-    leftover = "withdrawn" if done.status == DELIVERED else (done.reason or done.status)
-    statements.append((CLEAR_PARTS, (leftover, done.key)))
-    return statements
+def finish_statements(
+    done: Sequence[Finished], column: Column = _same
+) -> list[tuple[str, list[tuple[object, ...]]]]:
+    """The statements recording ``done``, each with its rows of parameters, in the order they run: every
+    item's outcome, then its sent parts, then whatever is left of its parts (cleared)."""
+    finish: list[tuple[object, ...]] = []
+    sent: list[tuple[object, ...]] = []
+    clear: list[tuple[object, ...]] = []
+    for d in done:
+        finish.append((d.status, d.reason, d.attempts, d.http_status, d.at, d.key))
+        sent += [(d.key, column(segment)) for segment in d.sent]
+        # what was not in the delivered request (withdrawn meanwhile) or never went: its payload goes too
+        clear.append(("withdrawn" if d.status == DELIVERED else (d.reason or d.status), d.key))
+    ordered = ((FINISH_ITEM, finish), (MARK_SENT, sent), (CLEAR_PARTS, clear))
+    return [(sql, rows) for sql, rows in ordered if rows]
 
 
 def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxItem:

@@ -257,8 +257,8 @@ class PostgresStore(GroupCommit, SQLReads):
         if batch.items:
             await conn.executemany(_INSERT_ITEM, batch.items)
             await conn.executemany(_INSERT_PART, batch.parts)
-        for sql, params in batch.statements:
-            await conn.execute(outbox.numbered(sql), *params)
+        for sql, many in batch.statements:
+            await conn.executemany(outbox.numbered(sql), many)
 
     # --- outbox leases -------------------------------------------------------------------------------
 

@@ -261,8 +261,8 @@ class SQLiteStore(GroupCommit, SQLReads):
             if batch.items:
                 conn.executemany(outbox.INSERT_ITEM, batch.items)
                 conn.executemany(outbox.INSERT_PART, batch.parts)
-            for sql, params in batch.statements:
-                conn.execute(sql, params)
+            for sql, many in batch.statements:
+                conn.executemany(sql, many)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
