@@ -153,7 +153,7 @@ class GroupCommit(ABC):
     async def _stop_writer(self) -> None:
         """Flush every write queued so far, then end the writer."""
         task, self._task = self._task, None
-        if task is not None:
+        if task is not None and not task.cancelled():  # cancelled: its writes were failed, nothing to flush
             self._queue.put_nowait(None)
             await task
 
@@ -214,7 +214,11 @@ class GroupCommit(ABC):
         if self._last_batch > 1:
             # Under load (the last commit was shared), let the writes already on their way join this one:
             # every commit is a disk flush, and a busy server spent more CPU on flushes than on its rows.
-            await asyncio.sleep(GATHER_SECONDS)
+            try:
+                await asyncio.sleep(GATHER_SECONDS)
+            except asyncio.CancelledError as exc:
+                self._fail([write for write in batch if write is not None], exc)  # nobody waits forever
+                raise
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         writes = [write for write in batch if write is not None]

@@ -116,6 +116,22 @@ async def test_concurrent_decision_appends_share_commits(store: Store) -> None:
     assert commits(store) < 200
 
 
+async def test_a_write_gathered_under_load_fails_rather_than_hangs_when_the_writer_is_cancelled(
+    store: Store,
+) -> None:
+    """Under load the writer holds a dequeued write for a moment (gathering more for one commit); if it is
+    cancelled then (the loop shutting down), that write's caller gets an error instead of waiting forever."""
+    await asyncio.gather(*(store.append_decisions([decision(n)]) for n in range(10)))  # a shared commit
+    held = asyncio.ensure_future(store.append_decisions([decision(99)]))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer takes it and starts gathering
+    writer = store._task  # type: ignore[attr-defined]
+    assert writer is not None
+    writer.cancel()
+    with pytest.raises(StorageError):
+        await asyncio.wait_for(held, 5)
+
+
 async def test_concurrent_consent_appends_never_race_the_chain(store: Store) -> None:
     """Concurrent consent and decision appends give a contiguous, valid chain and share commits."""
     consents = [store.append_consent(consent_record(record_id=f"r{n}")) for n in range(50)]
