@@ -88,6 +88,9 @@ async def test_a_decision_written_twice_is_kept_once(store: Store) -> None:
         store.append_decisions([decision(2), decision(3)]), store.append_decisions([decision(1)])
     )
     assert [d.decision_id for d in await store.decision_records()] == ["d1", "d2", "d3"]
+    # twice within one commit: the first is kept, as across commits
+    await asyncio.gather(store.append_decisions([decision(4)]), store.append_decisions([decision(4, "m2")]))
+    assert [(d.decision_id, d.meeting_id) for d in await store.decision_records()][3:] == [("d4", "m1")]
 
 
 async def test_standing_records_are_found_by_email(store: Store) -> None:
