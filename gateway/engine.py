@@ -328,9 +328,10 @@ def _purge(
 ) -> MeetingState:
     """After a refusal or withdrawal: nothing of the subject that is still here may leave."""
     keep: list[Held] = []
+    all_party = policy.mode_for(state.jurisdiction) == "all_party"
     for held in state.held:
         dest = policy.destination(held.destination)
-        if _blocked_by(held, subject, state, dest, now):
+        if _blocked_by(held, subject, state, dest, now, all_party=all_party):
             decisions.append(drop_decision(held.segment, dest, policy, now, "purged_consent_changed"))
         else:
             keep.append(held)
@@ -352,8 +353,13 @@ def _stub(state: MeetingState, part: Part) -> Segment:
     return Segment(state.meeting_id, part.segment_id, part.participant_id, "", datetime.min)
 
 
-def _blocked_by(held: Held, subject: str, state: MeetingState, dest: Destination, now: datetime) -> bool:
-    concerned = held.segment.participant_id == subject or subject in held.present
+def _blocked_by(
+    held: Held, subject: str, state: MeetingState, dest: Destination, now: datetime, *, all_party: bool
+) -> bool:
+    """Whether the subject's refusal or withdrawal ends this held segment: it is theirs, or (all-party mode
+    only) they were present when it was said. In per-speaker mode another speaker's held words stay held:
+    their names are scrubbed when it is decided again, and dropping them would lose consented words."""
+    concerned = held.segment.participant_id == subject or (all_party and subject in held.present)
     return concerned and consent_of(state, subject, dest, now)[0] is not ConsentState.GIVEN
 
 

@@ -206,6 +206,34 @@ def test_all_party_release_needs_everyone_present_when_it_was_said() -> None:
     assert m.last("s1").action is Action.FORWARD
 
 
+def test_per_speaker_another_participants_refusal_leaves_a_held_segment_held() -> None:
+    """Per-speaker mode: Ann's words wait for Ann alone. Bart refusing while they are held must not drop
+    them (that would lose words Ann then consents to); his name in them is scrubbed when they are released."""
+    m = Meeting()
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.say("s1", "a", "Thanks Bartholomew.", t=1)
+    assert m.last("s1").action is Action.HOLD
+    m.consent("b", ("summary",), "refused", t=2)
+    assert m.last("s1").action is Action.HOLD
+    m.consent("a", ("summary",), t=3)
+    assert m.sent("live") == [("s1", "Thanks [participant 2].")]
+
+
+def test_all_party_a_refusal_by_someone_present_drops_what_was_held() -> None:
+    """All-party mode: a refusal by anyone present when it was said ends the held segment."""
+    m = Meeting(policy("mode: all_party\n"))
+    m.join("a", "Ann Example")
+    m.join("b", "Bartholomew Quist")
+    m.consent("a", ("summary",))
+    m.say("s1", "a", "hello", t=1)
+    assert m.last("s1").action is Action.HOLD
+    m.consent("b", ("summary",), "refused", t=2)
+    assert m.last("s1").action is Action.DROP
+    assert m.last("s1").reasons == ("purged_consent_changed",)
+    assert m.sent("live") == []
+
+
 def test_decisions_carry_rule_ids_and_record_ids_but_no_text() -> None:
     """Every decision cites its rule and consent record; redactions are spans, not words."""
     m = Meeting()
