@@ -61,6 +61,26 @@ def test_decomposed_diacritics_map_back_to_original_offsets() -> None:
     assert text[spans[0].start : spans[0].end] == unicodedata.normalize("NFD", "Siân")
 
 
+def test_look_alike_letters_of_other_scripts_fold_both_ways() -> None:
+    """A name spelt with Cyrillic or Greek look-alikes, fullwidth letters or zero-width characters, in the
+    roster or in the text, is still the name (found by the reliability suite's bad-input catalogue)."""
+    cyrillic_a = "\u0410nna Ostrowski"  # Cyrillic capital A
+    assert out(scrubber(cyrillic_a), "Thanks Anna Ostrowski.") == f"Thanks {P1}."
+    assert out(scrubber("Anna Ostrowski"), "Thanks \u0410nna Ostrowski.") == f"Thanks {P1}."
+    assert out(scrubber("Anna Ostrowski"), "Over to \u039fstrowski.") == f"Over to {P1}."  # Greek capital O
+    assert out(scrubber("Anna Ostrowski"), "Thanks \uff21\uff4e\uff4e\uff41.") == f"Thanks {P1}."  # fullwidth
+    text = "Thanks An\u200bna and Ostro\u00adwski."
+    new, spans = scrubber("Anna Ostrowski").scrub(text)
+    assert new == f"Thanks {P1} and {P1}."
+    assert [text[s.start : s.end] for s in spans] == ["An\u200bna", "Ostro\u00adwski"]
+
+
+def test_look_alike_folding_leaves_other_scripts_words_alone() -> None:
+    """Cyrillic words that only partly look Latin are not names: nothing to replace in them."""
+    text = "\u043f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440"  # "privet mir"
+    assert out(scrubber("Anna Ostrowski", "Pete Mir"), text) == text
+
+
 def test_nicknames() -> None:
     """Short forms match their full given names and the reverse."""
     assert out(scrubber("Michael Holleran"), "Morning, Mike.") == f"Morning, {P1}."
@@ -327,9 +347,10 @@ def test_pattern_finds_every_wildcard_form(pair: tuple[str, str]) -> None:
 
 
 def test_words_with_other_word_characters_are_not_names() -> None:
-    """Letters of other scripts, digits and '_' join a word; dashes, ellipses and quotes separate words."""
+    """Letters of other scripts, digits and '_' join a word; dashes, ellipses and quotes separate words.
+    (A look-alike letter such as Greek α folds to its Latin twin first: "Brianα" is "Briana".)"""
     s = scrubber("Brian Nagel")
-    for text in ("Brianα said", "Brian_x said", "Brian2 said", "ßBrian said"):
+    for text in ("Brianλ said", "Brianж said", "Brian_x said", "Brian2 said", "ßBrian said"):
         assert s.scrub(text) == (text, ()), text
     assert out(s, "Brian—Nagel… “Brian”") == f"{P1}—{P1}… “{P1}”"
 

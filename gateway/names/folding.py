@@ -11,14 +11,30 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# Letters of other scripts that look like Latin ones (Unicode TR39's confusables, the common ones): a
+# display name or transcript that spells a name with them ("Аnna" with a Cyrillic А) must still match it.
+_LOOKALIKES = {
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "і": "i", "ї": "i", "ј": "j", "к": "k", "м": "m", "н": "h",
+    "о": "o", "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w",
+    "А": "A", "В": "B", "Е": "E", "Ё": "E", "І": "I", "Ї": "I", "Ј": "J", "К": "K", "М": "M", "Н": "H",
+    "О": "O", "Р": "P", "С": "C", "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "Ԁ": "D", "Ԛ": "Q", "Ԝ": "W",
+    # Greek
+    "α": "a", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u", "χ": "x",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+}  # fmt: skip
+
 
 def _fold_table() -> dict[int, int]:
-    """Map each accented Latin letter to its base letter, one character to one, so offsets survive."""
+    """Map each accented Latin letter (and fullwidth form, and look-alike of another script) to its base
+    letter, one character to one, so offsets survive."""
     table: dict[int, int] = {}
-    for code in range(0x80, 0x2000):
+    for code in (*range(0x80, 0x2000), *range(0xFF01, 0xFF5F)):
         base = "".join(c for c in unicodedata.normalize("NFKD", chr(code)) if not unicodedata.combining(c))
         if len(base) == 1 and base.isascii() and base.isalpha():
             table[code] = ord(base)
+    table.update({ord(k): ord(v) for k, v in _LOOKALIKES.items()})
     extra = {
         "ø": "o",
         "Ø": "O",
@@ -36,7 +52,9 @@ def _fold_table() -> dict[int, int]:
 
 
 _FOLD = _fold_table()
-_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+_INVISIBLE = "\u00ad\u200b-\u200d\u2060\ufeff"
+"""Soft hyphen, zero-width space and joiners, word joiner, BOM: inside a name they hide it from a match."""
+_COMBINING = re.compile(f"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f{_INVISIBLE}]")
 
 
 def fold(text: str) -> tuple[str, tuple[int, ...] | None]:
@@ -53,7 +71,7 @@ def _fold_with_offsets(text: str) -> tuple[str, tuple[int, ...]]:
     chars: list[str] = []
     offsets: list[int] = []
     for i, ch in enumerate(text):
-        if unicodedata.combining(ch):
+        if unicodedata.combining(ch) or _COMBINING.match(ch):
             continue
         chars.append(ch.translate(_FOLD))
         offsets.append(i)
@@ -74,7 +92,8 @@ def _byte_table() -> bytes:
 _BYTES = _byte_table()
 _NON_ASCII = re.compile("[^\x00-\x7f]")
 _NEEDS_FOLD = re.compile(
-    "[\u00c0-\u024f\u1e00-\u1eff\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+    "[\u00c0-\u024f\u1e00-\u1eff\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+    f"\u0370-\u03ff\u0400-\u052f\uff01-\uff5e{_INVISIBLE}]"
 )
 
 

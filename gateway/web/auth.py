@@ -33,9 +33,9 @@ class Authenticator:
 
     def check(self, headers: Mapping[str, str], body: bytes) -> str:
         """The caller's identity for the record, or a 401/409 Problem."""
-        auth = headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and self._token is not None:
-            if hmac.compare_digest(auth.removeprefix("Bearer ").strip().encode(), self._token):
+        scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and self._token is not None:  # schemes are case-insensitive (RFC 9110)
+            if hmac.compare_digest(credentials.strip().encode(), self._token):
                 return "bearer"
             return self._refuse("bad_token")
         if self._secrets and _signed(headers):
