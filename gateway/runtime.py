@@ -203,8 +203,13 @@ class Gateway:
         return engine.still_allowed(state, dest, participant_id, wall_clock())
 
     def holds(self, meeting_id: str) -> bool:
-        """Whether this process has the meeting's consent view in memory (else delivery asks the store)."""
-        return bool(self._platforms.get(meeting_id))
+        """Whether this process has the meeting's consent view in memory (else delivery asks the store).
+
+        Not while a platform's view of it is still being loaded (its first event here is reading the
+        ledger): in that moment the view would answer "no" for everyone, and recovered content of a
+        consenting participant would be dropped as withdrawn."""
+        platforms = self._platforms.get(meeting_id, ())
+        return bool(platforms) and all((platform, meeting_id) in self._states for platform in platforms)
 
     def meeting(self, platform: str, meeting_id: str) -> MeetingState | None:
         return self._states.get((platform, meeting_id))
