@@ -136,7 +136,7 @@ async def test_withdrawal_empties_the_outbox_while_the_destination_is_down(tmp_p
         acknowledged_at = len(live.fake.received)  # tried while consented, before this: allowed then
         ann = await live.store.outbox_parts(meeting_id="m-weekly", participant_id="ann")
         assert {row["state"] for row in ann} == {"withdrawn"} and not any(row["sealed"] for row in ann)
-        live.fake._plans.clear()
+        live.fake.recover()
         verifier = Verifier(consented={f"c{n}" for n in range(5)}, forbidden={f"a{n}" for n in range(5)})
         await wait_for(lambda: _arrived(live.fake, verifier.consented), "the other speaker's words", 30)
         verifier.check(live.fake, forbidden_from=acknowledged_at)
@@ -233,7 +233,7 @@ async def test_kill_9_between_accept_and_delivery_loses_nothing(tmp_path: Path, 
                 verifier.consented.add(f"a{n}")
                 verifier.forbidden.add(f"b{n}")
             first.kill()
-        service._plans.clear()
+        service.recover()
         async with gateway_process(tmp_path, service.url, database, key):
             await wait_for(lambda: _arrived(service, verifier.consented), "recovered delivery", 60)
         verifier.check(service)

@@ -266,13 +266,22 @@ class Dispatcher:
         that what was delivered to whom is known (deletion requests list it)."""
         deadline = time.monotonic() + limit
         # polling: the condition spans every lane, and it runs once per withdrawal, off the hot path
-        while time.monotonic() < deadline and any(  # noqa: ASYNC110
-            entry.sending and any(part.participant_id == participant_id for part in entry.last_sent)
-            for (meeting, _), lane in self._lanes.items()
+        while time.monotonic() < deadline and self.on_the_wire(meeting_id, participant_id):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    def on_the_wire(self, meeting_id: str, participant_id: str) -> list[tuple[str, str, str]]:
+        """(destination, segment id, idempotency key) of each attempt carrying the participant's words that
+        is on the wire now. One begun before a withdrawal cannot be recalled: it may still land after the
+        withdrawal is acknowledged (what a deletion request is for); nothing of theirs starts after it."""
+        return [
+            (destination, part.segment_id, entry.last_key or "")
+            for (meeting, destination), lane in self._lanes.items()
             if meeting == meeting_id
             for entry in lane
-        ):
-            await asyncio.sleep(0.01)
+            if entry.sending
+            for part in entry.last_sent
+            if part.participant_id == participant_id
+        ]
 
     def oldest_age(self) -> float:
         """Seconds since the oldest unfinished item was submitted (0 when there is none)."""

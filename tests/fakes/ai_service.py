@@ -101,6 +101,10 @@ class FakeAIService:
         """Answer the next ``n`` verified requests with a final client error."""
         self._plans.extend(_Plan(status) for _ in range(n))
 
+    def recover(self) -> None:
+        """Forget the failures planned and not met yet: the next requests are answered normally."""
+        self._plans.clear()
+
     # -- what arrived ----------------------------------------------------------------------------------
 
     def accepted(self) -> list[Received]:
