@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 # The suite runs on SQLite, then again on PostgreSQL (tests/conftest.py reads CONSENT_GATEWAY_TEST_DATABASE).
 TEST_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: install run test test-sqlite test-postgres lint demo bench policy-test browser clean
+.PHONY: install run test test-sqlite test-postgres lint demo bench reliability policy-test browser clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,8 +45,21 @@ test-sqlite: lint policy-test browser
 test-postgres: lint policy-test browser
 	CONSENT_GATEWAY_TEST_DATABASE=$(TEST_POSTGRES) $(PY) -m pytest
 
-bench: install
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/run.py
+
+# The reliability suite at full size (small versions of the same tests run in `make test`); its figures go to
+# docs/reliability.md. Longer runs: RELIABILITY_FULL=1 scales every test to its documented full size.
+RELIABILITY_OUT := bench/results/reliability.jsonl
+reliability: install
+	mkdir -p bench/results && rm -f $(RELIABILITY_OUT)
+	RELIABILITY_FULL=1 RELIABILITY_FIGURES=$(CURDIR)/$(RELIABILITY_OUT) $(PY) -m pytest tests/reliability -q
+	$(PY) bench/reliability.py $(RELIABILITY_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
