@@ -21,7 +21,8 @@ logs the decisions, before it answers. With ``postgres`` set a second gateway pr
 fresh PostgreSQL database (created and dropped here), so one run gives both stores against the same
 pass-through rounds; the CPU of the database backends serving it is counted too. After the throughput rounds,
 ``latency`` offers every server the same segments at constant rates (an open model) and times each from the
-client's POST to its arrival at the receiver.
+client's POST to its arrival at the receiver: first the issue-5 rates (``rates``, well below every knee),
+then a ladder of higher rates (``sweep``) that each server climbs until its first step past the knee.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ TARGET_RATIO = 0.60
 """The foundation issue's target: gateway over pass-through throughput."""
 DURABLE_TARGET_RATIO = 0.50
 """Issue 5's target with the durable outbox on, on each store."""
+SWEEP = (400.0, 700.0, 1000.0, 1400.0, 2000.0, 2800.0, 4000.0, 5600.0, 8000.0)
+"""Offered rates (segments/s) climbed after the latency phases, each server until its knee."""
+QUICK_SWEEP = (500.0, 1000.0, 2000.0, 4000.0)
 SEED = 2026
 REFUSE_SHARE = 0.25
 MAX_TEXT = 100_000
@@ -194,7 +198,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _cpu_words() -> str:
+def cpu_words() -> str:
     plan = cpu_plan()
     if plan is None:
         return "one core: load generator, server and receiver share it"
@@ -409,10 +413,20 @@ class Plan:
     """Segments per second offered in the open-model latency phases, each below the servers' knees."""
     latency_seconds: float = 0.0
     """How long each server is offered each rate."""
+    sweep: tuple[float, ...] = ()
+    """Higher offered rates, climbed after ``rates`` until each server's knee (its first step past it)."""
+    sweep_seconds: float = 0.0
+    """How long each server is offered each sweep rate."""
 
-    def latency_sizes(self) -> list[int]:
-        """Segments per client for each rate (whole rounds over the meetings)."""
-        return [-(-round(rate * self.latency_seconds) // self.clients) for rate in self.rates]
+    def steps(self) -> list[tuple[float, float, int]]:
+        """(rate, seconds, segments per client: whole rounds over the meetings) of every open-model step."""
+        ladder = [(r, self.latency_seconds) for r in self.rates]
+        ladder += [(r, self.sweep_seconds) for r in self.sweep if r not in self.rates]
+        return [
+            (rate, seconds, -(-round(rate * seconds) // self.clients))
+            for rate, seconds in sorted(ladder)
+            if seconds > 0
+        ]
 
 
 BACKENDS = {"gateway": "SQLite", "gateway-pg": "PostgreSQL"}
@@ -427,9 +441,10 @@ async def _run(plan: Plan, tmp: Path) -> dict[str, Any]:
         return await _run_on(plan, tmp, databases)
 
 
-def _gateway_env(
-    plan: Plan, port: int, database: str, policy: Path, token: str, secrets_file: Path
+def gateway_env(
+    log_level: str, port: int, database: str, policy: Path, token: str, secrets_file: Path
 ) -> dict[str, str]:
+    """The environment of ``consent-gateway serve`` under test (bench/streams.py uses it too)."""
     return {
         **os.environ,
         "CONSENT_GATEWAY_HOST": "127.0.0.1",
@@ -442,7 +457,7 @@ def _gateway_env(
         "CONSENT_GATEWAY_SECRETS_FILE": str(secrets_file),
         "PYTHONPATH": str(ROOT),
         "CONSENT_GATEWAY_LOG_FORMAT": "json",
-        "CONSENT_GATEWAY_LOG_LEVEL": plan.log_level,
+        "CONSENT_GATEWAY_LOG_LEVEL": log_level,
     }
 
 
@@ -451,7 +466,7 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
     per_client = plan.requests // plan.clients
     warm = max(1, plan.warmup // plan.clients)
     measured = warm + per_client * plan.rounds
-    bodies = [segment_bodies(m, 0, measured + sum(plan.latency_sizes())) for m in meetings]
+    bodies = [segment_bodies(m, 0, measured) for m in meetings]
     mean_bytes = statistics.mean(len(b) for bs in bodies for b in bs)
     token = secrets.token_urlsafe(24)
     py = sys.executable
@@ -468,8 +483,8 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
             targets: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
             for name, database in databases.items():
                 port = free_port()
-                env = _gateway_env(plan, port, database, policy, token, tmp / f"{name}-secrets.json")
-                cmd = _gateway_command(py)
+                env = gateway_env(plan.log_level, port, database, policy, token, tmp / f"{name}-secrets.json")
+                cmd = gateway_command(py)
                 if plan.profile and name == "gateway":
                     cmd = [
                         py,
@@ -501,20 +516,7 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
                         await asyncio.sleep(0.5)  # let it write the profile
                     rounds[name].append(result)
                     _print_round(r + 1, result)
-            open_model: list[dict[str, dict[str, Any]]] = []
-            first = measured
-            for rate, size in zip(plan.rates, plan.latency_sizes(), strict=True):
-                sends = latency.schedule(split(bodies, first, size))
-                first += size
-                by_server = {}
-                for name, (url, proc) in targets.items():
-                    db = databases.get(name, "")
-                    pg = await backend_pids(db) if db.startswith("postgresql://") else ()
-                    waited = await settle((proc.pid, *pg))
-                    by_server[name] = await latency.open_loop(name, url, token, receiver, sends, rate)
-                    by_server[name]["settle_seconds"] = round(waited, 1)
-                    latency.print_phase(by_server[name])
-                open_model.append(by_server)
+            open_model = await _open_model(plan, meetings, measured, targets, databases, token, receiver)
         log_lines = {name: sum(1 for _ in (tmp / f"{name}.log").open("rb")) for name in databases}
     return _results(plan, rounds, open_model, log_lines, tmp) | {
         "warmup_requests": warm * plan.clients,
@@ -524,10 +526,47 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
     }
 
 
+async def _open_model(
+    plan: Plan,
+    meetings: list[Script],
+    first: int,
+    targets: dict[str, tuple[str, subprocess.Popen[bytes]]],
+    databases: dict[str, str],
+    token: str,
+    receiver: str,
+) -> list[tuple[float, float, dict[str, dict[str, Any]]]]:
+    """Every server, step by step up the offered rates (the same segments for each server at a step), each
+    server dropping out after its first step past the knee; (rate, seconds, phase by server) per step."""
+    steps: list[tuple[float, float, dict[str, dict[str, Any]]]] = []
+    climbing = list(targets)
+    for rate, seconds, size in plan.steps():
+        if not climbing:
+            break
+        # generated per step, so a sweep that stops early never builds the bodies of the rates above
+        sends = latency.schedule([segment_bodies(m, first, size) for m in meetings])
+        first += size
+        by_server = {}
+        for name in climbing:
+            url, proc = targets[name]
+            db = databases.get(name, "")
+            pg = await backend_pids(db) if db.startswith("postgresql://") else ()
+            waited = await settle((proc.pid, *pg))
+            cpu0 = cpu_seconds(proc.pid)
+            by_server[name] = await latency.open_loop(name, url, token, receiver, sends, rate)
+            by_server[name]["settle_seconds"] = round(waited, 1)
+            # the server process only (not its database); includes the drain after the last send
+            cpu = (cpu_seconds(proc.pid) - cpu0) / max(1, len(sends))
+            by_server[name]["cpu_us_per_segment"] = round(cpu * 1e6) if cpu == cpu else None
+            latency.print_phase(by_server[name])
+        climbing = [n for n in climbing if not by_server[n]["past_knee"]]
+        steps.append((rate, seconds, by_server))
+    return steps
+
+
 def _results(
     plan: Plan,
     rounds: dict[str, list[dict[str, Any]]],
-    open_model: list[dict[str, dict[str, Any]]],
+    open_model: list[tuple[float, float, dict[str, dict[str, Any]]]],
     log_lines: dict[str, int],
     tmp: Path,
 ) -> dict[str, Any]:
@@ -548,8 +587,12 @@ def _results(
     complete = all(
         r["delivered"] == r["requests"] and not r["failures"] for rs in rounds.values() for r in rs
     )
+    # the issue-5 latency phases (below every knee) must deliver everything; sweep steps past a knee need not
     complete = complete and all(
-        r["arrived"] == r["requests"] and not r["failures"] for rs in open_model for r in rs.values()
+        r["arrived"] == r["requests"] and not r["failures"]
+        for rate, _, rs in open_model
+        if rate in plan.rates
+        for r in rs.values()
     )
     sqlite = gateways["gateway"]
     return {
@@ -567,14 +610,19 @@ def _results(
         "gateways": gateways,
         "durable_target_ratio": DURABLE_TARGET_RATIO,
         "latency": _latency_results(plan, open_model),
+        "sweep": _sweep_results(open_model),
         "postgres": plan.postgres,
         "profile": _gateway_profile(tmp / "gateway.prof") if plan.profile else None,
         "complete": complete,
     }
 
 
-def _latency_results(plan: Plan, open_model: list[dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
-    if not open_model:
+def _latency_results(
+    plan: Plan, open_model: list[tuple[float, float, dict[str, dict[str, Any]]]]
+) -> dict[str, Any] | None:
+    """Issue 5's added-latency figures: the steps at ``plan.rates`` (as before the sweep existed)."""
+    chosen = [(rate, phases) for rate, _, phases in open_model if rate in plan.rates and "proxy" in phases]
+    if not chosen:
         return None
     return {
         "measure": "POST -> arrival at the receiver",
@@ -587,9 +635,54 @@ def _latency_results(plan: Plan, open_model: list[dict[str, dict[str, Any]]]) ->
                 "phases": phases,
                 "added": {n: latency.added(r, phases["proxy"]) for n, r in phases.items() if n != "proxy"},
             }
-            for rate, phases in zip(plan.rates, open_model, strict=True)
+            for rate, phases in chosen
         ],
     }
+
+
+def _sweep_results(open_model: list[tuple[float, float, dict[str, dict[str, Any]]]]) -> dict[str, Any] | None:
+    """Offered against delivered rate and added latency per server up to its knee (the open-model ladder)."""
+    if not open_model:
+        return None
+    servers: dict[str, list[dict[str, Any]]] = {}
+    for rate, seconds, phases in open_model:
+        base = phases.get("proxy")
+        for name, r in phases.items():
+            point = {
+                "rate": rate,
+                "seconds": seconds,
+                "sent_rate": r["achieved_rate"],
+                "delivered_rate": r["delivered_rate"],
+                "arrival_ms": r["arrival_ms"],
+                "response_ms": r["response_ms"],
+                "arrived": r["arrived"],
+                "requests": r["requests"],
+                "failures": r["failures"],
+                "past_knee": r["past_knee"],
+                "cpu_us_per_segment": r.get("cpu_us_per_segment"),
+                # the pass-through at the same rate, while it still holds that rate
+                "added_ms": latency.added(r, base)
+                if base and name != "proxy" and not base["past_knee"]
+                else None,
+            }
+            servers.setdefault(name, []).append(point)
+    return {
+        "measure": "POST -> arrival at the receiver",
+        "knee_share": latency.KNEE_SHARE,
+        "knee_p99_ms": latency.KNEE_P99_MS,
+        "max_in_flight": latency.MAX_IN_FLIGHT,
+        "servers": {
+            name: {"points": points, "knee": _knee(points), "store": BACKENDS.get(name, "pass-through")}
+            for name, points in servers.items()
+        },
+    }
+
+
+def _knee(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest offered rate the server held, and the first it did not (None: it held every rate tried)."""
+    held = [p["rate"] for p in points if not p["past_knee"]]
+    broke = [p["rate"] for p in points if p["past_knee"]]
+    return {"held": max(held) if held else None, "broke_at": min(broke) if broke else None}
 
 
 def _gateway_profile(path: Path, top: int = 30) -> dict[str, str]:
@@ -603,7 +696,7 @@ def _gateway_profile(path: Path, top: int = 30) -> dict[str, str]:
     return out
 
 
-def _gateway_command(py: str) -> list[str]:
+def gateway_command(py: str) -> list[str]:
     """``consent-gateway serve`` as installed by ``make install``, else the same entry point from the tree."""
     script = Path(py).parent / "consent-gateway"
     return [str(script), "serve"] if script.exists() else [py, "-m", "gateway.cli", "serve"]
@@ -743,6 +836,8 @@ def run(
     postgres: str | None = None,
     rates: tuple[float, ...] = (50.0, 200.0),
     latency_seconds: float | None = None,
+    sweep: tuple[float, ...] | None = None,
+    sweep_seconds: float | None = None,
 ) -> dict[str, Any]:
     requests = requests or (2_000 if quick else 8_000)
     skipped = postgres and postgres_unreachable(postgres)
@@ -758,13 +853,16 @@ def run(
         postgres=None if skipped else postgres,
         rates=rates,
         latency_seconds=(3.0 if quick else 15.0) if latency_seconds is None else latency_seconds,
+        sweep=(QUICK_SWEEP if quick else SWEEP) if sweep is None else sweep,
+        sweep_seconds=(2.0 if quick else 5.0) if sweep_seconds is None else sweep_seconds,
     )
     stores = "SQLite" + ("" if plan.postgres is None else " and PostgreSQL")
     print(
         f"[ingest] {clients} clients, {plan.requests // clients * clients} requests per round, "
         f"{plan.rounds} round(s), gateways with the durable outbox on {stores}, gateway log level "
         f"{log_level}; then {plan.latency_seconds:.0f} s per server at each of "
-        f"{', '.join(f'{r:.0f}/s' for r in rates)}; {_cpu_words()}"
+        f"{', '.join(f'{r:.0f}/s' for r in rates)}, then {plan.sweep_seconds:.0f} s per step up "
+        f"{', '.join(f'{r:.0f}' for r in plan.sweep)}/s until each server's knee; {cpu_words()}"
     )
     with tempfile.TemporaryDirectory(prefix="consent-gateway-bench-") as tmp:
         result = asyncio.run(_run(plan, Path(tmp)))
@@ -812,6 +910,16 @@ def _print_summary(result: dict[str, Any]) -> None:
                 f"p50 {a['p50']:+.1f} ms, p99 {a['p99']:+.1f} ms "
                 f"(target p99 < {lat['target_added_p99_ms']:.0f} ms)"
             )
+    sweep = result.get("sweep") or {"servers": {}}
+    for name, srv in sweep["servers"].items():
+        knee = srv["knee"]
+        held = f"{knee['held']:.0f}/s" if knee["held"] else "none of the rates tried"
+        broke = (
+            f", past it at {knee['broke_at']:.0f}/s"
+            if knee["broke_at"]
+            else " (no knee within the rates tried)"
+        )
+        print(f"[sweep] {name}: held {held}{broke}")
     if result["profile"]:
         print("[ingest] gateway process profile (cProfile, measured rounds only), by own time:")
         print(result["profile"]["tottime"])
