@@ -19,6 +19,8 @@ from gateway.policy.load import PolicyError
 from gateway.settings import SettingsError, load_settings, redacted_url, with_generated_secrets
 from gateway.web.keys import GATEWAY
 
+_BACKLOG = 1024
+
 
 def serve(flags: Mapping[str, Any]) -> int:
     try:
@@ -38,7 +40,11 @@ def serve(flags: Mapping[str, Any]) -> int:
         secrets_file=str(settings.secrets_file),
     )
     app.on_startup.append(_sighup)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, shutdown_timeout=10)
+    # backlog: a platform reconnecting many streams at once (1,000 in bench/streams.py) overflows the
+    # default of 128, and each refused SYN costs its client a one-second retransmit
+    web.run_app(
+        app, host=settings.host, port=settings.port, print=None, shutdown_timeout=10, backlog=_BACKLOG
+    )
     return 0
 
 
