@@ -249,8 +249,8 @@ def bad_inputs(sections: dict[str, list[Figure]]) -> list[str]:
         "`tests/reliability/test_bad_inputs.py`: each malformed or hostile input against the live gateway's "
         "ingest (`POST /v1/events`, the `/v1/stream` WebSocket, the Zoom webhook), with the outcome observed "
         "and the one expected. For every refused request the test also checks that the ledger, the decision "
-        "log and the destination are unchanged (*nothing stored*). Unicode-confusable names are a figure: "
-        "whether a decliner's name written with look-alike characters was scrubbed.",
+        "log and the destination are unchanged (*nothing stored*). A decliner's name written with "
+        "look-alike characters (confusables) must be scrubbed like the name itself.",
         "",
     ]
     figures = sections.get("bad inputs")
