@@ -204,12 +204,10 @@ class Gateway:
 
     def holds(self, meeting_id: str) -> bool:
         """Whether this process has the meeting's consent view in memory (else delivery asks the store).
-
-        Not while a platform's view of it is still being loaded (its first event here is reading the
-        ledger): in that moment the view would answer "no" for everyone, and recovered content of a
-        consenting participant would be dropped as withdrawn."""
-        platforms = self._platforms.get(meeting_id, ())
-        return bool(platforms) and all((platform, meeting_id) in self._states for platform in platforms)
+        A meeting counts once a state of it is published (``_publish``), not while its first event here is
+        still reading the ledger: a view being loaded would answer "no" for everyone, and recovered content
+        of a consenting participant would be dropped as withdrawn."""
+        return bool(self._platforms.get(meeting_id))
 
     def meeting(self, platform: str, meeting_id: str) -> MeetingState | None:
         return self._states.get((platform, meeting_id))
@@ -267,7 +265,7 @@ class Gateway:
         if restricts:
             # A refusal or withdrawal takes effect the moment it is durable, even if logging what it
             # purged fails next: the ledger and the live view must never disagree in the unsafe direction.
-            self._states[key] = step.state
+            self._publish(key, step.state)
             self.sink.purge(event.meeting_id, event.participant_id)
             self._erase_later(key, record, policy)
         await self._commit(key, _merge(expired, step), now)
@@ -414,7 +412,7 @@ class Gateway:
             now = wall_clock()
             step = engine.on_record(state, current, policy, now, view_fresh=self.fresh())
             if current.choice is not ConsentChoice.GIVEN:
-                self._states[key] = step.state  # as in _consent: the restriction holds even if logging fails
+                self._publish(key, step.state)  # as in _consent: the restriction holds even if logging fails
                 self.sink.purge(record.meeting_id, record.subject)
             await self._commit(key, step, now)
         log.info("consent.replicated", meeting_id=record.meeting_id, record_id=record.record_id,
@@ -486,9 +484,14 @@ class Gateway:
             await self.store.append_decisions(step.decisions, items, lease)
             for observer in self.observers:
                 _safely(observer.on_decisions, step.decisions)
-        self._states[key] = step.state
+        self._publish(key, step.state)
         for emit in step.emits:
             self.sink.submit(emit)
+
+    def _publish(self, key: MeetingKey, state: MeetingState) -> None:
+        """Make ``state`` the meeting's live view (what delivery and the admin API read)."""
+        self._states[key] = state
+        self._platforms.setdefault(key[1], set()).add(key[0])
 
     async def _follow_shadow(
         self,
@@ -515,7 +518,6 @@ class Gateway:
         if state is not None:
             return state
         platform, meeting_id = key
-        self._platforms.setdefault(meeting_id, set()).add(platform)
         entries = await self.store.ledger_entries(meeting_id=meeting_id)
         records = (e.record for e in entries if e.record.platform == platform)
         return with_records(engine.new_meeting(platform, meeting_id), records)
