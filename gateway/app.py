@@ -145,34 +145,21 @@ def destination_configs(policies: Sequence[Policy], settings: Settings) -> dict[
                     raise SettingsError(
                         f"destination {dest.id!r} has two {name} values in the loaded policies"
                     )
-            secret = settings.secret_for(dest.secret_env)
-            if dest.kind == "openai_summary":
-                assert dest.model and dest.prompt and dest.summary_url, "the policy schema requires them"
-                configs[dest.id] = DestinationConfig(
-                    dest.id,
-                    dest.url,
-                    secret,
-                    purposes=dest.purposes,
-                    retention_seconds=dest.retention_hours * 3600,
-                    total_timeout=dest.timeout_seconds,
-                    erasure_url=dest.erasure_url,
-                    kind=dest.kind,
-                    model=dest.model,
-                    prompt=dest.prompt,
-                    api_key=_api_key(dest),
-                    summary_url=dest.summary_url,
-                )
-            else:
-                configs[dest.id] = DestinationConfig(
-                    dest.id,
-                    dest.url,
-                    secret,
-                    purposes=dest.purposes,
-                    retention_seconds=dest.retention_hours * 3600,
-                    total_timeout=dest.timeout_seconds,
-                    erasure_url=dest.erasure_url,
-                    kind=dest.kind,
-                )
+            summariser = dest.kind == "openai_summary"  # the policy schema requires its model, prompt, url
+            configs[dest.id] = DestinationConfig(
+                dest.id,
+                dest.url,
+                settings.secret_for(dest.secret_env),
+                purposes=dest.purposes,
+                retention_seconds=dest.retention_hours * 3600,
+                total_timeout=dest.timeout_seconds,
+                erasure_url=dest.erasure_url,
+                kind=dest.kind,
+                model=dest.model or "",
+                prompt=dest.prompt or "",
+                api_key=_api_key(dest) if summariser else "",
+                summary_url=dest.summary_url or "",
+            )
     return configs
 
 
