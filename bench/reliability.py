@@ -77,8 +77,9 @@ def table(figures: list[Figure], detail: str = "detail") -> list[str]:
 # --------------------------------------------------------------------------------------------- sections
 
 
-def _defects(figures: list[Figure], observed: str) -> list[str]:
-    lines = [f"| case | {observed} | expected |", "|---|---|---|"]
+def outcomes(figures: list[Figure], case: str = "case", observed: str = "observed") -> list[str]:
+    """A table of cases with what was observed and what was expected."""
+    lines = [f"| {case} | {observed} | expected |", "|---|---|---|"]
     return lines + [f"| {cell(f['name'])} | {cell(f['value'])} | {cell(f['detail'])} |" for f in figures]
 
 
@@ -91,7 +92,7 @@ def open_defects(sections: dict[str, list[Figure]]) -> list[str]:
         "Each row is a test that asserts the right behaviour and is marked `xfail(strict=True)` until the "
         "gateway is fixed (it fails the suite the day it passes, so the mark is removed then)."
     )
-    return ["## Open defects", "", intro, "", *_defects(figures, "observed"), ""]
+    return ["## Open defects", "", intro, "", *outcomes(figures), ""]
 
 
 FIXED = (
@@ -120,7 +121,7 @@ def fixed_defects(sections: dict[str, list[Figure]]) -> list[str]:
     lines += ["", *(f"- {text}" for text in FIXED)]
     figures = sections.get("fixed defects")
     if figures:
-        lines += ["", "Their regression tests now:", "", *_defects(figures, "observed now")]
+        lines += ["", "Their regression tests now:", "", *outcomes(figures, observed="observed now")]
     return [*lines, ""]
 
 
@@ -256,9 +257,7 @@ def bad_inputs(sections: dict[str, list[Figure]]) -> list[str]:
     figures = sections.get("bad inputs")
     if not figures:
         return [*lines, "(no figures recorded)", ""]
-    lines += ["| input | outcome | expected |", "|---|---|---|"]
-    lines += [f"| {cell(f['name'])} | {cell(f['value'])} | {cell(f['detail'])} |" for f in figures]
-    return [*lines, ""]
+    return [*lines, *outcomes(figures, "input", "outcome"), ""]
 
 
 def nothing_lost(sections: dict[str, list[Figure]]) -> list[str]:
