@@ -94,6 +94,30 @@ async def test_finish_records_the_outcome_and_clears_payloads(store: Store) -> N
     assert await store.claim_outbox(Lease("b", 1.0), now=FAR, limit=10) == []
 
 
+async def test_an_items_first_outcome_in_a_commit_is_the_one_recorded(store: Store) -> None:
+    """Outcomes sharing a commit run in order (PostgreSQL runs them as one statement): a second outcome
+    of the same item finds it finished and its payloads gone, and changes nothing."""
+    await store.append_decisions([], [item("k1", "p1", "p2"), item("k2", "p1")], Lease("a", 0.0))
+    await store.finish_outbox(
+        [
+            Finished("k1", outbox.DELIVERED, None, 1, 200, ("k1-p1",), 5.0),
+            Finished("k2", outbox.FAILED, "rejected_400", 1, 400, (), 5.0),
+            Finished("k1", outbox.DROPPED, "expired", 3, 503, (), 6.0),
+            Finished("k2", outbox.DELIVERED, None, 2, 200, ("k2-p1",), 6.0),
+        ]
+    )
+    report = {row["key"]: row for row in await store.outbox_report()}
+    assert (report["k1"]["status"], report["k1"]["attempts"]) == ("delivered", 1)
+    assert (report["k2"]["status"], report["k2"]["reason"]) == ("failed", "rejected_400")
+    assert report["k1"]["sealed_parts"] == report["k2"]["sealed_parts"] == 0
+    p1 = {(r["key"], r["state"]) for r in await store.outbox_parts(meeting_id="m1", participant_id="p1")}
+    # parts a delivered request carried are marked sent before anything is cleared (finish_statements'
+    # order), so k2's part is "sent" although the item's recorded outcome is its first, "failed"
+    assert p1 == {("k1", "sent"), ("k2", "sent")}
+    p2 = await store.outbox_parts(meeting_id="m1", participant_id="p2")
+    assert [r["state"] for r in p2] == ["withdrawn"]
+
+
 async def test_writing_the_same_item_twice_changes_nothing(store: Store) -> None:
     """A redelivered event yields the same idempotency key: the second write is ignored, not an error."""
     await store.append_decisions([decision(1)], [item("k1", "p1")], Lease("a", 0.0))
