@@ -92,12 +92,11 @@ _INSERT_LEDGER = (
 )
 # A decision id is a hash of the decision's inputs, so the same id is the same decision: writing it again
 # (a redelivered event, or another replica deciding the same event) changes nothing.
-# A batch's rows go in one statement each, as parallel arrays: one execution instead of one per row (with
-# executemany, each row is its own bind and execute on the server, which cost PostgreSQL more CPU per
-# segment than the gateway's own work). unnest keeps the arrays' order, so ids are assigned in batch order.
-# Decisions, outbox items and their parts in one statement, so one round trip per commit (each was its own
-# before: the driver's work and the wait per statement were a third of the gateway's CPU per segment on
-# PostgreSQL). The parts' foreign key is checked at the end of the statement, after the items' insert.
+# A commit's rows go in as parallel arrays (unnest: one execution instead of one per row, which with
+# executemany cost PostgreSQL more CPU per segment than the gateway's own work; unnest keeps the arrays'
+# order, so ids are assigned in batch order), and its decisions, outbox items and their parts in one
+# statement: one round trip and one execution where there were three. The parts' foreign key is checked at
+# the end of the statement, after the items' insert.
 _INSERT_DECISIONS_AND_OUTBOX = (
     "WITH decided AS ("
     "INSERT INTO decisions (decision_id, meeting_id, participant_id, destination, action, at, record_json)"

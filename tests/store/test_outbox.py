@@ -95,8 +95,8 @@ async def test_finish_records_the_outcome_and_clears_payloads(store: Store) -> N
 
 
 async def test_an_items_first_outcome_in_a_commit_is_the_one_recorded(store: Store) -> None:
-    """Outcomes sharing a commit run in order (PostgreSQL runs them as one statement): a second outcome
-    of the same item finds it finished and its payloads gone, and changes nothing."""
+    """Outcomes sharing a commit count as if run in order (PostgreSQL runs them as one statement): an
+    item's first outcome is the one recorded, and its payloads are gone either way."""
     await store.append_decisions([], [item("k1", "p1", "p2"), item("k2", "p1")], Lease("a", 0.0))
     await store.finish_outbox(
         [
