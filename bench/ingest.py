@@ -264,15 +264,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def cpu_seconds(pid: int | tuple[int, ...]) -> float:
-    """User + system CPU time of a process (or several, summed) so far (Linux /proc): where the cores went."""
+@dataclass(frozen=True)
+class LoopThread:
+    """A server process's main thread alone: the one its asyncio event loop runs on (aiosqlite's writer
+    and any other thread are the rest of the process's CPU)."""
+
+    pid: int
+
+
+def cpu_seconds(pid: int | tuple[int, ...] | LoopThread) -> float:
+    """User + system CPU time of a process (or several, summed; or a process's main thread) so far (Linux
+    /proc): where the cores went."""
+    if isinstance(pid, LoopThread):
+        return _stat_cpu(Path(f"/proc/{pid.pid}/task/{pid.pid}/stat"))
     if isinstance(pid, tuple):
         # a database backend may end between two readings (pooled connections are recycled): what it used
         # is then missing from the later sum, so the figure can only be too low; NaN says it is unknown
         readings = [cpu_seconds(one) for one in pid]
         return float("nan") if any(r != r for r in readings) else sum(readings)
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -348,7 +363,7 @@ async def phase(
     url: str,
     token: str,
     receiver: str,
-    pids: dict[str, int | tuple[int, ...]],
+    pids: dict[str, int | tuple[int, ...] | LoopThread],
     per_client: list[list[bytes]],
     wait_limit: float,
 ) -> dict[str, Any]:
@@ -507,7 +522,11 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
                     profiling = plan.profile and name == "gateway"
                     if profiling:
                         proc.send_signal(signal.SIGUSR1)
-                    pids: dict[str, int | tuple[int, ...]] = {name: proc.pid, "receiver": recv.pid}
+                    pids: dict[str, int | tuple[int, ...] | LoopThread] = {
+                        name: proc.pid,
+                        f"{name} event loop": LoopThread(proc.pid),
+                        "receiver": recv.pid,
+                    }
                     if databases.get(name, "").startswith("postgresql://"):
                         pids["postgres"] = await backend_pids(databases[name])
                     result = await phase(name, url, token, receiver, pids, chunk, 60)

@@ -173,7 +173,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str,
         rows.append(
             (
                 "(b) server CPU per segment",
-                _cpu_per(g, "gateway"),
+                _cpu_per(g, "gateway") + _loop_share(g, "gateway"),
                 _cpu_per(p, "proxy"),
                 f"{_cpu(g, 'gateway') / _cpu(p, 'proxy'):.2f}",
                 "-",
@@ -203,6 +203,16 @@ def _cpu(r: dict[str, Any], role: str) -> float:
 
 def _cpu_per(r: dict[str, Any], role: str) -> str:
     return f"{_cpu(r, role) * 1e6:,.0f} µs"
+
+
+def _loop_share(r: dict[str, Any], role: str) -> str:
+    """How a server's CPU per segment splits between its event-loop thread and its other threads (on
+    SQLite: aiosqlite's writer); empty for results recorded before the split was measured."""
+    loop = f"{role} event loop"
+    if loop not in r["cpu_seconds"]:
+        return ""
+    main, total = _cpu(r, loop) * 1e6, _cpu(r, role) * 1e6
+    return f" ({main:,.0f} µs event-loop thread, {total - main:,.0f} µs other threads)"
 
 
 def render(results: dict[str, Any], drawn: dict[str, Path] | None = None) -> str:
@@ -408,7 +418,7 @@ def _durable_rows(i: dict[str, Any]) -> list[tuple[str, str, str]]:
             (
                 figure,
                 f"{_fmt(m['end_to_end_per_s'])} vs {_fmt(p['end_to_end_per_s'])} pass-through: "
-                f"**{g['ratio']:.2f}** (server CPU per segment {_cpu_per(m, name)}"
+                f"**{g['ratio']:.2f}** (server CPU per segment {_cpu_per(m, name)}{_loop_share(m, name)}"
                 + (f" + {_cpu_per(m, 'postgres')} in PostgreSQL" if "postgres" in m["cpu_seconds"] else "")
                 + f" vs {_cpu_per(p, 'proxy')})"
                 + ("" if g.get("complete", True) else " **INCOMPLETE: segments lost or failed**"),
