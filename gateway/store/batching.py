@@ -49,11 +49,11 @@ class DecisionsWrite:
 
 
 @dataclass(slots=True)
-class StatementsWrite:
-    """Outbox bookkeeping (outcomes): statements that share the next commit, each with its rows of
-    parameters (run as one ``executemany``), in the order they must run."""
+class OutcomesWrite:
+    """Outbox bookkeeping: delivery outcomes that share the next commit, in the order they were reported
+    (each backend writes them its own way; an item's first outcome is the one that counts)."""
 
-    statements: list[tuple[str, list[tuple[object, ...]]]]
+    done: list[outbox.Finished]
     future: asyncio.Future[None] = field(repr=False)
 
     def resolve(self) -> None:
@@ -61,7 +61,7 @@ class StatementsWrite:
             self.future.set_result(None)
 
 
-Write = ConsentWrite | DecisionsWrite | StatementsWrite
+Write = ConsentWrite | DecisionsWrite | OutcomesWrite
 
 GATHER_SECONDS = 0.002
 """How long the writer waits for more writes before a commit, only while the previous commit was shared by
@@ -72,13 +72,14 @@ several writes (under load): the ingest benchmark on SQLite, on a machine busy w
 
 @dataclass(slots=True)
 class Batch:
-    """One transaction's work, in the order it runs: ledger, consent view, purges, decisions, outbox."""
+    """One transaction's work, in the order it runs: ledger, consent view, purges, decisions, outbox,
+    outcomes."""
 
     consents: list[ConsentWrite]
     decisions: list[tuple[str | None, ...]]
     items: list[tuple[object, ...]]
     parts: list[tuple[object, ...]]
-    statements: list[tuple[str, list[tuple[object, ...]]]]
+    outcomes: list[outbox.Finished]
 
 
 def split(writes: Sequence[Write]) -> Batch:
@@ -91,7 +92,7 @@ def split(writes: Sequence[Write]) -> Batch:
             batch.items += write.items
             batch.parts += write.parts
         else:
-            batch.statements += write.statements
+            batch.outcomes += write.done
     return batch
 
 
@@ -191,9 +192,8 @@ class GroupCommit(ABC):
 
     def finish_outbox(self, done: Sequence[outbox.Finished]) -> asyncio.Future[None]:
         """Record outcomes; they share the next commit. The returned future resolves after it (or fails)."""
-        statements = outbox.finish_statements(done, self._column)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(StatementsWrite(statements, future))
+        self._submit(OutcomesWrite(list(done), future))
         return future
 
     def _submit(self, write: Write) -> None:

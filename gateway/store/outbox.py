@@ -227,10 +227,15 @@ def finish_statements(
     for d in done:
         finish.append((d.status, d.reason, d.attempts, d.http_status, d.at, d.key))
         sent += [(d.key, column(segment)) for segment in d.sent]
-        # what was not in the delivered request (withdrawn meanwhile) or never went: its payload goes too
-        clear.append(("withdrawn" if d.status == DELIVERED else (d.reason or d.status), d.key))
+        clear.append((clearing_state(d), d.key))
     ordered = ((FINISH_ITEM, finish), (MARK_SENT, sent), (CLEAR_PARTS, clear))
     return [(sql, rows) for sql, rows in ordered if rows]
+
+
+def clearing_state(done: Finished) -> str:
+    """The state of an item's parts that its outcome leaves unsent (withdrawn meanwhile, or never sent):
+    their payload goes too."""
+    return "withdrawn" if done.status == DELIVERED else (done.reason or done.status)
 
 
 def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxItem:

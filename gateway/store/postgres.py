@@ -114,10 +114,10 @@ _INSERT_DECISIONS_AND_OUTBOX = (
 
 _UPSERT_CONSENT_NOW = outbox.numbered(outbox.UPSERT_CONSENT_NOW)
 
-# Outcomes of a commit's finished items in one statement (``outbox.finish_statements`` as three, which
-# cost a round trip and the driver's work per row each): every item's outcome; then each of its parts
-# that the delivered request carried becomes 'sent', and each other part still holding a payload gets the
-# item's clearing state; either way the payload goes.
+# Outcomes of a commit's finished items in one statement (SQLite runs ``outbox.finish_statements``, three,
+# each of which here would cost a round trip and the driver's work per row): every item's outcome; then
+# each of its parts that the delivered request carried becomes 'sent', and each other part still holding a
+# payload gets the item's clearing state; either way the payload goes.
 _FINISH = (
     "WITH finished AS ("
     "UPDATE outbox SET status = f.status, reason = f.reason, attempts = f.attempts,"
@@ -291,11 +291,8 @@ class PostgresStore(GroupCommit, SQLReads):
                 *_arrays(batch.items, 9),
                 *_arrays(batch.parts, 7),
             )
-        finish, others = _finish_arrays(batch.statements)
-        if finish is not None:
-            await conn.execute(_FINISH, *finish)
-        for sql, many in others:
-            await conn.executemany(outbox.numbered(sql), many)
+        if batch.outcomes:
+            await conn.execute(_FINISH, *_finish_arrays(batch.outcomes))
 
     # --- outbox leases -------------------------------------------------------------------------------
 
@@ -349,30 +346,17 @@ class PostgresStore(GroupCommit, SQLReads):
         return outbox.numbered(sql)
 
 
-def _finish_arrays(
-    statements: Sequence[tuple[str, list[tuple[object, ...]]]],
-) -> tuple[list[list[object]] | None, list[tuple[str, list[tuple[object, ...]]]]]:
-    """The parameters of ``_FINISH`` for the outcome statements among ``statements`` (None if there are
-    none), and the other statements. Run one after another, the first outcome of an item is the one that
-    counts (the next finds it no longer pending, its parts cleared): an item's later rows are left out."""
-    finish: dict[object, tuple[object, ...]] = {}
-    clear: dict[object, tuple[object, ...]] = {}
-    sent: list[tuple[object, ...]] = []
-    others = []
-    for sql, many in statements:
-        if sql == outbox.FINISH_ITEM:
-            for row in many:
-                finish.setdefault(row[-1], row)
-        elif sql == outbox.CLEAR_PARTS:
-            for row in many:
-                clear.setdefault(row[-1], row)
-        elif sql == outbox.MARK_SENT:
-            sent += many
-        else:
-            others.append((sql, many))
-    if not (finish or clear or sent):
-        return None, others
-    return [*_arrays(list(finish.values()), 6), *_arrays(list(clear.values()), 2), *_arrays(sent, 2)], others
+def _finish_arrays(done: Sequence[outbox.Finished]) -> list[list[object]]:
+    """The parameters of ``_FINISH``. Run one after another (``outbox.finish_statements``), an item's first
+    outcome is the one that counts: the next finds it no longer pending and its payloads cleared, while the
+    parts a delivered request carried are marked sent whichever outcome reported them."""
+    first: dict[str, outbox.Finished] = {}
+    for d in done:
+        first.setdefault(d.key, d)
+    finish = [(d.status, d.reason, d.attempts, d.http_status, d.at, d.key) for d in first.values()]
+    clear = [(outbox.clearing_state(d), d.key) for d in first.values()]
+    sent = [(d.key, _column(segment)) for d in done for segment in d.sent]
+    return [*_arrays(finish, 6), *_arrays(clear, 2), *_arrays(sent, 2)]
 
 
 def _arrays(rows: Sequence[Sequence[object]], width: int) -> list[list[object]]:

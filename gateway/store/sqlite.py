@@ -273,7 +273,7 @@ class SQLiteStore(GroupCommit, SQLReads):
             if batch.items:
                 conn.executemany(outbox.INSERT_ITEM, batch.items)
                 conn.executemany(outbox.INSERT_PART, batch.parts)
-            for sql, many in batch.statements:
+            for sql, many in outbox.finish_statements(batch.outcomes, stored):
                 conn.executemany(sql, many)
             conn.execute("COMMIT")
         except BaseException:
