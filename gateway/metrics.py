@@ -12,7 +12,7 @@ text are never labels (unbounded cardinality, and personal data).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar, cast, get_args
+from typing import TypeVar, get_args
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -70,10 +70,10 @@ class Metrics:
 
     def _child(self, metric: _Metric, *labels: str) -> _Metric:
         key = (metric, *labels)
-        child = self._children.get(key)
+        child: _Metric | None = self._children.get(key)  # type: ignore[assignment]
         if child is None:
             child = self._children[key] = metric.labels(*labels)
-        return cast(_Metric, child)
+        return child
 
     # --- runtime.Observer -----------------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ class Metrics:
     def on_decisions(self, decisions: Sequence[Decision]) -> None:
         for decision in decisions:
             reason = decision.reasons[0] if decision.reasons else "none"
-            self._child(self.decisions, decision.action.value, reason).inc()
+            self._child(self.decisions, decision.action._value_, reason).inc()  # _value_: no descriptor call
 
     def on_consent(self, record: ConsentRecord) -> None:
         # a refused request may name any channel: only the policy's closed set becomes a label

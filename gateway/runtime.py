@@ -233,13 +233,14 @@ class Gateway:
         async with self._locks.setdefault(key, asyncio.Lock()):
             now = now or wall_clock()
             state = await self._load(key)
-            expired = engine.tick(state, policy, now, view_fresh=self.fresh())
+            fresh = self.fresh()  # once: nothing below awaits before the event is decided
+            expired = engine.tick(state, policy, now, view_fresh=fresh)
             self._ask_again(key, expired.state, policy, now)
             if isinstance(event, ConsentSubmitted):
                 return await self._consent(key, expired, event, policy, now)
             if isinstance(event, SegmentReceived) and (command := chat.command_of(event, policy)):
                 return await self._chat(key, expired, event, command, policy, now)
-            step = engine.on_event(expired.state, event, policy, now, view_fresh=self.fresh())
+            step = engine.on_event(expired.state, event, policy, now, view_fresh=fresh)
             await self._commit(key, _merge(expired, step), now)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
             if isinstance(event, ParticipantJoined):

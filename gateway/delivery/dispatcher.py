@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import logging
 import random
 import time
 from collections import deque
@@ -168,7 +169,8 @@ class Dispatcher:
         self._lanes.setdefault(key, deque()).append(entry)
         self._pending += 1
         self._idle.clear()
-        log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
+        if _debugging():
+            log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
         if self._started:
             self._ensure_worker(key)
 
@@ -333,16 +335,17 @@ class Dispatcher:
             self._idle.set()
         # Delivered items are the common case: at info level they would double the log volume of a busy
         # gateway for no operational value; anything else stays visible.
-        level = log.debug if result.status is Status.DELIVERED else log.info
-        level(
-            f"delivery.{result.status}",
-            **_ids(entry.item),
-            reason=result.reason,
-            attempts=result.attempts,
-            http_status=result.http_status,
-            parts_removed=result.parts_removed,
-            latency_ms=round(result.latency * 1000, 1),
-        )
+        delivered = result.status is Status.DELIVERED
+        if not delivered or _debugging():
+            (log.debug if delivered else log.info)(
+                f"delivery.{result.status}",
+                **_ids(entry.item),
+                reason=result.reason,
+                attempts=result.attempts,
+                http_status=result.http_status,
+                parts_removed=result.parts_removed,
+                latency_ms=round(result.latency * 1000, 1),
+            )
         if self._outbox is not None:
             self._outbox.finished(entry.item, result, entry.last_sent)
         if self._on_result is not None:
@@ -414,22 +417,25 @@ class Dispatcher:
         key = idempotency_key(entry.item, entry.parts)
         payload = body(entry.item, entry.parts)
         entry.last_key = key
-        log.debug(
-            "delivery.attempt", **_ids(entry.item), sent_key=key, attempt=number, parts=len(entry.parts)
-        )
+        debugging = _debugging()
+        if debugging:
+            log.debug(
+                "delivery.attempt", **_ids(entry.item), sent_key=key, attempt=number, parts=len(entry.parts)
+            )
         entry.last_sent, entry.sending = entry.parts, True
         try:
             attempt = await self._send(config, key, payload, int(self._clock()))
         finally:
             entry.sending = False
         entry.last_status = attempt.status
-        log.debug(
-            "delivery.response",
-            **_ids(entry.item),
-            attempt=number,
-            status=attempt.status,
-            error=attempt.error,
-        )
+        if debugging:
+            log.debug(
+                "delivery.response",
+                **_ids(entry.item),
+                attempt=number,
+                status=attempt.status,
+                error=attempt.error,
+            )
         return attempt
 
     async def _keep_unblocked(self, config: DestinationConfig, entry: _Entry) -> bool:
@@ -487,6 +493,12 @@ def _result(entry: _Entry, status: Status, reason: str | None) -> Result:
         idempotency_key=entry.last_key,
         parts_removed=len(entry.item.parts) - len(entry.parts),
     )
+
+
+def _debugging() -> bool:
+    """Whether debug events are logged now. The hot path asks first: building a filtered event's fields
+    (three calls a segment) cost more than the question."""
+    return bool(log.is_enabled_for(logging.DEBUG))
 
 
 def _ids(item: Item) -> dict[str, str]:

@@ -25,10 +25,18 @@ class Attempt:
     error: str | None = None
 
 
+_TIMEOUTS: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+"""Made once per pair of values (ClientTimeout is immutable): every attempt asks for one."""
+
+
 def timeouts(config: DestinationConfig) -> aiohttp.ClientTimeout:
     # sock_connect rather than connect: "connect" also counts waiting for a free pooled connection,
     # which under load is not the destination's fault. total bounds the whole request either way.
-    return aiohttp.ClientTimeout(total=config.total_timeout, sock_connect=config.connect_timeout)
+    key = (config.total_timeout, config.connect_timeout)
+    made = _TIMEOUTS.get(key)
+    if made is None:
+        made = _TIMEOUTS[key] = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1])
+    return made
 
 
 async def post(

@@ -40,7 +40,7 @@ def decision_row(decision: Decision, column: Callable[[str], str] = verbatim) ->
         column(decision.meeting_id),
         None if participant is None else column(participant),
         column(decision.destination),
-        decision.action.value,
+        decision.action._value_,  # the enum's value without the ``value`` descriptor (a call a decision)
         at,
         decision_json(decision, at),
     )
@@ -62,7 +62,7 @@ def decision_json(decision: Decision, at: str) -> str:
         for s in decision.redactions
     )
     return (
-        f'{{"action":{_q(decision.action.value)},"at":{_q(at)},'
+        f'{{"action":{_q(decision.action._value_)},"at":{_q(at)},'
         f'"consent_record_ids":{_strings(decision.consent_record_ids)},'
         f'"decision_id":{_q(decision.decision_id)},"destination":{_q(decision.destination)},'
         f'"meeting_id":{_q(decision.meeting_id)},"participant_id":{participant},'
