@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
-from gateway.platforms import teams
+from gateway.platforms import teams, vtt
 from gateway.platforms.config import PlatformsConfigError, TeamsInstall
 from tests.conftest import require_shared
 from tests.fakes.graph import FakeGraph
@@ -88,6 +89,24 @@ async def test_a_transcript_is_fetched_and_names_resolve_against_the_roster(worl
     assert [(p["start"], p["end"]) for p in sent] == [(0.0, 2.5), (6.25, 9.0), (63.5, 64.0)]
     decisions = await world.live.decisions()
     assert len(decisions) == 7, "every cue was decided, attributed or not"
+
+
+async def test_transcript_logs_carry_ids_and_counts_never_words(world: World) -> None:
+    """Invariant 6 on the Graph path: an applied transcript and one that cannot be parsed are both logged,
+    and neither log line holds a word of them."""
+    good = (DATA / "transcript.vtt").read_text(encoding="utf-8")
+    bad = "<v Ada Lovelace>the merger closes on Friday, keep it quiet</v>"
+    other = TRANSCRIPT[::-1]
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = good
+    world.graph.transcripts[(MEETING, other)] = bad
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    with capture_logs() as logs:
+        for transcript in (TRANSCRIPT, other):
+            assert await world.notify(FakeGraph.notification(MEETING, transcript, CLIENT_STATE)) == 202
+    assert {"teams.transcript", "teams.transcript_unparsable"} <= {entry["event"] for entry in logs}
+    assert forwarded(world.live), "the good transcript was forwarded, so its words were in the gateway"
+    words = [cue.text for cue in vtt.parse(good)] + ["the merger closes on Friday"]
+    assert not [w for w in words if w in repr(logs)]
 
 
 async def test_disabled_speaker_attribution_forwards_nothing(world: World) -> None:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from gateway.platforms import vtt
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, participant_event, transcript_completed
@@ -63,6 +65,25 @@ async def test_transcript_is_attributed_by_unique_roster_names(rig: ZoomRig) -> 
     reasons = {d.segment_id: d.reasons for d in await rig.gw.decisions()}
     for n in (3, 4, 5):
         assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/{n}"]), n
+
+
+async def test_transcript_logs_carry_ids_and_counts_never_words(rig: ZoomRig) -> None:
+    """Invariant 6 on the recorded-transcript path: an applied transcript and one that cannot be parsed
+    are both logged, and neither log line holds a word of them."""
+    await _meeting_with_consent(rig)
+    good = fixture_text("transcript.vtt")
+    bad = "Sam Lee: the merger closes on Friday, keep it quiet"
+    with capture_logs() as logs:
+        for n, (name, text) in enumerate((("t1", good), ("t2", bad)), start=1):
+            url = rig.zoom.add_transcript(name, text, TOKEN)
+            await rig.accept(transcript_completed(UUID, url, TOKEN, ts=1795855000000 + n))
+            await _downloaded(rig, n)
+        await rig.gw.settle()
+    events = {entry["event"] for entry in logs}
+    assert {"zoom.transcript.applied", "zoom.transcript.failed"} <= events
+    words = [cue.text for cue in vtt.parse(good)] + [bad]
+    assert texts(rig.gw), "the good transcript was forwarded, so its words were in the gateway"
+    assert not [w for w in words if w in repr(logs)]
 
 
 async def test_wrong_download_token_forwards_nothing(rig: ZoomRig) -> None:
