@@ -12,7 +12,7 @@ text are never labels (unbounded cardinality, and personal data).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar, get_args
+from typing import Any, TypeVar, get_args
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -66,11 +66,11 @@ class Metrics:
         )
         # ``labels()`` takes a lock and checks its arguments on every call (~1 µs; three calls a segment).
         # The label sets are closed (see the module docstring), so each child is looked up once and kept.
-        self._children: dict[tuple[object, ...], Counter | Histogram] = {}
+        self._children: dict[tuple[object, ...], Any] = {}  # each value is its key's metric's child
 
     def _child(self, metric: _Metric, *labels: str) -> _Metric:
         key = (metric, *labels)
-        child: _Metric | None = self._children.get(key)  # type: ignore[assignment]
+        child: _Metric | None = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
