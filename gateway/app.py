@@ -30,18 +30,22 @@ from gateway.platforms.config import load_platforms
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.load import load_policy
 from gateway.reload import POLICIES, PolicyManager
-from gateway.replication import REPLICATION, Replication
+from gateway.replication import REPLICATION, Followers, Replication
+from gateway.roster_log import SharedRoster
 from gateway.runtime import ConsentViewStale, Gateway, PolicySet
 from gateway.sealing import Keyring
 from gateway.settings import Settings, SettingsError
 from gateway.sinks import to_item
 from gateway.store import open_store
-from gateway.store.base import StorageError, Store
+from gateway.store.base import LedgerEntry, StorageError, Store
 from gateway.store.outbox import Lease, OutboxItem
 from gateway.web import admin, consent_api, dashboard, health, ingest, request_id, standing
 from gateway.web.auth import Authenticator
 from gateway.web.keys import AUTH, DISPATCHER, GATEWAY, LINKS, MAX_BODY, NOTIFIER, SETTINGS, STORE
 from gateway.web.problems import problem_middleware
+
+OUTBOX_KEYRING = web.AppKey("outbox_keyring", Keyring)
+"""The keys that seal content at rest: the outbox's payloads and, with several replicas, the shared roster."""
 
 log = structlog.get_logger("gateway.app")
 
@@ -243,6 +247,7 @@ def _delivery(
                 # key that dies with the process: what it leaves in the outbox is unreadable after a restart
                 log.warning("outbox.ephemeral_key")
                 keyring = Keyring.generate()
+            app[OUTBOX_KEYRING] = keyring
             outbox = Outbox(store, keyring)
             transports = Transports(session)
             dispatcher = Dispatcher(
@@ -299,17 +304,28 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
 async def _replication(app: web.Application) -> AsyncIterator[None]:
     """Several replicas on one PostgreSQL: fold in what the others record, and forward only while this
     replica's consent view is confirmed fresh (gateway.replication)."""
-    from gateway.store.pg_listen import LedgerListener  # imports the PostgreSQL driver: only when used
+    # imports the PostgreSQL driver: only when used
+    from gateway.store.pg_listen import LedgerListener, RosterListener
+    from gateway.store.postgres import PostgresStore
 
-    settings = app[SETTINGS]
-    replication = Replication(
-        LedgerListener(settings.database),
-        app[GATEWAY].apply_remote,
-        max_age=settings.consent_view_max_age_ms / 1000,
+    settings, gateway, store = app[SETTINGS], app[GATEWAY], app[STORE]
+    if not isinstance(store, PostgresStore):
+        raise SettingsError("database: replication needs the PostgreSQL store")
+    max_age = settings.consent_view_max_age_ms / 1000
+    keyring = app[OUTBOX_KEYRING]  # replicas share the outbox keys, which seal the roster's names too
+
+    async def apply_record(entry: LedgerEntry) -> None:
+        await gateway.apply_remote(entry.record)
+
+    followers = Followers(
+        Replication(LedgerListener(settings.database), apply_record, max_age=max_age),
+        Replication(RosterListener(settings.database, keyring), gateway.apply_roster, max_age=max_age),
     )
-    app[GATEWAY].wrote = replication.wrote
-    await replication.start()
-    app[REPLICATION] = replication
-    app[GATEWAY].fresh = replication.fresh
+    gateway.wrote = followers.ledger.wrote
+    gateway.wrote_roster = followers.roster.wrote
+    gateway.roster = SharedRoster(store, keyring)
+    await followers.start()
+    app[REPLICATION] = followers
+    gateway.fresh = followers.fresh
     yield
     # stopped by the delivery context once it has drained: without a fresh view nothing could leave then

@@ -97,14 +97,19 @@ def _bump(state: MeetingState, **changes: Any) -> MeetingState:
     return replace(state, version=state.version + 1, cache={}, **changes)
 
 
-def joined(state: MeetingState, participant_id: str, name: str, email: str | None) -> MeetingState:
+def joined(
+    state: MeetingState, participant_id: str, name: str, email: str | None, ordinal: int = 0
+) -> MeetingState:
+    """``ordinal``: the placeholder number to give someone new (several replicas take it from the shared
+    roster, so that all call them the same); 0 for the next one here."""
     known = state.participants.get(participant_id)
     if known is None:
-        person = Participant(participant_id, name, email, ordinal=state.next_ordinal)
+        ordinal = ordinal or state.next_ordinal
+        person = Participant(participant_id, name, email, ordinal=ordinal)
         return _bump(
             state,
             participants=_put(state.participants, participant_id, person),
-            next_ordinal=state.next_ordinal + 1,
+            next_ordinal=max(state.next_ordinal, ordinal + 1),
         )
     person = _renamed(known, name)
     person = replace(person, present=True, email=email or known.email)
@@ -123,6 +128,25 @@ def renamed(state: MeetingState, participant_id: str, name: str) -> MeetingState
     if known is None:
         return joined(state, participant_id, name, None)
     return _bump(state, participants=_put(state.participants, participant_id, _renamed(known, name)))
+
+
+def back(state: MeetingState, participant_id: str, email: str | None) -> MeetingState:
+    """A known participant is present again (and vouched for with ``email``, if given); name unchanged."""
+    known = state.participants.get(participant_id)
+    if known is None or (known.present and (not email or email == known.email)):
+        return state
+    person = replace(known, present=True, email=email or known.email)
+    return _bump(state, participants=_put(state.participants, participant_id, person))
+
+
+def also_known_as(state: MeetingState, participant_id: str, name: str) -> MeetingState:
+    """Add ``name`` to a known participant's former names, leaving the current one (a rename older than the
+    name it has now, told late): whatever the participant was called is still scrubbed."""
+    known = state.participants.get(participant_id)
+    if known is None or not name or name == known.name or name in known.former_names:
+        return state
+    person = replace(known, former_names=(*known.former_names, name))
+    return _bump(state, participants=_put(state.participants, participant_id, person))
 
 
 def _renamed(person: Participant, name: str) -> Participant:

@@ -1,4 +1,8 @@
-"""Replication: keeps this replica's consent view in step with the ledger that every replica writes.
+"""Replication: keeps this replica's consent view in step with the logs that every replica writes.
+
+Two logs are followed, each by its own ``Replication``: the consent ledger and the shared roster
+(``gateway.roster_log``); the view is fresh only while both followers are (``Followers``). What follows is
+said of the ledger and holds for the roster alike.
 
 Several gateway processes share one PostgreSQL database. A commit to the ledger notifies every listening
 replica (``pg_notify`` from a trigger, ``gateway.store.pg_listen``), but a notification only says "there is
@@ -20,27 +24,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 from aiohttp import web
 
-from gateway.model import ConsentRecord
+from gateway.roster_log import RosterChange
 from gateway.store.base import LedgerEntry
 
 log = structlog.get_logger("gateway.replication")
 
 OnNotify = Callable[[int | None], None]
-"""Told of a ledger commit: its sequence number (None if the payload was not one)."""
+"""Told of a commit: its sequence number (None if the payload was not one)."""
 OnLost = Callable[[], None]
 """Told that the listening connection is gone."""
-Apply = Callable[[ConsentRecord], Awaitable[None]]
-"""Folds one ledger record into the live consent view (``Gateway.apply_remote``)."""
 
 
-class Feed(Protocol):
-    """The shared ledger as a follower sees it (``gateway.store.pg_listen.LedgerListener``)."""
+class Entry(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+E = TypeVar("E", bound=Entry)
+E_co = TypeVar("E_co", bound=Entry, covariant=True)
+
+
+class Feed(Protocol[E_co]):
+    """A shared log as a follower sees it (``gateway.store.pg_listen``: the ledger, the roster)."""
 
     async def connect(self, on_notify: OnNotify, on_lost: OnLost) -> None:
         """Open the listening connection (closing any previous one); StorageError if it cannot."""
@@ -48,7 +59,7 @@ class Feed(Protocol):
     async def head(self) -> int:
         """The highest sequence number committed (0 for an empty ledger)."""
 
-    async def after(self, seq: int, limit: int) -> list[LedgerEntry]:
+    async def after(self, seq: int, limit: int) -> Sequence[E_co]:
         """Up to ``limit`` committed entries after ``seq``, in sequence order."""
 
     def backend_pid(self) -> int | None: ...
@@ -56,13 +67,13 @@ class Feed(Protocol):
     async def close(self) -> None: ...
 
 
-class Replication:
-    """Follows the ledger for one gateway; ``fresh()`` is what the gateway asks before forwarding."""
+class Replication(Generic[E]):
+    """Follows one log for one gateway; ``fresh()`` is what the gateway asks before forwarding."""
 
     def __init__(
         self,
-        feed: Feed,
-        apply: Apply,
+        feed: Feed[E],
+        apply: Callable[[E], Awaitable[None]],
         *,
         max_age: float = 2.0,
         batch: int = 500,
@@ -162,7 +173,7 @@ class Replication:
             self._wake.clear()
             if self._connected:
                 await self._catch_up()
-        raise ConnectionError("ledger listener connection lost")
+        raise ConnectionError("listener connection lost")
 
     async def _connect(self) -> None:
         self._on_lost()
@@ -180,7 +191,7 @@ class Replication:
         while True:
             entries = await self.feed.after(self._applied, self._batch)
             for entry in entries:
-                await self._apply(entry.record)
+                await self._apply(entry)
                 self._applied = entry.seq
                 self._own.discard(entry.seq)
             if len(entries) < self._batch:
@@ -202,4 +213,28 @@ class Replication:
 _OWN_WINDOW = 256
 """Unread entries beyond this many count as not fresh even if all are ours (bounds the check's cost)."""
 
-REPLICATION = web.AppKey("replication", Replication)
+
+class Followers:
+    """The followers of both shared logs, as one: fresh only while each is, started and stopped together."""
+
+    def __init__(self, ledger: Replication[LedgerEntry], roster: Replication[RosterChange]) -> None:
+        self.ledger = ledger
+        self.roster = roster
+        self.followers: tuple[Replication[Any], ...] = (ledger, roster)
+
+    def fresh(self) -> bool:
+        return all(f.fresh() for f in self.followers)
+
+    async def start(self) -> None:
+        for follower in self.followers:
+            await follower.start()
+
+    async def stop(self) -> None:
+        for follower in self.followers:
+            await follower.stop()
+
+    def running(self) -> bool:
+        return all(f.running() for f in self.followers)
+
+
+REPLICATION = web.AppKey("replication", Followers)

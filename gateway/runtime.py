@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from gateway import engine
+from gateway import engine, roster_log
 from gateway.consent import asking, chat, standing
 from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
@@ -28,8 +28,9 @@ from gateway.meeting import MeetingState, Part, with_records
 from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, RecordOutcome
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
+from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
-from gateway.store.base import Store
+from gateway.store.base import StorageError, Store
 from gateway.store.outbox import Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
@@ -179,6 +180,14 @@ class Gateway:
         self.fresh: Callable[[], bool] = _always_fresh
         """Whether the consent view is confirmed current (``gateway.replication`` on PostgreSQL; a single
         SQLite process always is). While it is not, nothing is forwarded: segments are held."""
+        self.roster: SharedRoster | None = None
+        """Several replicas: where each roster change is written before it takes effect here, and read when a
+        meeting is first seen (``gateway.roster_log``). None for a single process."""
+        self.wrote_roster: Callable[[int], None] = _ignore
+        """Told the sequence number of every roster change this process wrote (as ``wrote``)."""
+        self._mint_change = new_id
+        self._latest: dict[MeetingKey, Latest] = {}
+        self._roster_to_forget: set[MeetingKey] = set()
 
     # --- reading state (delivery asks before every attempt) ---------------------------------------
 
@@ -233,6 +242,11 @@ class Gateway:
         async with self._locks.setdefault(key, asyncio.Lock()):
             now = now or wall_clock()
             state = await self._load(key)
+            change = None
+            if self.roster is not None and isinstance(event, ROSTER_EVENTS):
+                # shared before it takes effect: what this replica acknowledges, every replica can read
+                change = await self.roster.write(self._mint_change(), event)
+                self.wrote_roster(change.seq)
             fresh = self.fresh()  # once: nothing below awaits before the event is decided
             expired = engine.tick(state, policy, now, view_fresh=fresh)
             self._ask_again(key, expired.state, policy, now)
@@ -240,7 +254,10 @@ class Gateway:
                 return await self._consent(key, expired, event, policy, now)
             if isinstance(event, SegmentReceived) and (command := chat.command_of(event, policy)):
                 return await self._chat(key, expired, event, command, policy, now)
-            step = engine.on_event(expired.state, event, policy, now, view_fresh=fresh)
+            if change is None or isinstance(event, MeetingEnded):
+                step = engine.on_event(expired.state, event, policy, now, view_fresh=fresh)
+            else:  # as the engine folds it, with the placeholder number the shared roster gave
+                step = Step(roster_log.fold(expired.state, change, self._latest.setdefault(key, Latest())))
             await self._commit(key, _merge(expired, step), now)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
             if isinstance(event, ParticipantJoined):
@@ -419,6 +436,31 @@ class Gateway:
         log.info("consent.replicated", meeting_id=record.meeting_id, record_id=record.record_id,
                  choice=str(record.choice))  # fmt: skip
 
+    async def apply_roster(self, change: RosterChange) -> None:
+        """Fold in a roster change from the shared log (``gateway.replication`` hands them over in log order),
+        under the meeting's lock, so that names said here are scrubbed and presence counts here wherever the
+        participant joined. Changes written here were folded in then and change nothing now. A meeting this
+        replica does not hold is left alone: it reads the shared roster when first seen."""
+        event = change.event
+        key = (event.platform, event.meeting_id)
+        lock = self._locks.get(key)
+        if lock is None:
+            return
+        async with lock:
+            state = self._states.get(key)
+            if state is None:
+                return
+            ending = isinstance(event, MeetingEnded) and key not in self._ended_at
+            if ending:
+                # forgotten in time here too; what this replica holds of it expires as the policy says
+                self._ended_at[key] = wall_clock()
+            folded = roster_log.fold(state, change, self._latest.setdefault(key, Latest()))
+            if folded is not state:
+                self._publish(key, folded)
+            if ending or folded is not state:
+                log.info("roster.replicated", meeting_id=event.meeting_id, seq=change.seq,
+                         kind=type(event).__name__)  # fmt: skip
+
     async def _still_latest(self, record: ConsentRecord) -> ConsentRecord | None:
         """``record`` cut to the purposes for which it is still the subject's latest accepted record.
 
@@ -521,7 +563,14 @@ class Gateway:
         platform, meeting_id = key
         entries = await self.store.ledger_entries(meeting_id=meeting_id)
         records = (e.record for e in entries if e.record.platform == platform)
-        return with_records(engine.new_meeting(platform, meeting_id), records)
+        state = with_records(engine.new_meeting(platform, meeting_id), records)
+        if self.roster is not None:
+            latest = self._latest[key] = Latest()
+            for change in await self.roster.load(platform, meeting_id):
+                state = roster_log.fold(state, change, latest)
+                if isinstance(change.event, MeetingEnded):
+                    self._ended_at.setdefault(key, wall_clock())
+        return state
 
     # --- time ---------------------------------------------------------------------------------------
 
@@ -542,14 +591,31 @@ class Gateway:
                 if step.decisions:
                     await self._commit(key, step, now)
                     made += len(step.decisions)
-                self._forget_if_done(key, step.state, now)
+                if self._forget_if_done(key, step.state, now) and self.roster is not None:
+                    self._roster_to_forget.add(key)
+        await self._forget_rosters()
         return made
 
-    def _forget_if_done(self, key: MeetingKey, state: MeetingState, now: datetime) -> None:
+    async def _forget_rosters(self) -> None:
+        """Delete forgotten meetings' names from the shared roster; what fails is logged and tried again on
+        the next tick."""
+        for key in sorted(self._roster_to_forget):
+            assert self.roster is not None
+            try:
+                await self.roster.forget(*key)
+            except StorageError:
+                log.error("roster.forget_failed", meeting_id=key[1])
+                return
+            self._roster_to_forget.discard(key)
+
+    def _forget_if_done(self, key: MeetingKey, state: MeetingState, now: datetime) -> bool:
         ended = self._ended_at.get(key)
         # A meeting whose content is still being delivered stays: delivery asks its consent view before every
         # attempt, and a forgotten meeting would answer "no" and lose consented content.
-        done = not state.held and not self.sink.pending(key[1])
+        # A meeting ended through another replica (``state.ended`` is False here) may still have parts for
+        # meeting-end transcripts that only this replica holds: kept, not dropped unsaid (gateway.roster_log)
+        unsent = not state.ended and bool(state.batches)
+        done = not state.held and not unsent and not self.sink.pending(key[1])
         if ended is not None and done and now - ended > _FORGET_AFTER:
             del self._states[key]
             del self._ended_at[key]
@@ -560,6 +626,9 @@ class Gateway:
             self._seen_policy.pop(key, None)
             for holders in self._identities.values():
                 holders.difference_update({h for h in holders if h[0] == key})
+            self._latest.pop(key, None)
+            return True
+        return False
 
 
 def _safely(call: Callable[..., None], *args: object) -> None:

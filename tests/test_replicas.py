@@ -32,6 +32,7 @@ from tests.web.harness import (
     Dest,
     LiveGateway,
     consent,
+    event,
     joined,
     policy_yaml,
     segment,
@@ -43,14 +44,16 @@ DEST = "summariser"
 
 
 @asynccontextmanager
-async def replicas(tmp: Path, count: int = 2) -> AsyncIterator[tuple[list[LiveGateway], str]]:
+async def replicas(
+    tmp: Path, count: int = 2, mode: str = "per_speaker"
+) -> AsyncIterator[tuple[list[LiveGateway], str]]:
     """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
     key and one fake AI service."""
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(postgres_database())
         fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
         policy = tmp / "policy.yaml"
-        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST),)))
+        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST),), mode=mode))
         config = Settings(
             port=0,
             database=url,
@@ -141,7 +144,7 @@ async def test_a_replica_that_cannot_confirm_its_view_holds_and_recovers(tmp_pat
         fake = a.fake
         await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"))
         await b.send(joined(ADA, "Ada Lovelace"), segment("s1", ADA, "Before."))
-        replication = b.app[REPLICATION]
+        replication = b.app[REPLICATION].ledger
         killed = replication.feed.backend_pid()
         assert killed is not None and replication.fresh()
 
@@ -179,3 +182,78 @@ async def test_a_replica_that_cannot_confirm_its_view_holds_and_recovers(tmp_pat
 
         await wait_for(s2_delivered, "the held segment to go out once the view is fresh")
         assert {p["segment_id"] for p in fake.segments()} == {"s1", "s2"}
+
+
+BO, CARA = "p-bo", "p-cara"
+
+
+def texts(fake: FakeAIService) -> dict[str, str]:
+    return {str(p["segment_id"]): str(p["text"]) for p in fake.segments()}
+
+
+async def delivered(fake: FakeAIService, segment_id: str) -> None:
+    async def arrived() -> bool:
+        return segment_id in texts(fake)
+
+    await wait_for(arrived, f"{segment_id} to be delivered")
+
+
+async def knows(gw: LiveGateway, participant_id: str, *, present: bool = True) -> None:
+    """Wait until the replica's view of the meeting has the participant, present or not."""
+
+    async def folded() -> bool:
+        state = gw.app[GATEWAY].meeting("generic", MEETING)
+        person = state.participants.get(participant_id) if state is not None else None
+        return person is not None and person.present is present
+
+    await wait_for(folded, f"{participant_id} to be in the replica's roster (present={present})")
+
+
+async def test_any_replica_can_take_any_event_the_roster_is_shared(tmp_path: Path) -> None:
+    """Everyone joins through A; the speech comes through B. B forwards a consenting speaker who joined
+    through A, scrubs the name of a participant who joined through A and never consented (whether B first
+    sees the meeting after the join, reading the shared roster, or already holds it and is notified), and
+    calls everyone by the placeholder A calls them by."""
+    async with replicas(tmp_path) as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"), joined(BO, "Bo Nakamura"))
+        await b.send(segment("b1", ADA, "Thanks Bo, over to you."))  # B's first event of the meeting
+        await delivered(fake, "b1")
+
+        await a.send(joined(CARA, "Cara Okafor"))
+        await knows(b, CARA)
+        await b.send(segment("b2", ADA, "Cara Okafor will follow up with Bo."))
+        await a.send(segment("a1", ADA, "Cara and Bo agreed."))
+        await b.send(segment("b3", BO, "I never agreed to any of this."))
+        for sid in ("b2", "a1"):
+            await delivered(fake, sid)
+
+        said = texts(fake)
+        assert said["b1"] == "Thanks [participant 2], over to you."
+        assert said["b2"] == "[participant 3] will follow up with [participant 2]."
+        assert said["a1"] == "[participant 3] and [participant 2] agreed."
+        assert "b3" not in said
+        [b3] = [d for d in await b.decisions() if d.segment_id == "b3"]
+        assert b3.action is Action.DROP
+
+
+async def test_presence_through_one_replica_gates_an_all_party_meeting_on_the_other(tmp_path: Path) -> None:
+    """All-party mode: a participant who joined through A and has not consented keeps B from forwarding
+    anyone's words; once they leave through A, B forwards again."""
+    async with replicas(tmp_path, mode="all_party") as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"))
+        await b.send(segment("b1", ADA, "Only Ada is here."))
+        await delivered(fake, "b1")
+
+        await a.send(joined(BO, "Bo Nakamura"))
+        await knows(b, BO)
+        await b.send(segment("b2", ADA, "Bo has joined, and has not said yes."))
+        [b2] = [d for d in await b.decisions() if d.segment_id == "b2"]
+        assert b2.action in (Action.DROP, Action.HOLD)
+
+        await a.send(event("participant.left", participant_id=BO))
+        await knows(b, BO, present=False)
+        await b.send(segment("b3", ADA, "Bo has left."))
+        await delivered(fake, "b3")
+        assert "b2" not in texts(fake)

@@ -6,21 +6,26 @@ The two-app end-to-end tests are in ``tests/test_replicas.py``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import engine
-from gateway.events import ConsentSubmitted, ParticipantJoined
+from gateway.events import ConsentSubmitted, MeetingEnded, ParticipantJoined, ParticipantRenamed
 from gateway.model import Action, ConsentChoice, ConsentRecord, Segment
 from gateway.replication import Replication
+from gateway.roster_log import RosterChange, SharedRoster
 from gateway.runtime import ConsentViewStale, Gateway, PolicySet
+from gateway.sealing import Keyring
 from gateway.sinks import CollectSink
-from gateway.store.pg_listen import LedgerListener
+from gateway.store.base import LedgerEntry
+from gateway.store.pg_listen import LedgerListener, RosterListener
 from gateway.store.postgres import PostgresStore
 from tests.conftest import postgres_database
 from tests.strategies import consent_record
@@ -139,8 +144,8 @@ async def test_the_follower_hands_over_every_record_in_ledger_order_across_a_los
         await store.append_consent(_record(0))  # before the follower started: not replayed
         seen: list[str] = []
 
-        async def apply(record: ConsentRecord) -> None:
-            seen.append(record.record_id)
+        async def apply(entry: LedgerEntry) -> None:
+            seen.append(entry.record.record_id)
 
         follower = Replication(LedgerListener(url), apply, max_age=2.0)
         await follower.start()
@@ -168,8 +173,8 @@ async def test_polling_catches_up_when_no_notification_comes() -> None:
     async with _ledger() as (store, url):
         seen: list[str] = []
 
-        async def apply(record: ConsentRecord) -> None:
-            seen.append(record.record_id)
+        async def apply(entry: LedgerEntry) -> None:
+            seen.append(entry.record.record_id)
 
         follower = Replication(LedgerListener(url), apply, max_age=0.4)
         await follower.start()
@@ -239,3 +244,113 @@ async def test_a_stale_gateway_never_says_yes() -> None:
             pass
         else:
             raise AssertionError("a stale view answered yes")
+
+
+# --- the shared roster --------------------------------------------------------------------------------
+
+
+def _roster_gateway(store: PostgresStore, keyring: Keyring) -> Gateway:
+    gw = Gateway(PolicySet([policy()]), store, CollectSink())
+    gw.roster = SharedRoster(store, keyring)
+    return gw
+
+
+def _joined(pid: str, name: str, email: str | None = None) -> ParticipantJoined:
+    return ParticipantJoined("generic", "m1", pid, name, datetime.now(UTC), email)
+
+
+async def test_the_shared_roster_holds_names_sealed_and_forgets_them_with_the_meeting() -> None:
+    async with _ledger() as (store, url):
+        keyring = Keyring.generate()
+        gw = _roster_gateway(store, keyring)
+        await gw.handle("generic", _joined("p1", "Zanzibar Quixote", "zq@example.org"))
+        # the key stays needed (``outbox keys``) while the roster holds anything under it
+        assert await store.sealed_key_ids(keyring.key_id_of) == {keyring.active_id: 1}
+        admin = await asyncpg.connect(url)
+        try:
+            [row] = await admin.fetch("SELECT * FROM roster_log")
+            assert b"Zanzibar" not in row["sealed"] and b"zq@example" not in row["sealed"]
+            assert (row["participant_id"], row["ordinal"]) == ("p1", 1)
+            ended = datetime.now(UTC)
+            await gw.handle("generic", MeetingEnded("generic", "m1", ended))
+            await gw.tick(ended + timedelta(minutes=5))
+            # joined and ended; the meeting is not forgotten yet
+            assert await admin.fetchval("SELECT count(*) FROM roster_log") == 2
+            await gw.tick(ended + timedelta(minutes=11))
+            assert await admin.fetchval("SELECT count(*) FROM roster_log") == 0
+            assert await store.sealed_key_ids(keyring.key_id_of) == {}
+            assert gw.meeting("generic", "m1") is None
+        finally:
+            await admin.close()
+
+
+async def test_replicas_give_a_participant_one_placeholder_whatever_order_they_learn_of_joins() -> None:
+    """B holds the meeting; A and B each take a join before hearing of the other's: the shared roster numbers
+    both, so once each has folded in the other's change, both call everyone the same."""
+    async with _ledger() as (store, _):
+        keyring = Keyring.generate()
+        a, b = _roster_gateway(store, keyring), _roster_gateway(store, keyring)
+        await b.handle("generic", _joined("p-rae", "Rae Ito"))
+        await a.handle("generic", _joined("p-ana", "Ana Silva"))  # A reads Rae from the shared roster
+        await b.handle("generic", _joined("p-bo", "Bo Chen"))  # B has not heard of Ana yet
+        await a.handle("generic", ParticipantRenamed("generic", "m1", "p-ana", "Ana S.", datetime.now(UTC)))
+        changes = await SharedRoster(store, keyring).load("generic", "m1")
+        with structlog.testing.capture_logs() as logs:
+            for gw in (a, b):
+                for change in changes:
+                    await gw.apply_roster(change)
+        assert [e["event"] for e in logs] == ["roster.replicated"] * 3  # Ana and her rename to B, Bo to A
+        assert not any(name in str(logs) for name in ("Ana", "Bo Chen", "Rae"))  # ids, never names
+        views = []
+        for gw in (a, b):
+            state = gw.meeting("generic", "m1")
+            assert state is not None
+            views.append({pid: (p.ordinal, p.name, p.present) for pid, p in state.participants.items()})
+        assert (
+            views[0]
+            == views[1]
+            == {
+                "p-rae": (1, "Rae Ito", True),
+                "p-ana": (2, "Ana S.", True),
+                "p-bo": (3, "Bo Chen", True),
+            }
+        )
+
+
+async def test_a_roster_change_no_configured_key_opens_keeps_the_view_unconfirmed() -> None:
+    """Replicas must share the outbox keys: one that cannot read a roster change cannot know a name it must
+    scrub, so it never calls its view fresh (and holds instead of forwarding) until it can."""
+    async with _ledger() as (store, url):
+        seen: list[int] = []
+
+        async def apply(change: RosterChange) -> None:
+            seen.append(change.seq)
+
+        follower = Replication(RosterListener(url, Keyring.generate()), apply, max_age=0.4)
+        await follower.start()
+        try:
+            await wait_for(_true(follower.fresh), "the follower to confirm an empty roster")
+            await SharedRoster(store, Keyring.generate()).write("c1", _joined("p1", "Ann Example"))
+            await wait_for(_true(lambda: not follower.fresh()), "the follower to stop calling its view fresh")
+            await asyncio.sleep(0.5)  # polls and retries since: still unconfirmed, nothing applied
+            assert not follower.fresh() and seen == []
+        finally:
+            await follower.stop()
+
+
+async def test_a_meeting_ended_through_one_replica_is_forgotten_by_the_others_too() -> None:
+    """Only A receives meeting.ended; B, which took part of the meeting, forgets it in time as well (else each
+    replica that ever saw a meeting would keep it for good)."""
+    async with _ledger() as (store, _):
+        keyring = Keyring.generate()
+        a, b = _roster_gateway(store, keyring), _roster_gateway(store, keyring)
+        for gw in (a, b):
+            await gw.handle("generic", _joined("p1", "Ann Example"))
+        ended = datetime.now(UTC)
+        await a.handle("generic", MeetingEnded("generic", "m1", ended))
+        for change in await SharedRoster(store, keyring).load("generic", "m1"):
+            await b.apply_roster(change)
+        await b.tick(ended + timedelta(minutes=5))
+        assert b.meeting("generic", "m1") is not None
+        await b.tick(ended + timedelta(minutes=11))
+        assert b.meeting("generic", "m1") is None

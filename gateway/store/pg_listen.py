@@ -1,32 +1,43 @@
-"""The PostgreSQL end of replication: one dedicated connection that LISTENs for ledger commits and reads them.
+"""The PostgreSQL end of replication: a dedicated connection that LISTENs for commits to a log and reads them.
 
-A trigger on the ledger (migration 3 in ``gateway.store.postgres``) sends ``pg_notify(CHANNEL, seq)`` for
-every row; PostgreSQL delivers notifications at commit, in commit order, to every listening connection. This
-module is the driver-specific half of ``gateway.replication.Feed``: it connects, listens, reports the
-connection's loss, and reads ledger rows after a sequence number. Errors surface as ``StorageError`` naming
-the error class and SQLSTATE only, never the DSN or a value from a row.
+Two logs are followed, each on its own connection: the consent ledger (``LedgerListener``) and the shared
+roster (``RosterListener``, ``gateway.roster_log``). A trigger on each (migrations 3 and 4 in
+``gateway.store.postgres``) sends ``pg_notify(channel, seq)`` for every row; PostgreSQL delivers
+notifications at commit, in commit order, to every listening connection. This module is the driver-specific
+half of ``gateway.replication.Feed``: it connects, listens, reports the connection's loss, and reads rows
+after a sequence number. Errors surface as ``StorageError`` naming the error class and SQLSTATE only, never
+the DSN or a value from a row.
 """
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import asyncpg
 
+from gateway import roster_log
 from gateway.replication import OnLost, OnNotify
+from gateway.roster_log import RosterChange
+from gateway.sealing import Keyring
 from gateway.store import rows
 from gateway.store.base import LedgerEntry, StorageError
-from gateway.store.postgres import _DRIVER_ERRORS, _error_name
+from gateway.store.postgres import _DRIVER_ERRORS, SELECT_ROSTER, _error_name, roster_row
 from gateway.store.reads import SELECT_LEDGER
 
 CHANNEL = "consent_gateway_ledger"
+ROSTER_CHANNEL = "consent_gateway_roster"
 APPLICATION_NAME = "consent-gateway-replication"
-"""Shown in ``pg_stat_activity``, so an operator can tell the listening connection from the pool's."""
+"""Shown in ``pg_stat_activity``, so an operator can tell the listening connections from the pool's."""
 
-_AFTER = SELECT_LEDGER + " WHERE seq > $1 ORDER BY seq LIMIT $2"
-_HEAD = "SELECT COALESCE(MAX(seq), 0) FROM ledger"
+E = TypeVar("E")
 
 
-class LedgerListener:
-    """``Feed`` on a PostgreSQL database: one connection, outside the store's pool."""
+class _Listener(Generic[E]):
+    """``Feed`` of one log on a PostgreSQL database: one connection, outside the store's pool."""
+
+    channel = ""
+    table = ""
+    head_sql = ""
 
     def __init__(self, dsn: str, *, connect_timeout: float = 5.0, command_timeout: float = 5.0) -> None:
         self._dsn = dsn
@@ -35,7 +46,7 @@ class LedgerListener:
         self._conn: asyncpg.Connection | None = None
 
     def __repr__(self) -> str:
-        return "LedgerListener()"  # never the DSN: it may carry a password
+        return f"{type(self).__name__}()"  # never the DSN: it may carry a password
 
     async def connect(self, on_notify: OnNotify, on_lost: OnLost) -> None:
         await self.close()
@@ -54,10 +65,10 @@ class LedgerListener:
             raise StorageError(f"cannot open the ledger listener ({_error_name(exc)})") from exc
         self._conn = conn
         try:
-            await conn.add_listener(CHANNEL, notified)
+            await conn.add_listener(self.channel, notified)
         except _DRIVER_ERRORS as exc:
             await self.close()
-            raise StorageError(f"cannot listen for ledger commits ({_error_name(exc)})") from exc
+            raise StorageError(f"cannot listen for {self.table} commits ({_error_name(exc)})") from exc
 
         def terminated(_conn: object) -> None:
             if self._conn is conn:  # not a connection this listener closed itself
@@ -66,12 +77,11 @@ class LedgerListener:
         conn.add_termination_listener(terminated)
 
     async def head(self) -> int:
-        found = await self._query(_HEAD)
+        found = await self._query(self.head_sql)
         return int(found[0][0])
 
-    async def after(self, seq: int, limit: int) -> list[LedgerEntry]:
-        found = await self._query(_AFTER, seq, limit)
-        return [rows.decode_entry(rows.ledger_row(row)) for row in found]
+    async def after(self, seq: int, limit: int) -> list[E]:
+        raise NotImplementedError
 
     def backend_pid(self) -> int | None:
         """The server process of the listening connection (what ``pg_terminate_backend`` takes)."""
@@ -90,8 +100,38 @@ class LedgerListener:
     async def _query(self, sql: str, *params: int) -> list[asyncpg.Record]:
         conn = self._conn
         if conn is None or conn.is_closed():
-            raise StorageError("ledger listener is not connected")
+            raise StorageError(f"{self.table} listener is not connected")
         try:
             return list(await conn.fetch(sql, *params))
         except _DRIVER_ERRORS as exc:
             raise rows.storage_error(exc, "read", _error_name) from exc
+
+
+class LedgerListener(_Listener[LedgerEntry]):
+    """Follows the consent ledger."""
+
+    channel = CHANNEL
+    table = "ledger"
+    head_sql = "SELECT COALESCE(MAX(seq), 0) FROM ledger"
+
+    async def after(self, seq: int, limit: int) -> list[LedgerEntry]:
+        found = await self._query(SELECT_LEDGER + " WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+        return [rows.decode_entry(rows.ledger_row(row)) for row in found]
+
+
+class RosterListener(_Listener[RosterChange]):
+    """Follows the shared roster, opening each change with the outbox keys. A change no configured key opens
+    raises (``SealingError``): the follower then retries and its view stays unconfirmed, so the replica holds
+    instead of forwarding on a roster it knows to be incomplete."""
+
+    channel = ROSTER_CHANNEL
+    table = "roster_log"
+    head_sql = "SELECT COALESCE(MAX(seq), 0) FROM roster_log"
+
+    def __init__(self, dsn: str, keyring: Keyring, **timeouts: float) -> None:
+        super().__init__(dsn, **timeouts)
+        self._keyring = keyring
+
+    async def after(self, seq: int, limit: int) -> list[RosterChange]:
+        found = await self._query(SELECT_ROSTER + " WHERE seq > $1 ORDER BY seq LIMIT $2", seq, limit)
+        return [roster_log.opened(self._keyring, roster_row(row)) for row in found]

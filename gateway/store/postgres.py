@@ -15,22 +15,24 @@ Migrations run on open under an advisory lock, so replicas starting together do 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
 
 from gateway.consent import ledger
+from gateway.roster_log import StoredChange
 from gateway.store import outbox, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored as _column
 from gateway.store.reads import SQLReads
 
-# Advisory lock keys (any constants unique to this application): one serialises chain extension, the other
-# schema migration.
+# Advisory lock keys (any constants unique to this application): they serialise chain extension, schema
+# migration and roster appends.
 LEDGER_LOCK = 0x636F6E73656E7401
 MIGRATION_LOCK = 0x636F6E73656E7402
+ROSTER_LOCK = 0x636F6E73656E7403
 
 # Each step list brings the schema from version N to N+1; append new steps, never edit applied ones.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -84,6 +86,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER ledger_notify AFTER INSERT ON ledger
             FOR EACH ROW EXECUTE FUNCTION ledger_notify()""",
     ),
+    # 4: the shared roster (gateway.roster_log): each change sealed, numbered in commit order (its sequence
+    # drawn under ROSTER_LOCK), and notified to the other replicas at commit like the ledger
+    (
+        """CREATE TABLE roster_log (
+            seq BIGSERIAL PRIMARY KEY, change_id TEXT NOT NULL UNIQUE, platform TEXT NOT NULL,
+            meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+            sealed BYTEA NOT NULL)""",
+        "CREATE INDEX roster_log_meeting ON roster_log (meeting_id, platform, seq)",
+        """CREATE FUNCTION roster_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_notify('consent_gateway_roster', NEW.seq::text); RETURN NULL; END $$""",
+        """CREATE TRIGGER roster_notify AFTER INSERT ON roster_log
+            FOR EACH ROW EXECUTE FUNCTION roster_notify()""",
+    ),
 )
 
 _INSERT_LEDGER = (
@@ -111,6 +126,21 @@ _INSERT_DECISIONS_AND_OUTBOX = (
     " SELECT * FROM unnest($17::text[], $18::int[], $19::text[], $20::text[], $21::text[], $22::text[],"
     " $23::bytea[]) ON CONFLICT (item_key, ord) DO NOTHING"
 )
+
+_INSERT_ROSTER = (
+    "INSERT INTO roster_log (change_id, platform, meeting_id, participant_id, ordinal, sealed)"
+    " VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN COALESCE("
+    "(SELECT NULLIF(MAX(ordinal), 0) FROM roster_log WHERE meeting_id = $3 AND platform = $2"
+    " AND participant_id = $4),"
+    " (SELECT COALESCE(MAX(ordinal), 0) + 1 FROM roster_log WHERE meeting_id = $3 AND platform = $2))"
+    " ELSE 0 END, $6) RETURNING seq, ordinal"
+)
+"""Under ROSTER_LOCK: the sequence is drawn in commit order (never MAX(seq) + 1, which would hand out again
+the numbers of a forgotten meeting's rows, behind every follower's cursor), and a participant named for the
+first time in the meeting takes the next ordinal, so that every replica gives them the same placeholder."""
+_SELECT_ROSTER_HEADERS = "SELECT substr(sealed, 1, 64) FROM roster_log"
+_FORGET_ROSTER = "DELETE FROM roster_log WHERE meeting_id = $1 AND platform = $2"
+SELECT_ROSTER = "SELECT seq, change_id, platform, meeting_id, ordinal, sealed FROM roster_log"
 
 _UPSERT_CONSENT_NOW = outbox.numbered(outbox.UPSERT_CONSENT_NOW)
 
@@ -294,6 +324,42 @@ class PostgresStore(GroupCommit, SQLReads):
         if batch.outcomes:
             await conn.execute(_FINISH, *_finish_arrays(batch.outcomes))
 
+    # --- the shared roster (gateway.roster_log) ---------------------------------------------------------
+
+    async def append_roster(
+        self, change_id: str, platform: str, meeting_id: str, participant_id: str, names: bool, sealed: bytes
+    ) -> tuple[int, int]:
+        """Numbered under a lock held to COMMIT: sequence order is commit order, so a follower reading
+        "after the last one I applied" never skips a row that commits late."""
+        pool = self._pool_or_fail()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", ROSTER_LOCK)
+                row = await conn.fetchrow(
+                    _INSERT_ROSTER, change_id, platform, meeting_id, participant_id, names, sealed
+                )
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    async def roster_of(self, platform: str, meeting_id: str) -> list[StoredChange]:
+        found = await self._fetch(SELECT_ROSTER + " WHERE meeting_id = $1 AND platform = $2 ORDER BY seq",
+                                  [meeting_id, platform])  # fmt: skip
+        return [roster_row(row) for row in found]
+
+    async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
+        """Outbox parts and shared-roster changes holding sealed text, per key: a key is needed while either
+        holds anything under it (roster changes go when their meeting is forgotten)."""
+        counts = await super().sealed_key_ids(key_id_of)
+        for row in await self._fetch(_SELECT_ROSTER_HEADERS, []):
+            key_id = key_id_of(bytes(row[0]))
+            counts[key_id] = counts.get(key_id, 0) + 1
+        return counts
+
+    async def forget_roster(self, platform: str, meeting_id: str) -> None:
+        await self._execute(_FORGET_ROSTER, meeting_id, platform)
+
     # --- outbox leases -------------------------------------------------------------------------------
 
     async def claim_outbox(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OutboxItem]:
@@ -344,6 +410,10 @@ class PostgresStore(GroupCommit, SQLReads):
 
     def _placeholders(self, sql: str) -> str:
         return outbox.numbered(sql)
+
+
+def roster_row(row: Any) -> StoredChange:
+    return StoredChange(int(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), bytes(row[5]))
 
 
 def _finish_arrays(done: Sequence[outbox.Finished]) -> list[list[object]]:
