@@ -1,4 +1,4 @@
-"""Withdrawal propagation between two replicas on one PostgreSQL database, p50/p99.
+"""Withdrawal and roster propagation between two replicas on one PostgreSQL database, p50/p99.
 
     .venv/bin/python bench/replicas.py                       # 200 withdrawals
     .venv/bin/python bench/replicas.py --n 1000 --server postgresql://postgres@127.0.0.1:5432
@@ -13,6 +13,11 @@ the event loop:
   ledger notification is waiting to be applied; either way B sends nothing of the participant from then);
 - *applied*: until B answers no (the withdrawal is folded into B's consent view and B's queue is purged).
 
+Before that, each participant joins through A, and from A's ``200`` B's view of the meeting is polled the
+same way:
+
+- *roster*: until B's roster has the participant (B would scrub their name from what others say there).
+
 Both gateways run in this one process on one event loop (B's state can then be read directly, with no
 extra round trip in the figure); on separate machines the figure gains the network's latency to the
 database, once. ``bench/run.py`` runs this through ``run`` (``--only replicas``, and in the full run).
@@ -26,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,8 +171,13 @@ async def rounds(n: int, b: Gateway, post_a: Post, post_b: Post) -> dict[str, An
     segment of the participant is posted to B at the same moment (none of them may reach the receiver)."""
     refusal: list[float] = []
     applied: list[float] = []
+    roster: list[float] = []
     for i in range(n):
         pid = f"p{i:05d}"
+        await post_a(event("participant.joined", participant={"id": pid, "name": f"Person {i}"}))
+        joined = time.perf_counter()
+        await until(lambda: pid in participants(b))  # noqa: B023 - awaited within the iteration
+        roster.append((time.perf_counter() - joined) * 1000)
         await post_a(consent(pid, "given"))
         await until(lambda: answer(b, pid) is True)  # noqa: B023 - awaited within the iteration
         await post_a(consent(pid, "withdrawn"))
@@ -184,7 +194,12 @@ async def rounds(n: int, b: Gateway, post_a: Post, post_b: Post) -> dict[str, An
         refusal.append(((refused or done) - acked) * 1000)
         applied.append((done - acked) * 1000)
         await said
-    return {"n": n, "refusal": refusal, "applied": applied}
+    return {"n": n, "refusal": refusal, "applied": applied, "roster": roster}
+
+
+def participants(gateway: Gateway) -> Mapping[str, object]:
+    state = gateway.meeting("generic", MEETING)
+    return state.participants if state is not None else {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -201,7 +216,7 @@ def run(
     print(f"[replicas] {n} withdrawals through replica A, replica B on the same PostgreSQL database")
     result = asyncio.run(measure(n, server))
     out: dict[str, Any] = {"n": n, "delivered_after_ack": result["delivered_after_ack"]}
-    for name in ("refusal", "applied"):
+    for name in ("refusal", "applied", "roster"):
         ms = result[name]
         out[name] = {"p50": round(percentile(ms, 0.5), 2), "p99": round(percentile(ms, 0.99), 2),
                      "max": round(max(ms), 2)}  # fmt: skip
@@ -227,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     info = machine.describe()
     print(f"machine: {machine.line(info)}")
     result = asyncio.run(measure(args.n, args.server))
-    for name in ("refusal", "applied"):
+    for name in ("refusal", "applied", "roster"):
         ms = result[name]
         print(f"{name:8s} n={len(ms)}  p50 {percentile(ms, 0.5):.2f} ms  p99 {percentile(ms, 0.99):.2f} ms"
               f"  max {max(ms):.2f} ms")  # fmt: skip

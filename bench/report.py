@@ -86,7 +86,7 @@ def _replica_headline(r: dict[str, Any] | None) -> list[tuple[str, str, str, str
     if not r or "skipped" in r:
         return []
     x = r["refusal"]
-    return [
+    rows = [
         (
             f"(d) withdrawal propagation A to B (PostgreSQL), B stops forwarding, p50 / p99 ({r['n']})",
             f"{x['p50']:.2f} / {x['p99']:.2f} ms",
@@ -96,6 +96,11 @@ def _replica_headline(r: dict[str, Any] | None) -> list[tuple[str, str, str, str
             f"{r['delivered_after_ack']} leaked",
         )
     ]
+    if "roster" in r:
+        j = r["roster"]
+        label = f"(d) roster propagation A to B (PostgreSQL), join known to B, p50 / p99 ({r['n']})"
+        rows.append((label, f"{j['p50']:.2f} / {j['p99']:.2f} ms", "-", "-", "-", "-"))
+    return rows
 
 
 def _fmt(value: float, unit: str = "/s") -> str:
