@@ -24,6 +24,7 @@ from gateway.delivery.durable import Outbox
 from gateway.delivery.items import DestinationConfig
 from gateway.delivery.transports import Transports
 from gateway.engine import Emit
+from gateway.meeting import Part as MeetingPart
 from gateway.metrics import METRICS, Metrics, metrics_handler
 from gateway.platforms import setup_platforms
 from gateway.platforms.config import load_platforms
@@ -32,7 +33,7 @@ from gateway.policy.load import load_policy
 from gateway.reload import POLICIES, PolicyManager
 from gateway.replication import REPLICATION, Followers, Replication
 from gateway.roster_log import SharedRoster
-from gateway.runtime import ConsentViewStale, Gateway, PolicySet
+from gateway.runtime import Batched, ConsentViewStale, Gateway, PolicySet
 from gateway.sealing import Keyring
 from gateway.settings import Settings, SettingsError
 from gateway.sinks import to_item
@@ -117,6 +118,19 @@ class DispatchSink:
             for row in rows
             if row["destination"] == destination and row["state"] == "sent"
         ]
+
+    async def batched(self, meeting_id: str) -> Batched:
+        parts: dict[str, list[MeetingPart]] = {}
+        keys: dict[str, list[str]] = {}
+        for item in await self.outbox.batched(meeting_id):
+            for part in item.parts:
+                kept = MeetingPart(part.segment_id, part.participant_id, part.payload)
+                parts.setdefault(item.destination, []).append(kept)
+            keys.setdefault(item.destination, []).append(item.idempotency_key)
+        return Batched(
+            {dest: tuple(kept) for dest, kept in parts.items()},
+            {dest: tuple(held) for dest, held in keys.items()},
+        )
 
     def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool | None:
         """The live consent view's answer; None for a meeting this process does not hold (recovered

@@ -54,7 +54,8 @@ class Emit:
 
     destination: str
     meeting_id: str
-    kind: Literal["segment", "transcript", "erasure"]
+    kind: Literal["segment", "transcript", "erasure", "batched"]
+    """``batched``: one part kept for a meeting-end transcript (made by the shell, stored, never sent)."""
     idempotency_key: str
     parts: tuple[Part, ...]
 
@@ -187,6 +188,11 @@ def _part(state: MeetingState, outcome: Outcome, dest: Destination) -> Part:
     if dest.include_speaker_name:
         payload["speaker"] = speaker.name if speaker else None
     return Part(segment.segment_id, segment.participant_id, MappingProxyType(payload))
+
+
+def item_key(*parts: str) -> str:
+    """An idempotency key from the ids that make an item what it is."""
+    return _key(*parts)
 
 
 def _key(*parts: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -25,13 +25,13 @@ from gateway.consent import asking, chat, standing
 from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
 from gateway.meeting import MeetingState, Part, with_records
-from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, RecordOutcome
+from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, DestinationId, RecordOutcome
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
 from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
 from gateway.store.base import StorageError, Store
-from gateway.store.outbox import Lease, OutboxItem, Purge
+from gateway.store.outbox import MERGED, Finished, Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -61,6 +61,20 @@ class Sink(Protocol):
         self, meeting_id: str, participant_id: str, destination: str
     ) -> list[tuple[str, str]]:
         """``(segment id, idempotency key)`` of the participant's parts the destination already received."""
+
+    async def batched(self, meeting_id: str) -> Batched | None:
+        """The meeting's parts kept for meeting-end transcripts in the outbox (``stage`` writes them as
+        ``batched`` items): every replica's, and what a restart left. None without an outbox: the meeting
+        state's own parts are all there are."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """Stored parts for meeting-end transcripts, per destination in the order written, and the keys of the
+    outbox items holding them (recorded as merged when the transcript item is written)."""
+
+    parts: Mapping[DestinationId, tuple[Part, ...]]
+    keys: Mapping[DestinationId, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +261,7 @@ class Gateway:
                 # shared before it takes effect: what this replica acknowledges, every replica can read
                 change = await self.roster.write(self._mint_change(), event)
                 self.wrote_roster(change.seq)
+            stored = await self.sink.batched(event.meeting_id) if isinstance(event, MeetingEnded) else None
             fresh = self.fresh()  # once: nothing below awaits before the event is decided
             expired = engine.tick(state, policy, now, view_fresh=fresh)
             self._ask_again(key, expired.state, policy, now)
@@ -254,11 +269,18 @@ class Gateway:
                 return await self._consent(key, expired, event, policy, now)
             if isinstance(event, SegmentReceived) and (command := chat.command_of(event, policy)):
                 return await self._chat(key, expired, event, command, policy, now)
-            if change is None or isinstance(event, MeetingEnded):
+            merged: list[Finished] = []
+            if stored is not None:
+                # the transcript is built from every stored part (every replica's, and what a restart left),
+                # not only those this process holds in memory; their items are closed in the same commit
+                before = replace(expired.state, batches=MappingProxyType(dict(stored.parts)))
+                step = engine.on_event(before, event, policy, now, view_fresh=fresh)
+                merged = _merged(stored, policy, now)
+            elif change is None or isinstance(event, MeetingEnded):
                 step = engine.on_event(expired.state, event, policy, now, view_fresh=fresh)
             else:  # as the engine folds it, with the placeholder number the shared roster gave
                 step = Step(roster_log.fold(expired.state, change, self._latest.setdefault(key, Latest())))
-            await self._commit(key, _merge(expired, step), now)
+            await self._commit(key, _merge(expired, step), now, merged)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
             if isinstance(event, ParticipantJoined):
                 self.ask(policy, platform, event.meeting_id, event.participant_id, now)
@@ -519,12 +541,16 @@ class Gateway:
                 notice = self.consent_request(policy, key[0], key[1], participant_id, now)
             self.notify(replace(notice, data={**notice.data, **extra}))
 
-    async def _commit(self, key: MeetingKey, step: Step, now: datetime) -> None:
-        """Log decisions and write what they allow to the outbox in one transaction, then publish the state,
-        then hand the content to delivery: a failed write emits nothing."""
-        items, lease = self.sink.stage(step.emits) if step.emits else ((), None)
-        if step.decisions or items:
-            await self.store.append_decisions(step.decisions, items, lease)
+    async def _commit(
+        self, key: MeetingKey, step: Step, now: datetime, finished: Sequence[Finished] = ()
+    ) -> None:
+        """Log decisions and write what they allow to the outbox in one transaction (with the parts newly kept
+        for meeting-end transcripts, and ``finished`` outcomes), then publish the state, then hand the
+        content to delivery: a failed write emits nothing."""
+        emits = (*step.emits, *_newly_batched(self._states.get(key), step.state))
+        items, lease = self.sink.stage(emits) if emits else ((), None)
+        if step.decisions or items or finished:
+            await self.store.append_decisions(step.decisions, items, lease, finished)
             for observer in self.observers:
                 _safely(observer.on_decisions, step.decisions)
         self._publish(key, step.state)
@@ -629,6 +655,39 @@ class Gateway:
             self._latest.pop(key, None)
             return True
         return False
+
+
+def _newly_batched(before: MeetingState | None, after: MeetingState) -> list[Emit]:
+    """Parts ``after`` keeps for meeting-end transcripts that ``before`` did not, as ``batched`` emissions:
+    the outbox stores them with the decisions that allowed them."""
+    old = before.batches if before is not None else _NO_BATCHES
+    if after.batches is old or not after.batches:
+        return []
+    out: list[Emit] = []
+    for dest, parts in after.batches.items():
+        kept = old.get(dest, ())
+        if len(kept) <= len(parts) and (not kept or parts[len(kept) - 1] is kept[-1]):
+            new = parts[len(kept) :]  # appended (the usual case): no need to compare the rest
+        else:  # a purge took some out
+            seen = {p.segment_id for p in kept}
+            new = tuple(p for p in parts if p.segment_id not in seen)
+        for p in new:
+            key = engine.item_key(after.meeting_id, dest, p.segment_id, "batched")
+            out.append(Emit(dest, after.meeting_id, "batched", key, (p,)))
+    return out
+
+
+def _merged(stored: Batched, policy: Policy, now: datetime) -> list[Finished]:
+    """The stored batched items a meeting's end decided (those of its policy's destinations), as outcomes."""
+    at = now.timestamp()
+    return [
+        Finished(k, MERGED, "meeting_ended", 0, None, (), at)
+        for dest in policy.destinations
+        for k in stored.keys.get(dest.id, ())
+    ]
+
+
+_NO_BATCHES: Mapping[DestinationId, tuple[Part, ...]] = MappingProxyType({})
 
 
 def _safely(call: Callable[..., None], *args: object) -> None:

@@ -36,6 +36,9 @@ class CollectSink:
     def pending(self, meeting_id: str) -> bool:
         return False
 
+    async def batched(self, meeting_id: str) -> None:
+        return None  # no outbox: the meeting state's own parts are the transcript
+
     async def delivered(
         self, meeting_id: str, participant_id: str, destination: str
     ) -> list[tuple[str, str]]:

@@ -197,6 +197,9 @@ class WatchSink:
     def pending(self, meeting_id: str) -> bool:
         return False
 
+    async def batched(self, meeting_id: str) -> None:
+        return None  # no outbox: the meeting state's own parts are the transcript
+
 
 @dataclass
 class Run:

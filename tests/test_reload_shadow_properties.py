@@ -50,6 +50,9 @@ class ListSink:
     def pending(self, meeting_id: str) -> bool:
         return False
 
+    async def batched(self, meeting_id: str) -> None:
+        return None  # no outbox: the meeting state's own parts are the transcript
+
 
 async def run(program: list[tuple[Any, ...]], shadow: bool) -> tuple[list[Emit], list[Decision]]:
     with tempfile.TemporaryDirectory() as tmp:

@@ -45,7 +45,7 @@ DEST = "summariser"
 
 @asynccontextmanager
 async def replicas(
-    tmp: Path, count: int = 2, mode: str = "per_speaker"
+    tmp: Path, count: int = 2, mode: str = "per_speaker", delivery: str = "stream"
 ) -> AsyncIterator[tuple[list[LiveGateway], str]]:
     """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
     key and one fake AI service."""
@@ -53,7 +53,7 @@ async def replicas(
         url = await stack.enter_async_context(postgres_database())
         fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
         policy = tmp / "policy.yaml"
-        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST),), mode=mode))
+        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST, delivery=delivery),), mode=mode))
         config = Settings(
             port=0,
             database=url,
@@ -257,3 +257,28 @@ async def test_presence_through_one_replica_gates_an_all_party_meeting_on_the_ot
         await b.send(segment("b3", ADA, "Bo has left."))
         await delivered(fake, "b3")
         assert "b2" not in texts(fake)
+
+
+async def test_a_meeting_end_transcript_holds_what_every_replica_received(tmp_path: Path) -> None:
+    """Speech of one meeting reaches both replicas; the end reaches A. The transcript A sends holds B's parts
+    too (each is stored when decided), in the order they were decided, once."""
+    async with replicas(tmp_path, delivery="meeting_end") as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"), joined(BO, "Bo Nakamura"))
+        await b.send(segment("b1", ADA, "First, on B."))
+        await a.send(segment("a1", ADA, "Then on A, with Bo."))
+        await b.send(segment("b2", ADA, "Last, on B."), segment("b3", BO, "Not consented."))
+        await a.send(event("meeting.ended"))
+
+        async def arrived() -> bool:
+            return any(
+                r.body.get("type") == "transcript" for r in fake.accepted() if isinstance(r.body, dict)
+            )
+
+        await wait_for(arrived, "the meeting-end transcript")
+        [transcript] = [r.segment_payloads() for r in fake.accepted()]
+        assert [(p["segment_id"], p["text"]) for p in transcript] == [
+            ("b1", "First, on B."),
+            ("a1", "Then on A, with [participant 2]."),
+            ("b2", "Last, on B."),
+        ]

@@ -208,12 +208,14 @@ class Dispatcher:
             self._ensure_worker(key)
 
     async def _maintain(self) -> None:
-        """Renew our leases and take over items whose owner stopped renewing, every third of a lease."""
+        """Renew our leases and take over items whose owner stopped renewing, every third of a lease; drop
+        parts kept for meeting-end transcripts once past retention."""
         assert self._outbox is not None
         while True:
             await asyncio.sleep(self._outbox.lease_seconds / 3)
             try:
                 await self._outbox.renew()
+                await self._outbox.expire_batched()
                 queued = {entry.item.idempotency_key for lane in self._lanes.values() for entry in lane}
                 for item in await self._outbox.recover(self._destinations):
                     if item.idempotency_key not in queued:  # a lease of ours that lapsed: already here

@@ -101,6 +101,34 @@ class Outbox:
             return Item(item.destination, item.key, meeting, "erasure", tuple(parts), item.expires_at)
         return Item(item.destination, item.key, meeting, "segment", tuple(parts), item.expires_at)
 
+    # --- parts kept for meeting-end transcripts (``stored.BATCHED``) -------------------------------------
+
+    async def batched(self, meeting_id: str) -> list[Item]:
+        """The meeting's pending batched items, opened, oldest first. One that cannot be opened (its key
+        removed, or altered at rest) is left out and logged: it stays pending until it expires."""
+        opened = []
+        for row in await self.store.batched_items(meeting_id):
+            try:
+                item = self.open(row)
+            except (SealingError, ValueError, TypeError):
+                log.error("outbox.batched_unreadable", meeting_id=meeting_id, item=row.key)
+                continue
+            opened.append(Item(item.destination, item.idempotency_key, item.meeting_id, "batched",
+                               item.parts, item.expires_at))  # fmt: skip
+        return opened
+
+    async def expire_batched(self) -> int:
+        """Drop (``expired``) batched items past their destination's retention, payloads cleared: a meeting
+        that never ended keeps nothing at rest for longer than the policy says."""
+        now = self._clock()
+        keys = await self.store.batched_expired(now)
+        if keys:
+            await self.store.finish_outbox(
+                [stored.Finished(k, stored.DROPPED, "expired", 0, None, (), now) for k in keys]
+            )
+            log.warning("outbox.batched_expired", items=len(keys))
+        return len(keys)
+
     # --- outcomes ------------------------------------------------------------------------------------
 
     def finished(self, item: Item, result: Result, sent: tuple[Part, ...]) -> None:

@@ -35,7 +35,7 @@ class Item:
     destination: DestinationId
     idempotency_key: str
     meeting_id: str
-    kind: Literal["segment", "transcript", "erasure"]
+    kind: Literal["segment", "transcript", "erasure", "batched"]
     parts: tuple[Part, ...]
     expires_at: float | None = None
     """Wall time after which the item is dropped (``expired``); None: submit time + destination retention."""

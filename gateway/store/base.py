@@ -62,10 +62,15 @@ class Store(Protocol):
         queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4)."""
 
     async def append_decisions(
-        self, decisions: Sequence[Decision], items: Sequence[OutboxItem] = (), lease: Lease | None = None
+        self,
+        decisions: Sequence[Decision],
+        items: Sequence[OutboxItem] = (),
+        lease: Lease | None = None,
+        finished: Sequence[Finished] = (),
     ) -> None:
         """Durably write decision-log records and the outbox items they allowed (leased to ``lease``'s
-        owner), in one transaction; concurrent calls may share one commit."""
+        owner), and ``finished`` outcomes (batched items merged into a transcript item written here), in
+        one transaction; concurrent calls may share one commit."""
 
     def finish_outbox(self, done: Sequence[Finished]) -> asyncio.Future[None]:
         """Record outcomes of outbox items (payloads are cleared); shares the next commit."""
@@ -97,6 +102,12 @@ class Store(Protocol):
 
     async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
         """Parts still holding sealed text, per sealing key id (``consent-gateway outbox keys``)."""
+
+    async def batched_items(self, meeting_id: str) -> list[OutboxItem]:
+        """The meeting's pending batched items (``gateway.store.outbox.BATCHED``), oldest first."""
+
+    async def batched_expired(self, now: float) -> list[str]:
+        """Keys of pending batched items whose retention ended before ``now``."""
 
     async def outbox_parts(self, *, meeting_id: str, participant_id: str) -> list[dict[str, object]]:
         """One participant's outbox parts without payloads (ids, digests, states)."""

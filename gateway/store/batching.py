@@ -42,6 +42,8 @@ class DecisionsWrite:
     items: list[tuple[object, ...]] = field(default_factory=list, repr=False)
     """Outbox item rows written with the decisions that allowed them."""
     parts: list[tuple[object, ...]] = field(default_factory=list, repr=False)
+    outcomes: list[outbox.Finished] = field(default_factory=list, repr=False)
+    """Outcomes recorded in the same transaction (batched items merged into a transcript item above)."""
 
     def resolve(self) -> None:
         if not self.future.done():
@@ -91,6 +93,7 @@ def split(writes: Sequence[Write]) -> Batch:
             batch.decisions += write.rows
             batch.items += write.items
             batch.parts += write.parts
+            batch.outcomes += write.outcomes
         else:
             batch.outcomes += write.done
     return batch
@@ -176,9 +179,10 @@ class GroupCommit(ABC):
         decisions: Sequence[Decision],
         items: Sequence[outbox.OutboxItem] = (),
         lease: outbox.Lease | None = None,
+        finished: Sequence[outbox.Finished] = (),
     ) -> None:
         decision_rows = [rows.decision_row(decision, self._column) for decision in decisions]
-        if not decision_rows and not items:
+        if not decision_rows and not items and not finished:
             return
         item_rows: list[tuple[object, ...]] = []
         part_rows: list[tuple[object, ...]] = []
@@ -187,7 +191,7 @@ class GroupCommit(ABC):
             item_rows.append(head)
             part_rows += parts
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._submit(DecisionsWrite(decision_rows, future, item_rows, part_rows))
+        self._submit(DecisionsWrite(decision_rows, future, item_rows, part_rows, list(finished)))
         await future
 
     def finish_outbox(self, done: Sequence[outbox.Finished]) -> asyncio.Future[None]:

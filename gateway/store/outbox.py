@@ -32,6 +32,16 @@ PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 DROPPED = "dropped"
+MERGED = "merged"
+"""A batched item decided again at its meeting's end (reason ``meeting_ended``): its part went into the
+transcript item written in the same transaction, or was dropped there, as the decision log says."""
+
+BATCHED = "batched"
+"""The kind of an item holding one part of a meeting-end transcript until the meeting ends. Written with the
+decision that allowed it, like any item, so the part survives a restart and every replica's parts are in
+one place; never claimed for delivery. At the meeting's end the replica that ends it reads them all, builds
+the transcript item, and records these as ``merged`` in the same transaction; a withdrawal purges their
+parts like any queued part; past the destination's retention they are dropped as ``expired``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +134,18 @@ RELEASE = "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_own
 # batch just claimed would otherwise be claimed again by the next query).
 CLAIM = (
     "UPDATE outbox SET lease_owner = ?, lease_until = ?"
-    " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ?"
+    " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ? AND kind <> 'batched'"
     " AND (lease_owner IS NULL OR lease_owner <> ?) ORDER BY id LIMIT ?)"
     " RETURNING id, item_key, meeting_id, destination, kind, purposes, created_at, expires_at"
+)
+SELECT_BATCHED = (
+    "SELECT o.item_key, o.destination, o.purposes, o.created_at, o.expires_at, p.participant_id,"
+    " p.segment_id, p.digest, p.sealed FROM outbox o JOIN outbox_parts p ON p.item_key = o.item_key"
+    " WHERE o.meeting_id = ? AND o.kind = 'batched' AND o.status = 'pending' AND p.sealed IS NOT NULL"
+    " ORDER BY o.id, p.ord"
+)
+SELECT_BATCHED_EXPIRED = (
+    "SELECT item_key FROM outbox WHERE kind = 'batched' AND status = 'pending' AND expires_at < ? ORDER BY id"
 )
 CLAIMED_PARTS = (
     "SELECT participant_id, segment_id, digest, sealed FROM outbox_parts"
@@ -252,4 +271,19 @@ def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxI
         created_at=float(created),
         expires_at=float(expires),
         parts=tuple(SealedPart(str(p[0]), str(p[1]), str(p[2]), bytes(p[3])) for p in parts),
+    )
+
+
+def batched_item(meeting_id: str, row: Sequence[Any]) -> OutboxItem:
+    """A batched item (one part) from a SELECT_BATCHED row; ``meeting_id`` as the caller gave it."""
+    key, destination, purposes, created, expires, participant, segment, digest, sealed = row
+    return OutboxItem(
+        key=str(key),
+        meeting_id=meeting_id,
+        destination=str(destination),
+        kind=BATCHED,
+        purposes=tuple(p for p in str(purposes).split(",") if p),
+        created_at=float(created),
+        expires_at=float(expires),
+        parts=(SealedPart(str(participant), str(segment), str(digest), bytes(sealed)),),
     )

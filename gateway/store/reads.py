@@ -21,6 +21,8 @@ SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
 SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
 LEDGER_FILTERS = ("meeting_id", "subject")
 DECISION_FILTERS = ("meeting_id", "participant_id")
+_SUMMARY_STATUS = "CASE WHEN kind = 'batched' AND status = 'pending' THEN 'batched' ELSE status END"
+"""``outbox status`` shows parts kept for a meeting-end transcript as ``batched``, not as pending delivery."""
 SELECT_SEALED_HEADERS = "SELECT substr(sealed, 1, 64) FROM outbox_parts WHERE sealed IS NOT NULL"
 """64 bytes is enough of a sealed blob for ``Keyring.key_id_of``: version, id length, a key id of up to 32
 characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on the prefix as on the whole."""
@@ -122,7 +124,8 @@ class SQLReads(ABC):
         sealed = "SELECT COUNT(*) FROM outbox_parts p WHERE p.item_key = o.item_key AND p.sealed IS NOT NULL"
         found = await self._fetch(
             "SELECT destination, status, reason, COUNT(*), SUM(sealed), MIN(created_at) FROM"  # noqa: S608
-            f" (SELECT destination, status, reason, created_at, ({sealed}) AS sealed FROM outbox o{where}) t"
+            f" (SELECT destination, {_SUMMARY_STATUS} AS status, reason, created_at, ({sealed}) AS sealed"
+            f" FROM outbox o{where}) t"
             " GROUP BY destination, status, reason",
             params,
         )
@@ -134,6 +137,16 @@ class SQLReads(ABC):
             )
             for r in found
         ]
+
+    async def batched_items(self, meeting_id: str) -> list[outbox.OutboxItem]:
+        """The meeting's batched items still pending (parts of its meeting-end transcripts), oldest first."""
+        found = await self._fetch(self._placeholders(outbox.SELECT_BATCHED), [self._column_of(meeting_id)])
+        return [outbox.batched_item(meeting_id, tuple(row)) for row in found]
+
+    async def batched_expired(self, now: float) -> list[str]:
+        """Keys of batched items whose retention ended before ``now`` (unix seconds)."""
+        found = await self._fetch(self._placeholders(outbox.SELECT_BATCHED_EXPIRED), [now])
+        return [str(row[0]) for row in found]
 
     async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
         """How many outbox parts still hold sealed text, per the key that sealed them (``key_id_of``, e.g.
