@@ -4,14 +4,16 @@ Several replicas behind a load balancer may each receive some of one meeting's e
 through the ledger (``gateway.replication``); this log carries the rest of what a replica needs to decide
 safely on events it did not receive: the roster, whose names it scrubs from other speakers' words and whose
 presence gates an all-party meeting, the jurisdiction that picks the meeting's mode, and the end after
-which every replica may forget the meeting. Segments, held content and meeting-end batches stay with the
-replica that received them: only the replica that receives ``meeting.ended`` sends meeting-end transcripts.
+which every replica may forget the meeting. Segments held for consent stay with the replica that received
+them; parts kept for meeting-end transcripts are in the shared outbox (``gateway.store.outbox.BATCHED``),
+and the replica that receives ``meeting.ended`` sends the transcript.
 
 Each change is written before it takes effect where it was received, so what a replica acknowledged is
 already readable by every other; the others fold it in when notified (``Gateway.apply_roster``). Names and
 e-mail addresses are personal data: each change is stored sealed with the outbox keys (``gateway.sealing``),
 with its change id as associated data, and deleted once the meeting is forgotten. What the database shows in
-clear is a sequence number, the platform, the meeting id and the change id.
+clear is a sequence number, the platform, the meeting id, the change id, the participant id (as the ledger
+and the decision log do) and their placeholder number.
 
 Order: sequence numbers are commit order (the store appends under a lock). A replica folds its own changes
 at once, possibly before an older one from elsewhere reaches it, so ``fold`` gives the same result in any
