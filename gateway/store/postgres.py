@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
+import structlog
 
 from gateway.consent import ledger
 from gateway.roster_log import StoredChange
@@ -27,6 +28,8 @@ from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored as _column
 from gateway.store.reads import SQLReads
+
+log = structlog.get_logger("gateway.store.postgres")
 
 # Advisory lock keys (any constants unique to this application): they serialise chain extension, schema
 # migration and roster appends.
@@ -162,12 +165,22 @@ _FINISH = (
     " WHERE p.item_key = c.item_key AND (p.sealed IS NOT NULL OR EXISTS (SELECT 1 FROM sent"
     " WHERE sent.item_key = p.item_key AND sent.segment_id = p.segment_id))"
 )
-_CLAIM = outbox.numbered(outbox.CLAIM)
+# Several connections (the writer's transaction, lease upkeep, other replicas) update outbox rows at once:
+# renewing and claiming skip the rows another transaction holds, instead of waiting for them in an order of
+# their own (a renewal waiting on a row the writer is finishing, while the writer waits on a row the
+# renewal took, deadlocked under load). A row skipped now is renewed or claimed on the next round.
+_CLAIM = outbox.numbered(outbox.CLAIM.replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)"))
 _CLAIMED_PARTS = outbox.numbered(outbox.CLAIMED_PARTS)
-_RENEW = outbox.numbered(outbox.RENEW)
+_RENEW = (
+    "UPDATE outbox SET lease_until = $1 WHERE id IN (SELECT id FROM outbox"
+    " WHERE lease_owner = $2 AND status = 'pending' FOR UPDATE SKIP LOCKED)"
+)
 _RELEASE = outbox.numbered(outbox.RELEASE)
 
 # What a connection or server failure looks like from asyncpg: all of these become StorageError.
+_COMMIT_ATTEMPTS = 3
+"""Runs of a group commit that PostgreSQL aborts to break a deadlock, before its callers get StorageError."""
+
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
@@ -297,9 +310,20 @@ class PostgresStore(GroupCommit, SQLReads):
     # --- writes --------------------------------------------------------------------------------------
 
     async def _commit(self, writes: list[Write]) -> None:
+        """One transaction; one that PostgreSQL ended to break a deadlock (or a serialisation failure) is
+        run again whole, as PostgreSQL advises: nothing of it was written, and the ledger's head is read
+        again inside the new one."""
         pool = self._pool_or_fail()
-        async with pool.acquire() as conn, conn.transaction():
-            await self._insert(conn, writes)
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    await self._insert(conn, writes)
+            except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
+                if attempt == _COMMIT_ATTEMPTS:
+                    raise
+                log.warning("storage.commit_retried", error=_error_name(exc), attempt=attempt)
+                continue
+            break
         self.commits += 1
 
     async def _insert(self, conn: asyncpg.Connection, writes: list[Write]) -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from gateway.consent import ledger
 from gateway.model import ConsentRecord
+from gateway.store import outbox
 from gateway.store.base import StorageError
 from gateway.store.postgres import MIGRATIONS, PostgresStore
 from tests.conftest import create_postgres_database, drop_postgres_database, require_postgres
@@ -439,3 +440,58 @@ def test_any_single_tampering_of_the_database_is_detected(
     if len(records) < min_rows:
         records = [*records, *(consent_record(record_id=f"pad{n}") for n in range(min_rows))]
     asyncio.run(write_and_tamper(pg_schema(), records, attack, data))
+
+
+# --- concurrent updates of outbox rows -------------------------------------------------------------------
+
+
+def _item(key: str) -> outbox.OutboxItem:
+    return outbox.OutboxItem(key, "m1", "d1", "segment", ("summary",), 0.0, 4_000_000_000.0, ())
+
+
+async def test_lease_renewal_skips_rows_another_transaction_holds(store: PostgresStore, pg_url: str) -> None:
+    """Renewal must not wait for a row the writer is finishing (it waited while the writer waited on a row
+    the renewal held: a deadlock under load). The row it skipped is renewed on the next round."""
+    lease = outbox.Lease("me", 100.0)
+    await store.append_decisions([], [_item("k1"), _item("k2")], lease)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT 1 FROM outbox WHERE item_key = 'k1' FOR UPDATE")
+        await asyncio.wait_for(store.renew_outbox(outbox.Lease("me", 200.0)), timeout=5)
+        leases = dict(await admin.fetch("SELECT item_key, lease_until FROM outbox ORDER BY item_key"))
+        assert leases == {"k1": 100.0, "k2": 200.0}
+        await holding.rollback()
+        await store.renew_outbox(outbox.Lease("me", 300.0))
+        leases = dict(await admin.fetch("SELECT item_key, lease_until FROM outbox ORDER BY item_key"))
+        assert leases == {"k1": 300.0, "k2": 300.0}
+    finally:
+        await admin.close()
+
+
+async def test_a_group_commit_ended_to_break_a_deadlock_runs_again(store: PostgresStore, pg_url: str) -> None:
+    """A real deadlock: another transaction holds item k1 and then inserts k2, while the writer's transaction
+    has inserted k2 and waits to finish k1. PostgreSQL ends the writer's (the other waits longer before it
+    checks); the writer runs the whole transaction again, and its caller sees success, not StorageError."""
+    lease = outbox.Lease("me", 100.0)
+    await store.append_decisions([], [_item("k1")], lease)
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute("SET deadlock_timeout = '20s'")  # the writer's session (1 s) checks first
+        other = admin.transaction()
+        await other.start()
+        await admin.execute("UPDATE outbox SET attempts = 7 WHERE item_key = 'k1'")
+        done = outbox.Finished("k1", outbox.DELIVERED, None, 1, 200, (), 1.0)
+        writing = asyncio.create_task(store.append_decisions([], [_item("k2")], lease, [done]))
+        await asyncio.sleep(0.3)  # the writer has inserted k2 and waits for k1
+        await admin.execute(
+            "INSERT INTO outbox (item_key, meeting_id, destination, kind, purposes, created_at, expires_at)"
+            " VALUES ('k2', 'm1', 'd1', 'segment', 'summary', 0, 0)"
+        )  # waited for the writer's k2 until the writer's transaction was ended
+        await other.rollback()  # the writer's second run, waiting on this k2, goes ahead
+        await asyncio.wait_for(writing, timeout=10)
+        rows = dict(await admin.fetch("SELECT item_key, status FROM outbox ORDER BY item_key"))
+        assert rows == {"k1": "delivered", "k2": "pending"}
+    finally:
+        await admin.close()
