@@ -343,6 +343,8 @@ class Gateway:
                 if made is None:
                     continue
                 decisions, emit = made
+                if await self._asked_already(record.meeting_id, emit.idempotency_key):
+                    continue  # another replica asked for exactly these segments
                 async with self._locks.setdefault(key, asyncio.Lock()):
                     state = await self._load(key)
                     await self._commit(key, Step(state, decisions, (emit,)), wall_clock())
@@ -351,6 +353,9 @@ class Gateway:
         except Exception as exc:
             log.error("erasure.failed", meeting_id=record.meeting_id, record_id=record.record_id,
                       error=type(exc).__name__)  # fmt: skip
+
+    async def _asked_already(self, meeting_id: str, key: str) -> bool:
+        return any(row["key"] == key for row in await self.store.outbox_report(meeting_id=meeting_id))
 
     async def settle(self) -> None:
         """Wait for deletion requests still being prepared (before delivery drains at shutdown)."""
@@ -455,6 +460,11 @@ class Gateway:
                 self._publish(key, step.state)  # as in _consent: the restriction holds even if logging fails
                 self.sink.purge(record.meeting_id, record.subject)
             await self._commit(key, step, now)
+            if current.choice is not ConsentChoice.GIVEN:
+                # what this replica had on the wire when the withdrawal was recorded elsewhere may have
+                # arrived after that replica listed what to erase: once this one's attempts have ended, it
+                # asks for what the destination then has (a request listing the same segments is the same)
+                self._erase_later(key, current, policy)
         log.info("consent.replicated", meeting_id=record.meeting_id, record_id=record.record_id,
                  choice=str(record.choice))  # fmt: skip
 
@@ -709,11 +719,15 @@ def _erasure(
     decision per segment citing the withdrawal's ledger record (ids only, never content)."""
     if not sent:
         return None
-    key = hashlib.sha256(f"erasure\0{record.record_id}\0{dest.id}".encode()).hexdigest()[:32]
+    # one key per withdrawal, destination and set of segments: another replica that learns of the withdrawal
+    # after its own attempts on the wire ended may ask again with more segments, under a key of its own
+    segments = sorted({segment for segment, _ in sent})
+    listed = "\0".join(segments)
+    key = hashlib.sha256(f"erasure\0{record.record_id}\0{dest.id}\0{listed}".encode()).hexdigest()[:32]
     payload = {
         "meeting_id": record.meeting_id,
         "participant_id": record.subject,
-        "segment_ids": sorted({segment for segment, _ in sent}),
+        "segment_ids": segments,
         "idempotency_keys": sorted({item_key for _, item_key in sent}),
         "consent_record_id": record.record_id,
         "reason": str(record.choice),
@@ -734,7 +748,7 @@ def _erasure(
             consent_record_ids=(record.record_id,),
             participant_id=record.subject,
         )
-        for segment in sorted({segment for segment, _ in sent})
+        for segment in segments
     )
     return decisions, emit
 

@@ -6,6 +6,7 @@ their destination; each test gets its own fresh database. Waiting is bounded pol
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -45,7 +46,7 @@ DEST = "summariser"
 
 @asynccontextmanager
 async def replicas(
-    tmp: Path, count: int = 2, mode: str = "per_speaker", delivery: str = "stream"
+    tmp: Path, count: int = 2, mode: str = "per_speaker", delivery: str = "stream", erasure: bool = False
 ) -> AsyncIterator[tuple[list[LiveGateway], str]]:
     """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
     key and one fake AI service."""
@@ -53,7 +54,8 @@ async def replicas(
         url = await stack.enter_async_context(postgres_database())
         fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
         policy = tmp / "policy.yaml"
-        policy.write_text(policy_yaml({DEST: fake.url}, (Dest(DEST, delivery=delivery),), mode=mode))
+        dest = Dest(DEST, delivery=delivery, erasure=erasure)
+        policy.write_text(policy_yaml({DEST: fake.url}, (dest,), mode=mode))
         config = Settings(
             port=0,
             database=url,
@@ -282,3 +284,34 @@ async def test_a_meeting_end_transcript_holds_what_every_replica_received(tmp_pa
             ("a1", "Then on A, with [participant 2]."),
             ("b2", "Last, on B."),
         ]
+
+
+async def test_what_another_replica_had_on_the_wire_at_a_withdrawal_is_asked_to_be_erased(
+    tmp_path: Path,
+) -> None:
+    """B's request with Ada's segment is on the wire when her withdrawal is recorded through A, and arrives
+    after: A, listing what the destination has, cannot know of it. B, once its attempt has ended, asks the
+    destination to erase it; a second withdrawal-time list with nothing new sends nothing more."""
+    async with replicas(tmp_path, erasure=True) as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"))
+        fake.delay_next(1, 1.0)
+        await b.send(segment("s1", ADA, "On the wire at the withdrawal."))
+
+        async def on_the_wire() -> bool:
+            return fake.in_flight == 1
+
+        await wait_for(on_the_wire, "B's request to be held by the destination")
+        await a.send(consent(ADA, "withdrawn"))
+
+        def erasures() -> list[dict[str, object]]:
+            return [r.body for r in fake.received if r.ok and r.body.get("type") == "erasure"]
+
+        async def asked() -> bool:
+            return bool(erasures())
+
+        await wait_for(asked, "a deletion request for the segment that arrived after the withdrawal")
+        assert "s1" in sent_ids(fake)
+        await asyncio.sleep(0.5)  # let any other request arrive
+        [request] = erasures()
+        assert request["segment_ids"] == ["s1"] and request["participant_id"] == ADA

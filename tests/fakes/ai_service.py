@@ -58,6 +58,8 @@ class FakeAIService:
     secret: str
     received: list[Received] = field(default_factory=list)
     _plans: deque[_Plan] = field(default_factory=deque)
+    in_flight: int = 0
+    """Requests being held by ``delay_next`` right now."""
     _runner: web.AppRunner | None = None
     _port: int = 0
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,6 +98,11 @@ class FakeAIService:
     def hang_next(self, n: int, seconds: float) -> None:
         """Hold the next ``n`` verified requests for ``seconds`` without answering (then answer 504)."""
         self._plans.extend(_Plan(504, None, seconds) for _ in range(n))
+
+    def delay_next(self, n: int, seconds: float) -> None:
+        """Hold the next ``n`` verified requests for ``seconds``, then accept them (200): a request that is
+        on the wire for that long and arrives."""
+        self._plans.extend(_Plan(200, None, seconds) for _ in range(n))
 
     def reject_next(self, n: int, status: int = 400) -> None:
         """Answer the next ``n`` verified requests with a final client error."""
@@ -138,6 +145,12 @@ class FakeAIService:
             self._record(headers, raw, None, 401)
             return web.Response(status=401)
         plan = self._plans.popleft() if self._plans else _Plan()
+        if plan.hang and plan.status == 200:  # delayed, then accepted: recorded when answered
+            self.in_flight += 1
+            await self._hang(plan.hang)
+            self.in_flight -= 1
+            self._record(headers, raw, body, plan.status)
+            return web.Response(status=plan.status)
         if plan.hang:
             self._record(headers, raw, body, None)
             await self._hang(plan.hang)
