@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.conftest import ON_POSTGRES, shared_dir
 from tests.fakes.ai_service import Received
 from tests.reliability.corpus_driver import NAMED_SOURCES, Script, Verdict, load, script, verdict
 from tests.reliability.figures import record, scale
+from tests.test_replicas import replicas
 from tests.web.harness import MEETING, Dest, LiveGateway, consent, joined, segment, serving, wait_for
 
 SECTION = "corpus replay"
@@ -132,6 +134,46 @@ async def test_corpus_meetings_replayed_leak_nothing_and_lose_nothing(tmp_path: 
     assert found.speaker_leaks == 0
     assert found.lost == 0
     assert found.duplicated == 0
+
+
+@pytest.mark.corpus
+async def test_corpus_meetings_spread_over_two_replicas_leak_nothing_and_lose_nothing(tmp_path: Path) -> None:
+    """The same replay against two replicas on one PostgreSQL database, each batch of a meeting posted to
+    either (seeded), in order: any replica can take any event. Joins, consents and withdrawals recorded
+    through one govern what the other forwards, and names scrubbed on one are scrubbed on the other."""
+    corpus = shared_dir() / "meetings.jsonl.gz"
+    plans = [script(raw) for raw in load(corpus, scale(0, 1) == 1)]
+    concurrency = scale(4, 16)
+    async with replicas(tmp_path) as (gateways, _):
+        gate = asyncio.Semaphore(concurrency)
+        start = time.perf_counter()
+        refused = await asyncio.gather(*(spread_one(gateways, plan, gate) for plan in plans))
+        for gw in gateways:
+            await settle(gw)
+        for gw in gateways:  # what one released while the other settled
+            await settle(gw)
+        seconds = time.perf_counter() - start
+        found = verdict(plans, gateways[0].fake.received)
+        stale = sum(1 for d in await gateways[0].decisions() if d.reasons == (STALE,))
+    record_verdict(found, seconds, "PostgreSQL, two replicas", concurrency, stale)
+    assert sum(refused) == 0
+    assert found.unexpected == 0
+    assert found.leaked == 0
+    assert found.speaker_leaks == 0
+    assert found.lost == 0
+    assert found.duplicated == 0
+
+
+async def spread_one(gateways: Sequence[LiveGateway], plan: Script, gate: asyncio.Semaphore) -> int:
+    """Post one meeting's batches in order, each to a replica chosen by a seeded draw."""
+    rng = random.Random(plan.meeting_id)
+    refused = 0
+    async with gate:
+        for batch in plan.batches:
+            reply = await rng.choice(gateways).post_raw(_body(batch))
+            assert reply.status == 200, (plan.meeting_id, reply.status)
+            refused += sum(1 for r in reply.doc["results"] if r["status"] != "accepted")
+    return refused
 
 
 def _received(seq: int, key: str, payloads: list[dict[str, object]], status: int = 200) -> Received:
