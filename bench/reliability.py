@@ -112,6 +112,13 @@ FIXED = (
     "name in place. Fixed in `gateway/names/folding.py`; the catalogue's confusable cases now assert it.",
     "**`bearer` in lower case was refused** (auth scheme names are case-insensitive). Fixed in "
     "`gateway/web/auth.py`.",
+    "**A deadlock in the PostgreSQL outbox answered 503** (found by the first full corpus replay over "
+    "two replicas: one batch refused with 503; nothing leaked or was lost, a platform would retry). The "
+    "writer's transaction finishing items and the lease renewal updating the same rows took their locks "
+    "in different orders; PostgreSQL ended the writer's transaction, and every request in that group "
+    "commit was refused. Fixed in `gateway/store/postgres.py`: renewal and claiming skip rows in use "
+    "(`FOR UPDATE SKIP LOCKED`), and a group commit ended by a deadlock runs again; both tests in "
+    "`tests/store/test_postgres.py` build the real lock conflict.",
 )
 
 
@@ -240,6 +247,19 @@ def corpus(sections: dict[str, list[Figure]]) -> list[str]:
         "",
         *table(names),
     ]
+    spread = sections.get("corpus replay, two replicas")
+    if spread:
+        lines += [
+            "",
+            "### Over two replicas",
+            "",
+            "The same meetings against two gateways on one PostgreSQL database, each batch of a meeting "
+            "posted to either (seeded), in order: joins, consents and withdrawals recorded through one "
+            "replica govern what the other forwards and scrubs (`gateway.roster_log`, "
+            "`gateway.replication`).",
+            "",
+            *table(spread),
+        ]
     return [*lines, ""]
 
 

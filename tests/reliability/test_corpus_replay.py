@@ -32,6 +32,7 @@ from tests.test_replicas import replicas
 from tests.web.harness import MEETING, Dest, LiveGateway, consent, joined, segment, serving, wait_for
 
 SECTION = "corpus replay"
+SECTION_REPLICAS = "corpus replay, two replicas"
 STALE_LIMIT = STALE_HOLD_LIMIT.total_seconds() + 60
 pytestmark = pytest.mark.reliability
 
@@ -75,38 +76,40 @@ async def settle(gw: LiveGateway) -> None:
             return
 
 
-def record_verdict(found: Verdict, seconds: float, backend: str, concurrency: int, stale: int) -> None:
+def record_verdict(
+    found: Verdict, seconds: float, backend: str, concurrency: int, stale: int, section: str = SECTION
+) -> None:
     on = f"{backend}, {found.meetings} meetings, {concurrency} posted at a time"
-    record(SECTION, "meetings replayed", found.meetings, on)
-    record(SECTION, "segments posted", found.segments, on)
-    record(SECTION, "decliners (refused / withdrew midway)", f"{found.refusers} / {found.withdrawers}", on)
+    record(section, "meetings replayed", found.meetings, on)
+    record(section, "segments posted", found.segments, on)
+    record(section, "decliners (refused / withdrew midway)", f"{found.refusers} / {found.withdrawers}", on)
     record(
-        SECTION,
+        section,
         "segments that must arrive / must not / either",
         f"{found.must} / {found.never} / {found.may}",
         "either: said before the speaker withdrew (delivered, or purged by the withdrawal)",
     )
-    record(SECTION, "leaked turns", found.leaked, "must be 0")
-    record(SECTION, "lost turns", found.lost, "must be 0")
-    record(SECTION, "duplicated turns (distinct idempotency keys)", found.duplicated, "must be 0")
-    record(SECTION, "decliner named in speaker metadata", found.speaker_leaks, "must be 0")
-    record(SECTION, "payloads of no scripted segment, or misattributed", found.unexpected, "must be 0")
+    record(section, "leaked turns", found.leaked, "must be 0")
+    record(section, "lost turns", found.lost, "must be 0")
+    record(section, "duplicated turns (distinct idempotency keys)", found.duplicated, "must be 0")
+    record(section, "decliner named in speaker metadata", found.speaker_leaks, "must be 0")
+    record(section, "payloads of no scripted segment, or misattributed", found.unexpected, "must be 0")
     record(
-        SECTION,
+        section,
         "segments held while the consent view was unconfirmed",
         stale,
         "PostgreSQL only: held, not forwarded, until the replica confirmed its view, then decided again",
     )
-    record(SECTION, "said before a withdrawal, delivered", f"{found.may_delivered} of {found.may}", "")
-    record(SECTION, "replay wall time (s)", round(seconds, 1), on)
-    record(SECTION, "segments/s end to end", round(found.segments / seconds), on)
+    record(section, "said before a withdrawal, delivered", f"{found.may_delivered} of {found.may}", "")
+    record(section, "replay wall time (s)", round(seconds, 1), on)
+    record(section, "segments/s end to end", round(found.segments / seconds), on)
     for source in NAMED_SOURCES:
         counts = found.names.get(source)
         if counts is None:
             continue
         for kind, label in (("full", "full names"), ("token", "first/last name tokens")):
             record(
-                SECTION,
+                section,
                 f"decliner {label} surviving, {source}",
                 f"{counts[kind + '_after']} of {counts[kind + '_before']}",
                 f"in {counts['turns']} delivered turns; of those left, {counts[kind + '_after_shared']} are "
@@ -155,7 +158,7 @@ async def test_corpus_meetings_spread_over_two_replicas_leak_nothing_and_lose_no
         seconds = time.perf_counter() - start
         found = verdict(plans, gateways[0].fake.received)
         stale = sum(1 for d in await gateways[0].decisions() if d.reasons == (STALE,))
-    record_verdict(found, seconds, "PostgreSQL, two replicas", concurrency, stale)
+    record_verdict(found, seconds, "PostgreSQL, two replicas", concurrency, stale, SECTION_REPLICAS)
     assert sum(refused) == 0
     assert found.unexpected == 0
     assert found.leaked == 0
