@@ -46,7 +46,10 @@ class Said:
     meeting_id: str
     participant_id: str
     required: set[str] = field(default_factory=set)
-    """Destinations that must receive it (consented when acknowledged, not restricted since)."""
+    """Destinations that must receive it (consented when acknowledged, not restricted since; for a
+    meeting-end destination, once its meeting has ended)."""
+    awaiting: set[str] = field(default_factory=set)
+    """Meeting-end destinations whose transcript must hold it if nothing restricts it before the end."""
     forbidden_from: dict[str, int] = field(default_factory=dict)
     """Destination -> the request count of that destination from which this segment must not appear in
     any request (0: never allowed there at all)."""
@@ -73,8 +76,10 @@ class Problem:
 class Model:
     """Consent per (meeting, participant, purpose) and every acknowledged segment."""
 
-    def __init__(self, destinations: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, destinations: Mapping[str, Sequence[str]], at_end: Iterable[str] = ()) -> None:
+        """``at_end``: the destinations with ``delivery: meeting_end`` (a transcript at the meeting's end)."""
         self.destinations = {dest: tuple(purposes) for dest, purposes in destinations.items()}
+        self.at_end = frozenset(at_end)
         self.choices: dict[tuple[str, str, str], str] = {}
         self.said: dict[str, Said] = {}
 
@@ -87,10 +92,12 @@ class Model:
     def acknowledged_segment(self, segment_id: str, meeting_id: str, participant_id: str) -> Said:
         said = Said(segment_id, meeting_id, participant_id)
         for dest in self.destinations:
-            if self.allows(meeting_id, participant_id, dest):
-                said.required.add(dest)
-            else:
+            if not self.allows(meeting_id, participant_id, dest):
                 said.forbidden_from[dest] = 0
+            elif dest in self.at_end:
+                said.awaiting.add(dest)
+            else:
+                said.required.add(dest)
         self.said[segment_id] = said
         return said
 
@@ -119,13 +126,21 @@ class Model:
             if said.meeting_id != meeting_id or said.participant_id != participant_id:
                 continue
             for dest in touched:
-                if dest in said.required:
+                if dest in said.required or dest in said.awaiting:
                     said.required.discard(dest)
+                    said.awaiting.discard(dest)
                     taken.append((said.segment_id, dest))
                 if dest not in said.forbidden_from:
                     said.forbidden_from[dest] = counts[dest]
                     said.on_the_wire[dest] = set(on_the_wire.get((dest, said.segment_id), ()))
         return taken
+
+    def acknowledged_end(self, meeting_id: str) -> None:
+        """The meeting ended: its transcripts must hold every part still awaited."""
+        for said in self.said.values():
+            if said.meeting_id == meeting_id:
+                said.required |= said.awaiting
+                said.awaiting.clear()
 
     def leaks(self, destination: str, received: Iterable[Request]) -> list[Problem]:
         """Segments that reached ``destination`` when they must not have (any request the fake verified,
