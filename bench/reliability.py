@@ -282,6 +282,7 @@ def bad_inputs(sections: dict[str, list[Figure]]) -> list[str]:
 
 def nothing_lost(sections: dict[str, list[Figure]]) -> list[str]:
     replay = sections.get("corpus replay", [])
+    spread = sections.get("corpus replay, two replicas", [])
     state = sections.get("stateful", [])
     bad = sections.get("bad inputs", [])
     rows = [
@@ -292,6 +293,13 @@ def nothing_lost(sections: dict[str, list[Figure]]) -> list[str]:
             "corpus replay",
             "decliner named in speaker metadata",
             value(replay, "decliner named in speaker metadata"),
+        ),
+        ("corpus replay, two replicas", "leaked turns", value(spread, "leaked turns")),
+        ("corpus replay, two replicas", "lost turns", value(spread, "lost turns")),
+        (
+            "corpus replay, two replicas",
+            "duplicated turns",
+            value(spread, "duplicated turns (distinct idempotency keys)"),
         ),
         ("stateful test", "leaks found", value(state, "leaks found")),
         ("stateful test", "lost segments", value(state, "lost segments")),
@@ -307,7 +315,8 @@ def nothing_lost(sections: dict[str, list[Figure]]) -> list[str]:
     defects = sections.get("open defects", [])
     if defects:
         lines += ["", f"Open defects (above): {len(defects)}."]
-    known = {"corpus replay", "stateful", "bad inputs", "faults", "load", "open defects", "fixed defects"}
+    known = {"corpus replay", "corpus replay, two replicas", "stateful", "bad inputs", "faults", "load",
+             "open defects", "fixed defects"}  # fmt: skip
     for section in sorted(set(sections) - known):
         lines += ["", f"### {section}", "", *table(sections[section])]
     return [*lines, ""]
