@@ -233,8 +233,5 @@ class Followers:
         for follower in self.followers:
             await follower.stop()
 
-    def running(self) -> bool:
-        return all(f.running() for f in self.followers)
-
 
 REPLICATION = web.AppKey("replication", Followers)

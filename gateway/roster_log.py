@@ -56,8 +56,7 @@ class RosterChange:
 
     @property
     def subject(self) -> str:
-        """Whose presence the change sets: a participant id, or "" for the meeting itself."""
-        return "" if isinstance(self.event, MeetingStarted | MeetingEnded) else self.event.participant_id
+        return subject_of(self.event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +98,9 @@ class SharedRoster:
     async def write(self, change_id: str, event: RosterEvent) -> RosterChange:
         """Append ``event`` (StorageError if it cannot be made durable; then it must not take effect)."""
         sealed = seal(self.keyring, change_id, event)
-        subject = "" if isinstance(event, MeetingStarted | MeetingEnded) else event.participant_id
         names = isinstance(event, ParticipantJoined | ParticipantRenamed)
         seq, ordinal = await self.store.append_roster(
-            change_id, event.platform, event.meeting_id, subject, names, sealed
+            change_id, event.platform, event.meeting_id, subject_of(event), names, sealed
         )
         return RosterChange(seq, change_id, event, ordinal)
 
@@ -183,6 +181,11 @@ def fold(state: MeetingState, change: RosterChange, latest: Latest) -> MeetingSt
     if isinstance(event, ParticipantJoined) and present:
         state = meeting.back(state, pid, event.email)
     return state
+
+
+def subject_of(event: RosterEvent) -> str:
+    """Whom a change is about: a participant id, or "" for the meeting itself."""
+    return "" if isinstance(event, MeetingStarted | MeetingEnded) else event.participant_id
 
 
 def seal(keyring: Keyring, change_id: str, event: RosterEvent) -> bytes:

@@ -25,6 +25,7 @@ from gateway.settings import Settings
 from gateway.web.keys import GATEWAY
 from tests.conftest import postgres_database
 from tests.fakes.ai_service import FakeAIService
+from tests.test_transcript_batches import one_transcript
 from tests.web.harness import (
     INGEST_TOKEN,
     MEETING,
@@ -272,13 +273,8 @@ async def test_a_meeting_end_transcript_holds_what_every_replica_received(tmp_pa
         await b.send(segment("b2", ADA, "Last, on B."), segment("b3", BO, "Not consented."))
         await a.send(event("meeting.ended"))
 
-        async def arrived() -> bool:
-            return any(
-                r.body.get("type") == "transcript" for r in fake.accepted() if isinstance(r.body, dict)
-            )
-
-        await wait_for(arrived, "the meeting-end transcript")
-        [transcript] = [r.segment_payloads() for r in fake.accepted()]
+        transcript = await one_transcript(fake)
+        assert len(fake.accepted()) == 1  # the transcript, and nothing sent on its own
         assert [(p["segment_id"], p["text"]) for p in transcript] == [
             ("b1", "First, on B."),
             ("a1", "Then on A, with [participant 2]."),

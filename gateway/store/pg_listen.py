@@ -11,6 +11,7 @@ the DSN or a value from a row.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Generic, TypeVar
 
 import asyncpg
@@ -32,7 +33,7 @@ APPLICATION_NAME = "consent-gateway-replication"
 E = TypeVar("E")
 
 
-class _Listener(Generic[E]):
+class _Listener(ABC, Generic[E]):
     """``Feed`` of one log on a PostgreSQL database: one connection, outside the store's pool."""
 
     channel = ""
@@ -80,8 +81,9 @@ class _Listener(Generic[E]):
         found = await self._query(self.head_sql)
         return int(found[0][0])
 
+    @abstractmethod
     async def after(self, seq: int, limit: int) -> list[E]:
-        raise NotImplementedError
+        """Up to ``limit`` committed entries after ``seq``, in sequence order."""
 
     def backend_pid(self) -> int | None:
         """The server process of the listening connection (what ``pg_terminate_backend`` takes)."""

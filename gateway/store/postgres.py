@@ -15,7 +15,7 @@ Migrations run on open under an advisory lock, so replicas starting together do 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -27,7 +27,7 @@ from gateway.store import outbox, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored as _column
-from gateway.store.reads import SQLReads
+from gateway.store.reads import SELECT_SEALED_HEADERS, SQLReads
 
 log = structlog.get_logger("gateway.store.postgres")
 
@@ -229,6 +229,9 @@ class PostgresStore(GroupCommit, SQLReads):
 
     shared = True
     """Whether other processes may write the same store (several replicas may share it)."""
+    sealed_headers = (SELECT_SEALED_HEADERS, _SELECT_ROSTER_HEADERS)
+    """The shared roster's changes are sealed with the outbox keys too: a key stays needed while either
+    holds anything under it (roster changes go when their meeting is forgotten)."""
 
     def __init__(
         self,
@@ -371,15 +374,6 @@ class PostgresStore(GroupCommit, SQLReads):
         found = await self._fetch(SELECT_ROSTER + " WHERE meeting_id = $1 AND platform = $2 ORDER BY seq",
                                   [meeting_id, platform])  # fmt: skip
         return [roster_row(row) for row in found]
-
-    async def sealed_key_ids(self, key_id_of: Callable[[bytes], str]) -> dict[str, int]:
-        """Outbox parts and shared-roster changes holding sealed text, per key: a key is needed while either
-        holds anything under it (roster changes go when their meeting is forgotten)."""
-        counts = await super().sealed_key_ids(key_id_of)
-        for row in await self._fetch(_SELECT_ROSTER_HEADERS, []):
-            key_id = key_id_of(bytes(row[0]))
-            counts[key_id] = counts.get(key_id, 0) + 1
-        return counts
 
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         await self._execute(_FORGET_ROSTER, meeting_id, platform)

@@ -29,6 +29,9 @@ characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on 
 
 
 class SQLReads(ABC):
+    sealed_headers: tuple[str, ...] = (SELECT_SEALED_HEADERS,)
+    """Queries for the first bytes of every blob sealed with the outbox keys (``sealed_key_ids``)."""
+
     @abstractmethod
     async def _fetch(self, sql: str, params: list[Any]) -> list[Any]: ...
 
@@ -152,7 +155,8 @@ class SQLReads(ABC):
         """How many outbox parts still hold sealed text, per the key that sealed them (``key_id_of``, e.g.
         ``Keyring.key_id_of``, reads it from the blob's header). Only each blob's first bytes are read."""
         counts: dict[str, int] = {}
-        for row in await self._fetch(SELECT_SEALED_HEADERS, []):
-            key_id = key_id_of(bytes(row[0]))
-            counts[key_id] = counts.get(key_id, 0) + 1
+        for query in self.sealed_headers:
+            for row in await self._fetch(query, []):
+                key_id = key_id_of(bytes(row[0]))
+                counts[key_id] = counts.get(key_id, 0) + 1
         return counts
