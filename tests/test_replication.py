@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 import structlog.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,7 +25,7 @@ from gateway.roster_log import RosterChange, SharedRoster
 from gateway.runtime import ConsentViewStale, Gateway, PolicySet
 from gateway.sealing import Keyring
 from gateway.sinks import CollectSink
-from gateway.store.base import LedgerEntry
+from gateway.store.base import LedgerEntry, StorageError
 from gateway.store.pg_listen import LedgerListener, RosterListener
 from gateway.store.postgres import PostgresStore
 from tests.conftest import postgres_database
@@ -354,3 +355,21 @@ async def test_a_meeting_ended_through_one_replica_is_forgotten_by_the_others_to
         assert b.meeting("generic", "m1") is not None
         await b.tick(ended + timedelta(minutes=11))
         assert b.meeting("generic", "m1") is None
+
+
+async def test_a_roster_change_that_cannot_be_shared_is_refused_and_changes_nothing() -> None:
+    """Fail closed: a join the shared roster cannot record is not folded in here either (the platform gets
+    an error and sends it again), so no replica scrubs or counts presence on a roster the others lack."""
+    async with _ledger() as (store, url):
+        gw = _roster_gateway(store, Keyring.generate())
+        await gw.handle("generic", _joined("p1", "Ann Example"))
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("ALTER TABLE roster_log RENAME TO roster_log_gone")
+            before = gw.meeting("generic", "m1")
+            with pytest.raises(StorageError) as refused:
+                await gw.handle("generic", _joined("p2", "Zanzibar Quixote"))
+            assert "Zanzibar" not in str(refused.value)
+            assert gw.meeting("generic", "m1") is before
+        finally:
+            await admin.close()
