@@ -94,6 +94,9 @@ class DispatchSink:
     def submit(self, emit: Emit) -> None:
         self.dispatcher.submit(to_item(emit))
 
+    def ended(self, meeting_id: str) -> None:
+        self.dispatcher.flush(meeting_id)
+
     def purge(self, meeting_id: str, participant_id: str) -> None:
         for destination in self.dispatcher.destinations():
             try:
@@ -144,7 +147,7 @@ class DispatchSink:
 
 
 _REACHED_BY = ("kind", "model", "prompt", "api_key_env", "summary_url", "erasure_url", "retention_hours",
-               "timeout_seconds")  # fmt: skip
+               "timeout_seconds", "batch_max_segments", "batch_seconds")  # fmt: skip
 """Besides the URL, what two policies sharing a destination id must agree on."""
 
 
@@ -177,6 +180,8 @@ def destination_configs(policies: Sequence[Policy], settings: Settings) -> dict[
                 prompt=dest.prompt or "",
                 api_key=_api_key(dest) if summariser else "",
                 summary_url=dest.summary_url or "",
+                batch_max=dest.batch_max_segments,
+                batch_seconds=dest.batch_seconds,
             )
     return configs
 

@@ -157,11 +157,12 @@ def _has_room(state: MeetingState, segment: Segment, policy: Policy) -> bool:
 
 
 def _route(state: MeetingState, outcome: Outcome, dest: Destination, emits: list[Emit]) -> MeetingState:
-    """Forwarded content goes out now (stream) or into the meeting's batch (meeting end)."""
+    """Forwarded content goes out now (stream; batched, which delivery groups into requests) or into the
+    meeting's batch (meeting end)."""
     if outcome.decision.action not in (Action.FORWARD, Action.REDACT) or outcome.segment is None:
         return state
     part = _part(state, outcome, dest)
-    if dest.delivery == "stream":
+    if dest.delivery != "meeting_end":
         key = _key(state.meeting_id, dest.id, outcome.segment.segment_id)
         emits.append(Emit(dest.id, state.meeting_id, "segment", key, (part,)))
         return state

@@ -67,6 +67,9 @@ class Sink(Protocol):
         ``batched`` items): every replica's, and what a restart left. None without an outbox: the meeting
         state's own parts are all there are."""
 
+    def ended(self, meeting_id: str) -> None:
+        """The meeting ended: content waiting for a batch to fill goes now."""
+
 
 @dataclass(frozen=True, slots=True)
 class Batched:
@@ -288,6 +291,7 @@ class Gateway:
                     await self._standing_join(key, event, event.email, policy, now)
             if isinstance(event, MeetingEnded):
                 self._ended_at[key] = now
+                self.sink.ended(event.meeting_id)
             return Result("accepted")
 
     async def _consent(
@@ -486,6 +490,7 @@ class Gateway:
             if ending:
                 # forgotten in time here too; what this replica holds of it expires as the policy says
                 self._ended_at[key] = wall_clock()
+                self.sink.ended(event.meeting_id)
             folded = roster_log.fold(state, change, self._latest.setdefault(key, Latest()))
             if folded is not state:
                 self._publish(key, folded)

@@ -39,6 +39,9 @@ class CollectSink:
     async def batched(self, meeting_id: str) -> None:
         return None  # no outbox: the meeting state's own parts are the transcript
 
+    def ended(self, meeting_id: str) -> None:
+        return None  # a replay sends each segment as decided: batching is delivery's
+
     async def delivered(
         self, meeting_id: str, participant_id: str, destination: str
     ) -> list[tuple[str, str]]:

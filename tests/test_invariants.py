@@ -200,6 +200,9 @@ class WatchSink:
     async def batched(self, meeting_id: str) -> None:
         return None  # no outbox: the meeting state's own parts are the transcript
 
+    def ended(self, meeting_id: str) -> None:
+        return None  # nothing waits for a batch here
+
 
 @dataclass
 class Run:

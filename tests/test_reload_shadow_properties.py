@@ -53,6 +53,9 @@ class ListSink:
     async def batched(self, meeting_id: str) -> None:
         return None  # no outbox: the meeting state's own parts are the transcript
 
+    def ended(self, meeting_id: str) -> None:
+        return None  # nothing waits for a batch here
+
 
 async def run(program: list[tuple[Any, ...]], shadow: bool) -> tuple[list[Emit], list[Decision]]:
     with tempfile.TemporaryDirectory() as tmp:

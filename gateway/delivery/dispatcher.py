@@ -20,6 +20,14 @@ Consent on a shared store: where this process does not hold the meeting's consen
 several processes share the store, the store's latest consent (``blocked``) is asked before every attempt
 too, then the in-memory answer, still with no await between it and the send.
 
+Batched destinations (``delivery: batched``): each segment is still an item of its own, stored and decided
+alone; the lane's worker waits until its oldest queued segment has waited ``batch_seconds`` (or ``batch_max``
+are queued, the meeting ended, or a drain began) and sends the segments queued at its head in one request,
+a ``batch``. From then on the batch is one entry: purge shrinks it, retries send it again under the same key
+(derived from its members' keys), and its outcome is recorded for each member item. Each part in its body
+carries its own item's key, so a destination deduplicates segment by segment even where a restart groups
+them differently.
+
 Retries go on until the item's retention ends (then ``expired``), unless ``max_attempts`` bounds them; a
 per-destination circuit breaker stops hammering a destination that keeps failing. Concurrency towards
 destinations is bounded by the aiohttp session's connector (its per-host limit), not here.
@@ -33,12 +41,14 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import logging
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import aiohttp
 import structlog
@@ -86,6 +96,12 @@ class _Entry:
     """The parts the latest attempt carried: what the destination has if that attempt succeeded."""
     sending: bool = False
     """An attempt is on the wire now."""
+    members: tuple[_Entry, ...] = ()
+    """A batch: the queued entries it carries, in order (empty: an entry for its own item)."""
+    owners: dict[int, tuple[_Entry, Part]] = field(default_factory=dict)
+    """A batch: for each of its parts (by ``id``), the member it came from and that member's own part."""
+    expired: set[int] = field(default_factory=set)
+    """A batch: ``id`` of each member whose retention ended while the batch waited; its parts are out."""
 
 
 @dataclass
@@ -148,6 +164,11 @@ class Dispatcher:
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not cryptography
         self._lanes: dict[LaneKey, deque[_Entry]] = {}
         self._workers: dict[LaneKey, asyncio.Task[None]] = {}
+        self._wakes: dict[LaneKey, asyncio.Event] = {}
+        """Lanes whose worker waits for a batch to fill: set to end the wait early."""
+        self._flushing: set[LaneKey] = set()
+        """Lanes whose meeting ended: queued segments go without waiting for a batch to fill."""
+        self._draining = False
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -173,6 +194,17 @@ class Dispatcher:
             log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
         if self._started:
             self._ensure_worker(key)
+        wake = self._wakes.get(key)
+        if wake is not None and config.batch_max is not None and len(self._lanes[key]) >= config.batch_max:
+            wake.set()  # a full batch goes now; the worker counts again
+
+    def flush(self, meeting_id: str) -> None:
+        """The meeting ended: its queued segments for batched destinations go without waiting."""
+        for key in self._lanes:
+            if key[0] == meeting_id:
+                self._flushing.add(key)
+                if (wake := self._wakes.get(key)) is not None:
+                    wake.set()
 
     def destinations(self) -> tuple[str, ...]:
         return tuple(self._destinations)
@@ -216,7 +248,12 @@ class Dispatcher:
             try:
                 await self._outbox.renew()
                 await self._outbox.expire_batched()
-                queued = {entry.item.idempotency_key for lane in self._lanes.values() for entry in lane}
+                queued = {
+                    held.item.idempotency_key
+                    for lane in self._lanes.values()
+                    for entry in lane
+                    for held in (entry.members or (entry,))
+                }
                 for item in await self._outbox.recover(self._destinations):
                     if item.idempotency_key not in queued:  # a lease of ours that lapsed: already here
                         self.submit(item)
@@ -226,12 +263,18 @@ class Dispatcher:
 
     # The timeout parameter is the contract shutdown code wants ("drain for at most N seconds").
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
-        """Wait until every submitted item has a result; False if ``timeout`` seconds passed first."""
+        """Wait until every submitted item has a result; False if ``timeout`` seconds passed first. Segments
+        waiting for a batch to fill go at once."""
+        self._draining = True
+        for wake in self._wakes.values():
+            wake.set()
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
         except TimeoutError:
             return False
+        finally:
+            self._draining = False
         return True
 
     async def close(self) -> None:
@@ -278,7 +321,7 @@ class Dispatcher:
         is on the wire now. One begun before a withdrawal cannot be recalled: it may still land after the
         withdrawal is acknowledged (what a deletion request is for); nothing of theirs starts after it."""
         return [
-            (destination, part.segment_id, entry.last_key or "")
+            (destination, part.segment_id, _sent_key(entry, part))
             for (meeting, destination), lane in self._lanes.items()
             if meeting == meeting_id
             for entry in lane
@@ -305,7 +348,14 @@ class Dispatcher:
 
     async def _run_lane(self, key: LaneKey) -> None:
         lane = self._lanes[key]
+        config = self._destinations[key[1]]
         while lane:
+            if config.batch_max is not None and lane[0].item.kind == "segment":
+                await self._fill(key, lane, config)
+                if not lane:
+                    break  # purged while it waited
+                if lane[0].item.kind == "segment":
+                    _group(lane, config.batch_max)
             entry = lane[0]
             entry.active = True
             result = await self._deliver_safely(entry)
@@ -314,6 +364,27 @@ class Dispatcher:
         # No await since the emptiness check: a submit after this point starts a fresh worker.
         del self._lanes[key]
         del self._workers[key]
+        self._flushing.discard(key)
+
+    async def _fill(self, key: LaneKey, lane: deque[_Entry], config: DestinationConfig) -> None:
+        """Wait until the segments at the lane's head make a full batch, the oldest has waited the
+        destination's ``batch_seconds``, or the meeting ended or a drain began."""
+        assert config.batch_max is not None
+        try:
+            while lane and lane[0].item.kind == "segment":
+                if key in self._flushing or self._draining:
+                    return
+                if _leading_segments(lane, config.batch_max) >= config.batch_max:
+                    return
+                delay = lane[0].submitted + config.batch_seconds - time.monotonic()
+                if delay <= 0:
+                    return
+                wake = self._wakes[key] = asyncio.Event()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+        finally:
+            self._wakes.pop(key, None)
 
     def _purge_entry(self, lane: deque[_Entry], entry: _Entry, participant_id: str) -> int:
         if entry.item.kind == "erasure":
@@ -332,6 +403,9 @@ class Dispatcher:
         return removed
 
     def _finish(self, entry: _Entry, result: Result) -> None:
+        if entry.members:
+            self._finish_batch(entry, result)
+            return
         self._pending -= 1
         if self._pending == 0:
             self._idle.set()
@@ -357,6 +431,28 @@ class Dispatcher:
                 # A broken observer must not stall the lane; its error type is enough to find it.
                 log.error("delivery.on_result_failed", **_ids(entry.item), error=type(exc).__name__)
 
+    def _finish_batch(self, batch: _Entry, result: Result) -> None:
+        """A batch's outcome, recorded for each member item: what of it the last attempt carried."""
+        sent = {id(part) for part in batch.last_sent} if result.status is Status.DELIVERED else set()
+        kept = {id(part) for part in batch.parts}
+        mine: dict[int, list[tuple[Part, Part]]] = {}
+        for tagged in batch.item.parts:
+            owner, own = batch.owners[id(tagged)]
+            mine.setdefault(id(owner), []).append((tagged, own))
+        for member in batch.members:
+            parts = mine.get(id(member), [])
+            member.parts = tuple(own for tagged, own in parts if id(tagged) in kept)
+            member.last_sent = tuple(own for tagged, own in parts if id(tagged) in sent)
+            member.attempts, member.last_status = batch.attempts, batch.last_status
+            member.last_key = batch.last_key
+            if id(member) in batch.expired:
+                outcome = _result(member, Status.DROPPED, "expired")
+            elif result.status is Status.DELIVERED and not member.last_sent:
+                outcome = _result(member, Status.DROPPED, "withdrawn")
+            else:
+                outcome = _result(member, result.status, result.reason)
+            self._finish(member, outcome)
+
     # -- one item -------------------------------------------------------------------------------------
 
     async def _deliver_safely(self, entry: _Entry) -> Result:
@@ -375,6 +471,8 @@ class Dispatcher:
             await self._wait_for_circuit(entry, breaker)
             if self._clock() >= entry.expires_at:
                 return _result(entry, Status.DROPPED, "expired")
+            if entry.members:
+                _expire_members(entry, self._clock())
             number += 1
             attempt = await self._attempt(config, entry, number)
             if attempt is None:
@@ -495,6 +593,53 @@ def _result(entry: _Entry, status: Status, reason: str | None) -> Result:
         idempotency_key=entry.last_key,
         parts_removed=len(entry.item.parts) - len(entry.parts),
     )
+
+
+def _leading_segments(lane: deque[_Entry], limit: int) -> int:
+    """How many ``segment`` entries the lane starts with (counting stops at ``limit``)."""
+    count = 0
+    for entry in lane:
+        if entry.item.kind != "segment" or count == limit:
+            break
+        count += 1
+    return count
+
+
+def _group(lane: deque[_Entry], limit: int) -> None:
+    """Replace the segments at the lane's head (at most ``limit``) with one batch entry carrying them."""
+    members = tuple(lane.popleft() for _ in range(_leading_segments(lane, limit)))
+    owners: dict[int, tuple[_Entry, Part]] = {}
+    parts: list[Part] = []
+    for member in members:
+        member.active = True
+        for own in member.parts:
+            payload = MappingProxyType({**own.payload, "idempotency_key": member.item.idempotency_key})
+            tagged = Part(own.meeting_id, own.participant_id, own.segment_id, payload)
+            owners[id(tagged)] = (member, own)
+            parts.append(tagged)
+    first = members[0].item
+    keys = "\n".join(member.item.idempotency_key for member in members)
+    key = "b" + hashlib.blake2b(keys.encode(), digest_size=16).hexdigest()
+    expires = max(member.expires_at for member in members)
+    item = Item(first.destination, key, first.meeting_id, "batch", tuple(parts), expires)
+    batch = _Entry(item, item.parts, min(m.submitted for m in members), expires_at=expires, members=members)
+    batch.owners = owners
+    lane.appendleft(batch)
+
+
+def _expire_members(batch: _Entry, now: float) -> None:
+    """Take out the parts of members whose retention ended (the batch lives until its newest member's)."""
+    for member in batch.members:
+        if id(member) not in batch.expired and now >= member.expires_at:
+            batch.expired.add(id(member))
+            batch.parts = tuple(part for part in batch.parts if batch.owners[id(part)][0] is not member)
+
+
+def _sent_key(entry: _Entry, part: Part) -> str:
+    """The idempotency key under which a destination receives ``part``: in a batch, its own item's."""
+    if entry.members:
+        return entry.owners[id(part)][0].item.idempotency_key
+    return entry.last_key or ""
 
 
 def _debugging() -> bool:

@@ -30,12 +30,14 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One request to one destination: a single segment, or a transcript batch of segments."""
+    """One request to one destination: a single segment, or a transcript batch of segments. A ``batch`` is
+    made by the dispatcher alone, of queued ``segment`` items of a ``batched`` destination (each part's
+    payload carries its own item's key); it is never stored."""
 
     destination: DestinationId
     idempotency_key: str
     meeting_id: str
-    kind: Literal["segment", "transcript", "erasure", "batched"]
+    kind: Literal["segment", "transcript", "erasure", "batched", "batch"]
     parts: tuple[Part, ...]
     expires_at: float | None = None
     """Wall time after which the item is dropped (``expired``); None: submit time + destination retention."""
@@ -87,6 +89,11 @@ class DestinationConfig:
     """openai_summary: where the summary is POSTed, signed like any delivery."""
     completion_timeout: float = 120.0
     """openai_summary: seconds one chat-completions request may take in total (models are slow)."""
+    batch_max: int | None = None
+    """``batched`` delivery: queued segments go several to a request, at most this many (None: each item
+    is a request of its own)."""
+    batch_seconds: float = 0.0
+    """``batched`` delivery: how long the oldest queued segment waits for others before its request goes."""
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -104,6 +111,10 @@ class DestinationConfig:
             raise ValueError(
                 f"destination {self.id}: breaker_failures must be >= 1, got {self.breaker_failures}"
             )
+        if self.batch_max is not None and self.batch_max < 1:
+            raise ValueError(f"destination {self.id}: batch_max must be >= 1, got {self.batch_max}")
+        if self.batch_seconds < 0:
+            raise ValueError(f"destination {self.id}: batch_seconds must be >= 0, got {self.batch_seconds}")
         if self.backoff_base < 0:
             raise ValueError(f"destination {self.id}: backoff_base must be >= 0, got {self.backoff_base}")
         self._check_kind()
@@ -153,7 +164,8 @@ def body(item: Item, parts: tuple[Part, ...]) -> bytes:
         document = {"type": "erasure", **parts[0].payload}
     else:
         segments = [dict(part.payload) for part in parts]
-        document = {"type": "transcript", "meeting_id": item.meeting_id, "segments": segments}
+        kind = "batch" if item.kind == "batch" else "transcript"
+        document = {"type": kind, "meeting_id": item.meeting_id, "segments": segments}
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 

@@ -10,9 +10,17 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from gateway.model import DestinationId, Purpose
-from gateway.policy.schema import Delegation, DestinationKind, Mode, PolicySpec, PurposeSpec
+from gateway.policy.schema import (
+    Delegation,
+    DestinationKind,
+    DestinationSpec,
+    Mode,
+    PolicySpec,
+    PurposeSpec,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,10 @@ class Destination:
     erasure_url: str | None = None
     retention_hours: float = 24.0
     timeout_seconds: float = 10.0
+    batch_max_segments: int | None = None
+    """``batched`` delivery: segments per request at most (None: one request per item)."""
+    batch_seconds: float = 0.0
+    """``batched`` delivery: how long a segment may wait for others to join its request."""
 
     @property
     def rule_id(self) -> str:
@@ -96,6 +108,7 @@ def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
             erasure_url=None if d.erasure_url is None else str(d.erasure_url),
             retention_hours=d.retention_hours,
             timeout_seconds=d.timeout_seconds,
+            **_batching(d),
         )
         for d in spec.destinations
     )
@@ -108,3 +121,18 @@ def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
         purposes=MappingProxyType(dict(spec.purposes)),
         delegations=MappingProxyType({d.name: d for d in spec.consent.delegations}),
     )
+
+
+BATCH_SECONDS = 5.0
+"""A ``batched`` destination's ``batch_seconds`` where the policy gives none."""
+BATCH_MAX_SEGMENTS = 50
+"""A ``batched`` destination's ``batch_max_segments`` where the policy gives none."""
+
+
+def _batching(d: DestinationSpec) -> dict[str, Any]:
+    if d.delivery != "batched":
+        return {}
+    return {
+        "batch_max_segments": BATCH_MAX_SEGMENTS if d.batch_max_segments is None else d.batch_max_segments,
+        "batch_seconds": BATCH_SECONDS if d.batch_seconds is None else d.batch_seconds,
+    }

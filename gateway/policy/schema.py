@@ -147,9 +147,15 @@ class DestinationSpec(_Strict):
     stream to (``ws://`` or ``wss://``). Required for those kinds, not used by ``openai_summary``."""
     purposes: list[Identifier] = Field(min_length=1)
     """Every purpose this service uses content for: a speaker must have consented to all of them."""
-    delivery: Literal["stream", "meeting_end"] = Field(default="stream", validate_default=True)
-    """``stream``: each segment as it is decided; ``meeting_end``: the whole transcript once, scrubbed
-    against consent as it stands at the end (required by ``openai_summary``)."""
+    delivery: Literal["stream", "batched", "meeting_end"] = Field(default="stream", validate_default=True)
+    """``stream``: each segment as it is decided; ``batched``: segments decided as for ``stream``, sent
+    several to a request (see ``batch_seconds``, ``batch_max_segments``); ``meeting_end``: the whole
+    transcript once, scrubbed against consent as it stands at the end (required by ``openai_summary``)."""
+    batch_seconds: float | None = Field(default=None, ge=0, le=3600)
+    """``batched``: how long a segment may wait for others to join its request (default 5); 0 sends
+    whatever is queued at once. The meeting's end and a shutdown send what waits without waiting."""
+    batch_max_segments: int | None = Field(default=None, ge=1, le=1000)
+    """``batched``: at most this many segments in one request (default 50); a full batch goes at once."""
     secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
     """Environment variable holding this destination's ``whsec_`` signing secret (else the gateway's)."""
     include_speaker_name: bool = True
@@ -188,6 +194,13 @@ class DestinationSpec(_Strict):
             schemes = _URL_SCHEMES.get(kind, ("http://", "https://"))
             if not value.startswith(schemes):
                 raise ValueError(f"must start with {' or '.join(schemes)} when kind is {kind}")
+        return value
+
+    @field_validator("batch_seconds", "batch_max_segments")
+    @classmethod
+    def _batched_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("delivery", "batched") != "batched":
+            raise ValueError("only used when delivery is batched")
         return value
 
     @field_validator("delivery")

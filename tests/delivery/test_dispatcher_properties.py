@@ -4,6 +4,9 @@ Each example runs a generated program against a real dispatcher and a fresh fake
 To tell when an attempt *began* relative to a purge (a request begun before a purge may arrive after it), the
 dispatcher's clock advances by one second at every purge: the signed ``webhook-timestamp`` of each request is
 then the purge epoch in which that attempt started.
+
+Destination ``ml`` may be ``batched`` (drawn per example): queued segments then go several to a request,
+waiting a few milliseconds for company, and the same properties must hold part by part.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 from hypothesis import HealthCheck, given, settings
@@ -34,7 +37,16 @@ submits = st.tuples(
 failures = st.tuples(st.just("fail"), st.integers(1, 3), st.sampled_from([500, 503, 429]))
 purges = st.tuples(st.just("purge"), st.sampled_from(MEETINGS), st.sampled_from(PEOPLE))
 pauses = st.tuples(st.just("pause"), st.sampled_from([0.0, 0.001, 0.004]))
-programs = st.lists(st.one_of(submits, submits, failures, purges, pauses), min_size=1, max_size=25)
+flushes = st.tuples(st.just("flush"), st.sampled_from(MEETINGS))
+bursts = st.tuples(
+    st.just("burst"), st.sampled_from(MEETINGS), st.lists(st.sampled_from(PEOPLE), min_size=2, max_size=8)
+)
+"""Several segments submitted to ``ml`` in one go: what a batch is made of."""
+programs = st.lists(
+    st.one_of(submits, submits, failures, purges, pauses, flushes, bursts), min_size=1, max_size=25
+)
+batching = st.sampled_from([None, (1, 0.0), (3, 0.0), (3, 0.003), (50, 0.01)])
+"""``ml``'s (batch_max, batch_seconds), or None: one request per item."""
 
 
 @dataclass
@@ -75,7 +87,9 @@ def _item(world: World, op: tuple[object, ...], number: int, consult_allowed: bo
     return Item(str(destination), key, str(meeting), kind, parts) if parts else None  # type: ignore[arg-type]
 
 
-async def _run(program: list[tuple[object, ...]], consult_allowed: bool) -> tuple[World, FakeAIService]:
+async def _run(
+    program: list[tuple[object, ...]], consult_allowed: bool, batch: tuple[int, float] | None = None
+) -> tuple[World, FakeAIService]:
     world = World(base=int(time.time()))
     async with FakeAIService(SECRET) as service, aiohttp.ClientSession() as session:
         config = {
@@ -91,6 +105,8 @@ async def _run(program: list[tuple[object, ...]], consult_allowed: bool) -> tupl
             )
             for name in ("ai", "ml")
         }
+        if batch is not None:
+            config["ml"] = replace(config["ml"], batch_max=batch[0], batch_seconds=batch[1])
         dispatcher = Dispatcher(
             session,
             config,
@@ -129,15 +145,31 @@ async def _step(
             dispatcher.purge(meeting, person)
         case ("pause", float(seconds)):
             await asyncio.sleep(seconds)
+        case ("flush", str(meeting)):
+            dispatcher.flush(meeting)
+        case ("burst", str(meeting), list(people)):
+            for i, person in enumerate(people):
+                op = ("submit", meeting, "ml", "segment", [person])
+                item = _item(world, op, 1000 + number * 10 + i, consult)  # apart from single submits' keys
+                if item is not None:
+                    world.parts.extend(item.parts)
+                    dispatcher.submit(item)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(program=programs, consult_allowed=st.booleans())
+@given(program=programs, consult_allowed=st.booleans(), batch=batching)
 async def test_withdrawal_holds_and_consented_parts_arrive(
-    program: list[tuple[object, ...]], consult_allowed: bool
+    program: list[tuple[object, ...]], consult_allowed: bool, batch: tuple[int, float] | None
 ) -> None:
-    """No attempt begun after a purge carries the purged participant; every other part is accepted."""
-    world, service = await _run(program, consult_allowed)
+    """No attempt begun after a purge carries the purged participant; every other part is accepted; in a
+    batch each part carries its own item's key, and a batch never exceeds its destination's limit."""
+    world, service = await _run(program, consult_allowed, batch)
+
+    for request in service.received:
+        if isinstance(request.body, dict) and request.body.get("type") == "batch":
+            assert batch is not None and len(request.body["segments"]) <= batch[0]
+            for payload in request.body["segments"]:
+                assert payload["idempotency_key"] == payload["segment_id"].split("-")[0]
 
     for request in service.received:
         started_in = int(request.headers["webhook-timestamp"]) - world.base

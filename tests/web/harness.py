@@ -53,6 +53,10 @@ class Dest:
     """Declare an erasure endpoint (the same fake, path ``/erase``)."""
     timeout: float | None = None
     """``timeout_seconds`` of the destination (None: the policy default)."""
+    batch_seconds: float | None = None
+    """``batch_seconds`` of a ``batched`` destination (None: the policy default)."""
+    batch_max: int | None = None
+    """``batch_max_segments`` of a ``batched`` destination (None: the policy default)."""
 
 
 def policy_yaml(
@@ -85,6 +89,10 @@ def policy_yaml(
             lines.append(f"    timeout_seconds: {dest.timeout}")
         if dest.erasure:
             lines.append(f"    erasure_url: {urls[dest.id].rsplit('/', 1)[0]}/erase")
+        if dest.batch_seconds is not None:
+            lines.append(f"    batch_seconds: {dest.batch_seconds}")
+        if dest.batch_max is not None:
+            lines.append(f"    batch_max_segments: {dest.batch_max}")
     return "\n".join(lines) + "\n"
 
 
