@@ -196,9 +196,10 @@ def stateful(sections: dict[str, list[Figure]]) -> list[str]:
         "",
         "`tests/reliability/test_service_stateful.py`: a Hypothesis state machine drives the whole service "
         "through its real HTTP API (meetings, joins, leaves, renames, consents, refusals, withdrawals, "
-        "consent on someone else's behalf, segments, destination failures, restarts); after every step a "
-        "model checks that nothing reached a destination that should not have, and at each settle that every"
-        " consented segment arrived exactly once.",
+        "consent on someone else's behalf, segments, destination failures, restarts) with three destinations,"
+        " one for each way of delivery (`stream`, `batched`, `meeting_end`); after every step a model checks "
+        "that nothing reached a destination that should not have, and at each settle that every consented "
+        "segment arrived exactly once (in a batch, once per segment's own key).",
         "",
     ]
     figures = sections.get("stateful")

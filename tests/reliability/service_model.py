@@ -159,9 +159,10 @@ class Model:
                 start = said.forbidden_from.get(destination)
                 if start is None or request.seq < start:
                     continue
+                key = _key_of(request, payload)
                 landing = said.on_the_wire.get(destination, set()) - landed.setdefault(sid, set())
-                if request.key in landing:
-                    landed[sid].add(request.key)  # the attempt already on the wire, landing late: once
+                if key in landing:
+                    landed[sid].add(key)  # the attempt already on the wire, landing late: once
                     continue
                 problems.append(Problem("leak", destination, sid, pid))
         return problems
@@ -175,7 +176,7 @@ class Model:
                 continue
             for payload in request.segment_payloads():
                 sid = str(payload.get("segment_id"))
-                keys.setdefault(sid, set()).add(request.key)
+                keys.setdefault(sid, set()).add(_key_of(request, payload))
                 speakers[sid] = str(payload.get("participant_id"))
         return [
             Problem("duplicate", destination, sid, speakers[sid]) for sid, ks in keys.items() if len(ks) > 1
@@ -212,3 +213,9 @@ class Model:
             "required": sum(len(s.required) for s in self.said.values()),
             "forbidden": sum(len(s.forbidden_from) for s in self.said.values()),
         }
+
+
+def _key_of(request: Request, payload: dict[str, Any]) -> str | None:
+    """The key a destination deduplicates a segment by: its own, inside a batch; else the request's."""
+    own = payload.get("idempotency_key")
+    return str(own) if own is not None else request.key

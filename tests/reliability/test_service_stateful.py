@@ -2,10 +2,11 @@
 
 Random meetings, joins, leaves, renames, consents, refusals, withdrawals, consent attempts on someone else's
 behalf, segments (one by one and in batches), destination failures and clean restarts are sent to the real
-aiohttp app on 127.0.0.1 port 0, on the suite's database (SQLite, or PostgreSQL), with two fake AI services
-as ``delivery: stream`` destinations (``summariser``: summary; ``trainer``: summary and training) and one as
-``delivery: meeting_end`` (``minutes``: summary; each meeting's transcript when it ends, which must hold every
-part consented and not withdrawn by then, across restarts). Events go through ``POST /v1/events`` with the
+aiohttp app on 127.0.0.1 port 0, on the suite's database (SQLite, or PostgreSQL), with fake AI services as a
+``delivery: stream`` destination (``summariser``: summary), a ``delivery: batched`` one (``trainer``: summary
+and training; segments several to a request, each under its own key) and a ``delivery: meeting_end`` one
+(``minutes``: summary; each meeting's transcript when it ends, which must hold every part consented and not
+withdrawn by then, across restarts). Events go through ``POST /v1/events`` with the
 bearer token, as a platform sends them.
 
 ``tests.reliability.service_model`` is told what the gateway acknowledged. After every step the verifier
@@ -79,12 +80,13 @@ EXAMPLES = scale(15, 200)
 STEPS = scale(20, 50)
 DESTINATIONS = (
     Dest("summariser", ("summary",)),
-    Dest("trainer", ("summary", "training")),
+    Dest("trainer", ("summary", "training"), delivery="batched", batch_seconds=0.02, batch_max=4),
     Dest("minutes", ("summary",), delivery="meeting_end"),
 )
 STREAMED = ("summariser", "trainer")
-"""Where faults are injected. ``minutes`` gets each meeting's transcript at its end and is never made to
-fail: what it checks is that parts kept for a transcript survive restarts and honour withdrawals."""
+"""Where faults are injected (a failed batch is retried whole, less what was withdrawn meanwhile).
+``minutes`` gets each meeting's transcript at its end and is never made to fail: what it checks is that
+parts kept for a transcript survive restarts and honour withdrawals."""
 PURPOSE_SETS = (("summary", "training"), ("summary",), ("training",))
 """Choices by index; Hypothesis starts from (and shrinks towards) the first of a list, so it comes first."""
 ON_JOINING = (("given", 0), ("given", 1), None, ("refused", 0))
