@@ -82,7 +82,7 @@ destinations:
   - id: summariser
     url: {url}
     purposes: [summary]
-    delivery: stream
+    delivery: {delivery}
 """
 FALLBACK_NAMES = ("Priya Raman", "Tomás Ortega", "Wen Li", "Sam Okafor")
 FALLBACK_TEXT = (
@@ -432,6 +432,14 @@ class Plan:
     """Higher offered rates, climbed after ``rates`` until each server's knee (its first step past it)."""
     sweep_seconds: float = 0.0
     """How long each server is offered each sweep rate."""
+    batch_seconds: float | None = None
+    """None: the destination is ``delivery: stream`` (the issues' figures); else ``batched``, this window."""
+
+    def delivery(self) -> str:
+        """The destination's ``delivery`` (and batch window) in the gateways' policy."""
+        if self.batch_seconds is None:
+            return "stream"
+        return f"batched\n    batch_seconds: {self.batch_seconds}"
 
     def steps(self) -> list[tuple[float, float, int]]:
         """(rate, seconds, segments per client: whole rounds over the meetings) of every open-model step."""
@@ -493,7 +501,7 @@ async def _run_on(plan: Plan, tmp: Path, databases: dict[str, str]) -> dict[str,
     with process(receiver_cmd, announces_port=True, cpus=client_cpus) as (recv, recv_port):
         receiver = f"http://127.0.0.1:{recv_port}"
         policy = tmp / "bench-ingest.yaml"
-        policy.write_text(POLICY.format(url=f"{receiver}/segments"))
+        policy.write_text(POLICY.format(url=f"{receiver}/segments", delivery=plan.delivery()))
         with contextlib.ExitStack() as procs:
             targets: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
             for name, database in databases.items():
@@ -769,7 +777,7 @@ async def _callgrind(segments: int, clients: int, tmp: Path) -> dict[str, Any]:
     with process([sys.executable, str(BENCH / "servers.py"), "receiver"], announces_port=True) as (_, rport):
         receiver = f"http://127.0.0.1:{rport}"
         policy = tmp / "bench-ingest.yaml"
-        policy.write_text(POLICY.format(url=f"{receiver}/segments"))
+        policy.write_text(POLICY.format(url=f"{receiver}/segments", delivery="stream"))
         for name in ("proxy", "gateway"):
             counts = tmp / f"{name}.callgrind"
             argv, env, port = _under_callgrind(name, counts, receiver, policy, token, tmp)
@@ -857,6 +865,7 @@ def run(
     latency_seconds: float | None = None,
     sweep: tuple[float, ...] | None = None,
     sweep_seconds: float | None = None,
+    batch_seconds: float | None = None,
 ) -> dict[str, Any]:
     requests = requests or (2_000 if quick else 8_000)
     skipped = postgres and postgres_unreachable(postgres)
@@ -874,11 +883,13 @@ def run(
         latency_seconds=(3.0 if quick else 15.0) if latency_seconds is None else latency_seconds,
         sweep=(QUICK_SWEEP if quick else SWEEP) if sweep is None else sweep,
         sweep_seconds=(2.0 if quick else 5.0) if sweep_seconds is None else sweep_seconds,
+        batch_seconds=batch_seconds,
     )
     stores = "SQLite" + ("" if plan.postgres is None else " and PostgreSQL")
     print(
         f"[ingest] {clients} clients, {plan.requests // clients * clients} requests per round, "
-        f"{plan.rounds} round(s), gateways with the durable outbox on {stores}, gateway log level "
+        f"{plan.rounds} round(s), gateways with the durable outbox on {stores}, destination "
+        f"delivery: {plan.delivery().replace(chr(10) + '    ', ', ')}, gateway log level "
         f"{log_level}; then {plan.latency_seconds:.0f} s per server at each of "
         f"{', '.join(f'{r:.0f}/s' for r in rates)}, then {plan.sweep_seconds:.0f} s per step up "
         f"{', '.join(f'{r:.0f}' for r in plan.sweep)}/s until each server's knee; {cpu_words()}"
