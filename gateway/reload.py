@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -121,9 +121,10 @@ class PolicyManager:
             wanted = dict(self._configs(policies))
         except SettingsError as exc:
             return [str(exc)]
-        if _fixed(wanted) != _fixed(self._running):
+        changed = _changed(_fixed(wanted), _fixed(self._running))
+        if changed:
             # delivery lanes, secrets and URLs are fixed at start; changing them safely needs a restart
-            return ["destinations: ids, URLs or secrets differ from the running ones; restart to change them"]
+            return [f"destinations: {changed} differ from the running ones; restart to change them"]
         return []
 
     def set_shadow(self, gateway: Gateway, files: Sequence[Path]) -> Outcome:
@@ -170,6 +171,20 @@ def install_sighup(gateway_of: Callable[[], Gateway], manager: PolicyManager) ->
         loop.remove_signal_handler(signal.SIGHUP)
 
     return remove
+
+
+def _changed(wanted: Mapping[str, DestinationConfig], running: Mapping[str, DestinationConfig]) -> str:
+    """What differs, by destination id and setting name only (a URL or secret may embed credentials)."""
+    if wanted.keys() != running.keys():
+        return "ids"
+    names = [field.name for field in fields(DestinationConfig)]
+    found = [
+        f"{key}.{name}"
+        for key, config in wanted.items()
+        for name in names
+        if getattr(config, name) != getattr(running[key], name)
+    ]
+    return ", ".join(found)
 
 
 def _fixed(configs: Mapping[str, DestinationConfig]) -> dict[str, DestinationConfig]:

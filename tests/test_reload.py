@@ -125,6 +125,17 @@ async def test_reload_refuses_changed_destinations(gw: LiveGateway) -> None:
     assert status == 422 and "restart" in doc["detail"]
 
 
+async def test_reload_names_the_delivery_settings_that_would_change(gw: LiveGateway) -> None:
+    """Batching (like timeouts and URLs) is fixed at start: the refusal names the setting, not its value."""
+    text = gw.policy_path.read_text()
+    assert "    delivery: stream\n" in text
+    gw.policy_path.write_text(text.replace("    delivery: stream\n", "    delivery: batched\n", 1))
+    status, doc = await reload(gw)
+    assert status == 422
+    assert "summariser.batch_max, summariser.batch_seconds differ" in doc["detail"]
+    assert "http" not in doc["detail"]  # no URL, which may embed credentials
+
+
 # --- shadow --------------------------------------------------------------------------------------------
 
 
