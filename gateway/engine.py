@@ -402,7 +402,9 @@ def on_meeting_end(state: MeetingState, policy: Policy, now: datetime) -> Step:
     for dest in policy.destinations:
         parts = _final_parts(state, policy, dest, now, decisions)
         if parts:
-            key = _key(state.meeting_id, dest.id, "transcript")
+            # the parts name the transcript: a meeting id used again after its end (a standing room) gets
+            # a transcript of its own, not one a destination would take for a resend of the first
+            key = _key(state.meeting_id, dest.id, "transcript", *(part.segment_id for part in parts))
             emits.append(Emit(dest.id, state.meeting_id, "transcript", key, parts))
     state = replace(state, batches=MappingProxyType({}))
     return Step(state, tuple(decisions), tuple(emits))

@@ -123,3 +123,29 @@ async def test_stored_parts_of_a_meeting_that_never_ends_expire_with_the_destina
             ]
             await gw.send(event("meeting.ended"))
         assert transcripts(fake) == []  # what expired is not sent
+
+
+async def test_a_meeting_id_used_again_after_its_end_gets_a_transcript_of_its_own(tmp_path: Path) -> None:
+    """A caller may reuse a meeting id (a standing meeting room): the second end's transcript is a new item,
+    stored and sent under a key of its own, not taken for a resend of the first (which a destination that
+    deduplicates by key would drop)."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST, delivery="meeting_end"),))
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}) as gw:
+            await gw.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"), segment("a1", ADA, "First."))
+            await gw.send(event("meeting.ended"))
+            assert [p["segment_id"] for p in await one_transcript(fake)] == ["a1"]
+            await gw.send(event("meeting.started"), segment("a2", ADA, "Second."), event("meeting.ended"))
+
+            async def second() -> bool:
+                return len(transcripts(fake)) == 2
+
+            await wait_for(second, "the second transcript")
+            first, again = [r for r in fake.accepted() if r.body.get("type") == "transcript"]
+            assert [p["segment_id"] for p in again.segment_payloads()] == ["a2"]
+            assert again.key != first.key
+            items = [r for r in await gw.store.outbox_report() if r["kind"] == "transcript"]
+            assert sorted(r["key"] for r in items) == sorted([first.key, again.key])
+            assert {r["status"] for r in items} == {stored.DELIVERED}
+            await gw.send(event("meeting.ended"))  # a platform resending the end: nothing new to send
+            assert len(transcripts(fake)) == 2
