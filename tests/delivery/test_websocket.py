@@ -25,6 +25,7 @@ from gateway.delivery.websocket import frame, parse_reply
 from tests.fakes.ws_destination import FakeWSDestination
 from tests.web.harness import (
     consent,
+    event,
     joined,
     segment,
     serving_policy,
@@ -296,3 +297,17 @@ async def test_the_gateway_streams_consented_segments(tmp_path, destination, mon
     assert [b["segment_id"] for b in destination.stored.values()] == ["s1", "s3"]
     assert destination.duplicates == 1
     assert all(b["participant_id"] == "p-ada" for b in sent)
+
+
+async def test_a_batched_websocket_destination_gets_one_frame(tmp_path, destination, monkeypatch) -> None:
+    """``delivery: batched`` works over a WebSocket too: one frame, one acknowledgement, several segments."""
+    monkeypatch.setenv("WS_DESTINATION_SECRET", SECRET)
+    policy = _policy(destination.url) + "    delivery: batched\n    batch_seconds: 600\n"
+    async with serving_policy(tmp_path, policy) as gw:
+        await gw.send(joined("p-ada", "Ada"), consent("p-ada", "given"))
+        await gw.send(segment("s1", "p-ada", "One."), segment("s2", "p-ada", "Two."))
+        assert destination.frames == []  # waiting for company
+        await gw.send(event("meeting.ended"))
+        await until(lambda: len(destination.frames) == 1)
+    [sent] = [f.body for f in destination.frames]
+    assert sent["type"] == "batch" and [s["segment_id"] for s in sent["segments"]] == ["s1", "s2"]
