@@ -661,7 +661,7 @@ def test_the_service_never_leaks_and_never_loses(tmp_path: Path) -> None:
     )
     elapsed = time.monotonic() - started
     detail = (
-        f"{EXAMPLES} examples x up to {STEPS} steps; two stream destinations and one meeting-end;"
+        f"{EXAMPLES} examples x up to {STEPS} steps; one destination each stream, batched and meeting-end;"
         f" {elapsed:.0f} s"
     )
     record("stateful", "examples run", TALLY.examples, detail)
