@@ -178,7 +178,7 @@ async def phase(n: int, seconds: float, rate: float, tmp: Path, log_level: str =
     with ingest.process(receiver_cmd, announces_port=True, cpus=client_cpus) as (_, recv_port):
         receiver = f"http://127.0.0.1:{recv_port}"
         policy = folder / "bench-streams.yaml"
-        policy.write_text(ingest.POLICY.format(url=f"{receiver}/segments"))
+        policy.write_text(ingest.POLICY.format(url=f"{receiver}/segments", delivery="stream"))
         port = ingest.free_port()
         database = f"sqlite:///{folder}/gateway.db"
         env = ingest.gateway_env(log_level, port, database, policy, token, folder / "secrets.json")
