@@ -168,7 +168,8 @@ class Dispatcher:
         """Lanes whose worker waits for a batch to fill: set to end the wait early."""
         self._flushing: set[LaneKey] = set()
         """Lanes whose meeting ended: queued segments go without waiting for a batch to fill."""
-        self._draining = False
+        self._draining = 0
+        """Drains under way: while any is, segments waiting for a batch to fill go at once."""
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -265,7 +266,7 @@ class Dispatcher:
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109
         """Wait until every submitted item has a result; False if ``timeout`` seconds passed first. Segments
         waiting for a batch to fill go at once."""
-        self._draining = True
+        self._draining += 1
         for wake in self._wakes.values():
             wake.set()
         try:
@@ -274,7 +275,7 @@ class Dispatcher:
         except TimeoutError:
             return False
         finally:
-            self._draining = False
+            self._draining -= 1
         return True
 
     async def close(self) -> None:

@@ -122,6 +122,17 @@ async def test_a_segment_waits_for_company_until_the_meeting_ends(service) -> No
     assert [s["segment_id"] for s in service.segments()] == ["s1", "s2"]
 
 
+async def test_a_drain_that_gives_up_does_not_end_another_drain(service) -> None:
+    service.hang_next(1, 0.3)
+    async with running(service.url) as h:
+        h.dispatcher.submit(segment(1))
+        patient = asyncio.create_task(h.dispatcher.drain(5))
+        assert not await h.dispatcher.drain(0.05)  # gives up while s1's request hangs
+        h.dispatcher.submit(segment(2))  # a drain is still under way: no waiting out the window
+        assert await patient
+    assert [s["segment_id"] for s in service.segments()] == ["s1", "s2"]
+
+
 async def test_the_window_ends_the_wait(service) -> None:
     async with running(service.url, batch_seconds=0.05) as h:
         started = time.monotonic()
