@@ -195,8 +195,8 @@ class Dispatcher:
             log.debug("delivery.queued", **_ids(item), parts=len(item.parts))
         if self._started:
             self._ensure_worker(key)
-        wake = self._wakes.get(key)
-        if wake is not None and config.batch_max is not None and len(self._lanes[key]) >= config.batch_max:
+        batch_max = config.batch_max  # None for every destination that is not batched: one test a segment
+        if batch_max is not None and len(self._lanes[key]) >= batch_max and (wake := self._wakes.get(key)):
             wake.set()  # a full batch goes now; the worker counts again
 
     def flush(self, meeting_id: str) -> None:

@@ -8,42 +8,25 @@ head in one signed request, once the oldest has waited ``batch_seconds`` or ``ba
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import random
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
-from gateway.delivery import DestinationConfig, Dispatcher, Item, Part, Result, Status
+from gateway.delivery import DestinationConfig, Item, Part, Status
+from tests.delivery.test_dispatcher import DEST, SECRET, Harness, TopJitter, running, until
 from tests.fakes.ai_service import FakeAIService
 
-SECRET = "whsec_" + base64.b64encode(b"batched delivery test secret 32b").decode()
-DEST = "ai"
 LONG = 60.0
 """A batch window no test waits out: what goes, goes because of a full batch, a flush or a drain."""
-
-
-class TopJitter(random.Random):
-    """Backoff always at its ceiling, so a test can rely on a long pause."""
-
-    def uniform(self, a: float, b: float) -> float:
-        return b
 
 
 def segment(n: int, participant: str = "alice", meeting: str = "m1") -> Item:
     key = f"k{n}"
     payload = {"participant_id": participant, "segment_id": f"s{n}", "text": f"words {n} of {participant}"}
     return Item(DEST, key, meeting, "segment", (Part(meeting, participant, f"s{n}", payload),))
-
-
-class Harness:
-    def __init__(self, dispatcher: Dispatcher) -> None:
-        self.dispatcher = dispatcher
-        self.results: dict[str, Result] = {}
 
 
 @pytest.fixture
@@ -53,46 +36,19 @@ async def service() -> AsyncIterator[FakeAIService]:
 
 
 @contextlib.asynccontextmanager
-async def running(
-    url: str,
-    *,
-    batch_max: int = 50,
-    batch_seconds: float = LONG,
-    allowed: Callable[[str, Part], bool] = lambda dest, part: True,
-    rng: random.Random | None = None,
-    **settings: object,
+async def batching(
+    url: str, *, batch_max: int = 50, batch_seconds: float = LONG, **settings: object
 ) -> AsyncIterator[Harness]:
-    config = replace(
-        DestinationConfig(DEST, url, SECRET, backoff_base=0.001, backoff_max=0.05),
-        batch_max=batch_max,
-        batch_seconds=batch_seconds,
-        **settings,
-    )
-    async with aiohttp.ClientSession() as session:
-        harness: Harness
-        dispatcher = Dispatcher(
-            session,
-            {DEST: config},
-            allowed=allowed,
-            on_result=lambda item, result: harness.results.__setitem__(item.idempotency_key, result),
-            rng=rng or random.Random(3),
-        )
-        harness = Harness(dispatcher)
-        await dispatcher.start()
-        try:
-            yield harness
-        finally:
-            await dispatcher.close()
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 -- what the fake recorded signals nothing
-            await asyncio.sleep(0.002)
+    """The dispatcher test's harness, its destination batched."""
+    async with (
+        aiohttp.ClientSession() as session,
+        running(session, url, batch_max=batch_max, batch_seconds=batch_seconds, **settings) as harness,
+    ):
+        yield harness
 
 
 async def test_queued_segments_go_in_one_signed_request_each_part_keeping_its_key(service) -> None:
-    async with running(service.url, batch_max=4) as h:
+    async with batching(service.url, batch_max=4) as h:
         for n in range(4):
             h.dispatcher.submit(segment(n, participant=("alice", "bob")[n % 2]))
         await until(lambda: len(service.received) == 1)  # a full batch goes without waiting out the window
@@ -105,11 +61,13 @@ async def test_queued_segments_go_in_one_signed_request_each_part_keeping_its_ke
     assert [s["idempotency_key"] for s in segments] == ["k0", "k1", "k2", "k3"]
     key = request.headers["webhook-id"]
     assert key == request.headers["idempotency-key"] and key.startswith("b") and key not in {"k0", "k1"}
-    assert {k: r.status for k, r in h.results.items()} == {f"k{n}": Status.DELIVERED for n in range(4)}
+    assert {item.idempotency_key: r.status for item, r in h.results} == {
+        f"k{n}": Status.DELIVERED for n in range(4)
+    }
 
 
 async def test_a_segment_waits_for_company_until_the_meeting_ends(service) -> None:
-    async with running(service.url) as h:
+    async with batching(service.url) as h:
         h.dispatcher.submit(segment(1))
         h.dispatcher.submit(segment(2, meeting="m2"))
         await asyncio.sleep(0.2)
@@ -124,7 +82,7 @@ async def test_a_segment_waits_for_company_until_the_meeting_ends(service) -> No
 
 async def test_a_drain_that_gives_up_does_not_end_another_drain(service) -> None:
     service.hang_next(1, 0.3)
-    async with running(service.url) as h:
+    async with batching(service.url) as h:
         h.dispatcher.submit(segment(1))
         patient = asyncio.create_task(h.dispatcher.drain(5))
         assert not await h.dispatcher.drain(0.05)  # gives up while s1's request hangs
@@ -134,7 +92,7 @@ async def test_a_drain_that_gives_up_does_not_end_another_drain(service) -> None
 
 
 async def test_the_window_ends_the_wait(service) -> None:
-    async with running(service.url, batch_seconds=0.05) as h:
+    async with batching(service.url, batch_seconds=0.05) as h:
         started = time.monotonic()
         h.dispatcher.submit(segment(1))
         h.dispatcher.submit(segment(2))
@@ -145,7 +103,7 @@ async def test_the_window_ends_the_wait(service) -> None:
 
 
 async def test_a_batch_holds_at_most_batch_max_and_the_rest_follow_in_order(service) -> None:
-    async with running(service.url, batch_max=3) as h:
+    async with batching(service.url, batch_max=3) as h:
         for n in range(7):
             h.dispatcher.submit(segment(n))
         assert await h.dispatcher.drain(5)
@@ -155,22 +113,22 @@ async def test_a_batch_holds_at_most_batch_max_and_the_rest_follow_in_order(serv
 
 
 async def test_a_withdrawal_while_segments_wait_keeps_theirs_out_and_sends_the_rest(service) -> None:
-    async with running(service.url) as h:
+    async with batching(service.url) as h:
         h.dispatcher.submit(segment(1, "alice"))
         h.dispatcher.submit(segment(2, "bob"))
         h.dispatcher.submit(segment(3, "alice"))
         assert h.dispatcher.purge("m1", "bob") == 1
         assert await h.dispatcher.drain(5)
     assert [s["segment_id"] for s in service.segments()] == ["s1", "s3"]
-    assert h.results["k2"].status is Status.DROPPED and h.results["k2"].reason == "withdrawn"
-    assert h.results["k1"].status is h.results["k3"].status is Status.DELIVERED
+    assert h.result("k2").status is Status.DROPPED and h.result("k2").reason == "withdrawn"
+    assert h.result("k1").status is h.result("k3").status is Status.DELIVERED
 
 
 async def test_a_withdrawal_during_a_batch_retry_shrinks_it_under_a_key_of_its_own(service) -> None:
     """A retry of the same batch goes under the same key; once a purge removed parts, under a derived one,
     and the withdrawn participant's part never goes again."""
     service.fail_next(2)
-    async with running(service.url, batch_max=3, rng=TopJitter(), backoff_base=0.2, backoff_max=0.3) as h:
+    async with batching(service.url, batch_max=3, rng=TopJitter(), backoff_base=0.2, backoff_max=0.3) as h:
         for n, who in enumerate(("alice", "bob", "alice")):
             h.dispatcher.submit(segment(n, who))
         await until(lambda: len(service.received) == 2)  # two failed attempts, the next in backoff
@@ -180,26 +138,26 @@ async def test_a_withdrawal_during_a_batch_retry_shrinks_it_under_a_key_of_its_o
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
     assert third.ok and third.headers["webhook-id"].startswith(first.headers["webhook-id"] + ".")
     assert [s["segment_id"] for s in third.body["segments"]] == ["s0", "s2"]
-    assert h.results["k1"].status is Status.DROPPED and h.results["k1"].reason == "withdrawn"
-    assert h.results["k0"].status is h.results["k2"].status is Status.DELIVERED
-    assert h.results["k0"].attempts == 3
+    assert h.result("k1").status is Status.DROPPED and h.result("k1").reason == "withdrawn"
+    assert h.result("k0").status is h.result("k2").status is Status.DELIVERED
+    assert h.result("k0").attempts == 3
 
 
 async def test_a_part_no_longer_allowed_at_the_attempt_is_left_out(service) -> None:
     """``allowed`` is asked for every part just before every attempt, batch or not."""
     refused: set[str] = set()
-    async with running(service.url, allowed=lambda dest, part: part.participant_id not in refused) as h:
+    async with batching(service.url, allowed=lambda dest, part: part.participant_id not in refused) as h:
         h.dispatcher.submit(segment(1, "alice"))
         h.dispatcher.submit(segment(2, "bob"))
         refused.add("bob")  # withdrawn, and not (yet) purged
         assert await h.dispatcher.drain(5)
     assert [s["participant_id"] for s in service.segments()] == ["alice"]
-    assert h.results["k2"].reason == "withdrawn"
+    assert h.result("k2").reason == "withdrawn"
 
 
 async def test_a_member_past_its_retention_expires_and_the_others_still_go(service) -> None:
     service.fail_next(3)
-    async with running(service.url, batch_max=2, rng=TopJitter(), backoff_base=0.1, backoff_max=0.1) as h:
+    async with batching(service.url, batch_max=2, rng=TopJitter(), backoff_base=0.1, backoff_max=0.1) as h:
         old = segment(1)
         h.dispatcher.submit(
             Item(
@@ -208,14 +166,14 @@ async def test_a_member_past_its_retention_expires_and_the_others_still_go(servi
         )
         h.dispatcher.submit(segment(2))
         await until(lambda: len(h.results) == 2)
-    assert h.results["k1"].status is Status.DROPPED and h.results["k1"].reason == "expired"
-    assert h.results["k2"].status is Status.DELIVERED
+    assert h.result("k1").status is Status.DROPPED and h.result("k1").reason == "expired"
+    assert h.result("k2").status is Status.DELIVERED
     assert [s["segment_id"] for s in service.segments()] == ["s2"]
 
 
 async def test_an_erasure_request_is_never_folded_into_a_batch(service) -> None:
     erasure = Part("m1", "bob", "s9", {"participant_id": "bob", "segment_ids": ["s9"]})
-    async with running(service.url, erasure_url=service.url) as h:
+    async with batching(service.url, erasure_url=service.url) as h:
         h.dispatcher.submit(segment(1))
         h.dispatcher.submit(Item(DEST, "e1", "m1", "erasure", (erasure,)))
         h.dispatcher.submit(segment(2))
