@@ -285,6 +285,8 @@ def _delivery(
             sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)
             sink.gateway = app[GATEWAY] = Gateway(policies, app[STORE], sink, notify=app[NOTIFIER])
+            # the roster is stored (sealed) whatever the store: a restart must still know who is in a meeting
+            app[GATEWAY].roster = SharedRoster(store, keyring)
             app[GATEWAY].consent_request = functools.partial(consent_request, app[LINKS])
             app[DISPATCHER] = dispatcher
             app[GATEWAY].observers.append(app[METRICS])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.model import ConsentRecord, Decision
+from gateway.roster_log import StoredChange
 from gateway.store.outbox import Finished, Lease, OutboxItem, Purge
 
 
@@ -74,6 +75,17 @@ class Store(Protocol):
 
     def finish_outbox(self, done: Sequence[Finished]) -> asyncio.Future[None]:
         """Record outcomes of outbox items (payloads are cleared); shares the next commit."""
+
+    async def append_roster(
+        self, change_id: str, platform: str, meeting_id: str, participant_id: str, names: bool, sealed: bytes
+    ) -> tuple[int, int]:
+        """Append a roster change durably (``gateway.roster_log.RosterStore``)."""
+
+    async def roster_of(self, platform: str, meeting_id: str) -> list[StoredChange]:
+        """A meeting's roster changes in sequence order."""
+
+    async def forget_roster(self, platform: str, meeting_id: str) -> None:
+        """Delete a meeting's roster changes."""
 
     async def claim_outbox(self, lease: Lease, now: float, limit: int) -> list[OutboxItem]:
         """Take up to ``limit`` pending items whose lease ran out before ``now`` (oldest first)."""

@@ -23,11 +23,12 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.consent import ledger
+from gateway.roster_log import StoredChange
 from gateway.store import outbox, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored
-from gateway.store.reads import SQLReads
+from gateway.store.reads import SELECT_SEALED_HEADERS, SQLReads
 
 _T = TypeVar("_T")
 
@@ -72,6 +73,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             meeting_id TEXT NOT NULL, subject TEXT NOT NULL, purpose TEXT NOT NULL, seq INTEGER NOT NULL,
             choice TEXT NOT NULL, expires_at REAL, PRIMARY KEY (meeting_id, subject, purpose))""",
     ),
+    # 3: the roster (gateway.roster_log), as on PostgreSQL: a restart must not forget who is in a meeting,
+    # whose names it scrubs and whose presence gates an all-party meeting. AUTOINCREMENT: a forgotten
+    # meeting's sequence numbers are never handed out again.
+    (
+        """CREATE TABLE roster_log (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, change_id TEXT NOT NULL UNIQUE, platform TEXT NOT NULL,
+            meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL, ordinal INTEGER NOT NULL,
+            sealed BLOB NOT NULL)""",
+        "CREATE INDEX roster_log_meeting ON roster_log (meeting_id, platform, seq)",
+    ),
 )
 
 _WAL_CHECKPOINT_PAGES = 8192
@@ -83,6 +94,22 @@ _WRITER_PRAGMAS = (
     # after a checkpoint the WAL file is cut back to this size, so the disk gets its space back
     f"PRAGMA journal_size_limit={2 * _WAL_CHECKPOINT_PAGES * 4096}",
 )
+
+_INSERT_ROSTER = (
+    "INSERT INTO roster_log (change_id, platform, meeting_id, participant_id, ordinal, sealed)"
+    " VALUES (?1, ?2, ?3, ?4, CASE WHEN ?5 THEN COALESCE("
+    "(SELECT NULLIF(MAX(ordinal), 0) FROM roster_log WHERE meeting_id = ?3 AND platform = ?2"
+    " AND participant_id = ?4),"
+    " (SELECT COALESCE(MAX(ordinal), 0) + 1 FROM roster_log WHERE meeting_id = ?3 AND platform = ?2))"
+    " ELSE 0 END, ?6) RETURNING seq, ordinal"
+)
+"""As on PostgreSQL (``gateway.store.postgres``); the writer connection's own transaction serialises it."""
+_SELECT_ROSTER = (
+    "SELECT seq, change_id, platform, meeting_id, ordinal, sealed FROM roster_log"
+    " WHERE meeting_id = ? AND platform = ? ORDER BY seq"
+)
+_FORGET_ROSTER = "DELETE FROM roster_log WHERE meeting_id = ? AND platform = ?"
+_SELECT_ROSTER_HEADERS = "SELECT substr(sealed, 1, 64) FROM roster_log"
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
@@ -157,6 +184,8 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     shared = False
     """Whether other processes may write the same store (one process per file)."""
+    sealed_headers = (SELECT_SEALED_HEADERS, _SELECT_ROSTER_HEADERS)
+    """Roster changes are sealed with the outbox keys too (see ``PostgresStore.sealed_headers``)."""
 
     def __init__(self, path: str | Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> None:
         super().__init__(duplicate=sqlite3.IntegrityError, error_name=_error_name, column=stored)
@@ -280,6 +309,29 @@ class SQLiteStore(GroupCommit, SQLReads):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    # --- the roster (gateway.roster_log) --------------------------------------------------------------
+
+    async def append_roster(
+        self, change_id: str, platform: str, meeting_id: str, participant_id: str, names: bool, sealed: bytes
+    ) -> tuple[int, int]:
+        params = (change_id, stored(platform), stored(meeting_id), stored(participant_id), names, sealed)
+        return await self._on_writer(self._append_roster, params)
+
+    @staticmethod
+    def _append_roster(conn: sqlite3.Connection, params: tuple[object, ...]) -> tuple[int, int]:
+        with conn:  # its own transaction, committed (durably: synchronous=FULL) before the change applies
+            [row] = conn.execute(_INSERT_ROSTER, params).fetchall()  # all: the statement ends, and commits
+        return int(row[0]), int(row[1])
+
+    async def roster_of(self, platform: str, meeting_id: str) -> list[StoredChange]:
+        found = await self._fetch(_SELECT_ROSTER, [stored(meeting_id), stored(platform)])
+        return [
+            StoredChange(int(r[0]), str(r[1]), platform, meeting_id, int(r[4]), bytes(r[5])) for r in found
+        ]
+
+    async def forget_roster(self, platform: str, meeting_id: str) -> None:
+        await self._on_writer(self._run, _FORGET_ROSTER, (stored(meeting_id), stored(platform)))
 
     # --- outbox leases (on the writer's connection, between its transactions) -----------------------
 
