@@ -21,7 +21,7 @@ from gateway.consent.links import consent_request
 from gateway.delivery import Dispatcher
 from gateway.delivery.consent_check import BatchedConsentCheck
 from gateway.delivery.durable import Outbox
-from gateway.delivery.items import DestinationConfig
+from gateway.delivery.items import DestinationConfig, Item
 from gateway.delivery.transports import Transports
 from gateway.engine import Emit
 from gateway.meeting import Part as MeetingPart
@@ -96,6 +96,9 @@ class DispatchSink:
 
     def ended(self, meeting_id: str) -> None:
         self.dispatcher.flush(meeting_id)
+
+    async def claim_held(self, *, everything: bool) -> list[Item]:
+        return await self.outbox.claim_held(everything=everything)
 
     def purge(self, meeting_id: str, participant_id: str) -> None:
         for destination in self.dispatcher.destinations():
@@ -210,6 +213,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.cleanup_ctx.append(_ticker)
     if settings.database.startswith(("postgresql://", "postgres://")):
         app.cleanup_ctx.append(_replication)
+    app.on_startup.append(_recover_held)  # after every cleanup context has started
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_get("/v1/stream", ingest.stream)
     app.router.add_post("/v1/standing-consents", standing.post_standing)
@@ -305,12 +309,36 @@ def _delivery(
     return ctx
 
 
+HELD_RECOVERY_SECONDS = 5.0
+"""With several replicas, how often each looks for held segments whose replica stopped renewing their lease
+(a third of the outbox lease, as delivery looks for items to take over)."""
+
+
+async def _recover_held(app: web.Application) -> None:
+    """At start, after every context (the consent view's replication too): hold again what a stopped process
+    held (a single-process store: everything its last process left)."""
+    try:
+        await app[GATEWAY].recover_held(everything=not app[STORE].shared)
+    except StorageError:
+        log.error("held.recovery_storage_unavailable")  # several replicas: the ticker tries again
+
+
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
     async def run() -> None:
+        gateway = app[GATEWAY]
+        shared = app[STORE].shared
+        loop = asyncio.get_running_loop()
+        recovered = loop.time()  # at start by _recover_held, once everything (replication too) runs
         while True:
+            if shared and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
+                try:
+                    await gateway.recover_held()
+                    recovered = loop.time()
+                except StorageError:
+                    log.error("held.recovery_storage_unavailable")
             await asyncio.sleep(app[SETTINGS].tick_seconds)
             try:
-                await app[GATEWAY].tick()
+                await gateway.tick()
             except StorageError:
                 log.error("tick.storage_unavailable")
 

@@ -54,8 +54,9 @@ class Emit:
 
     destination: str
     meeting_id: str
-    kind: Literal["segment", "transcript", "erasure", "batched"]
-    """``batched``: one part kept for a meeting-end transcript (made by the shell, stored, never sent)."""
+    kind: Literal["segment", "transcript", "erasure", "batched", "held"]
+    """``batched``: one part kept for a meeting-end transcript; ``held``: a segment held while consent is
+    pending (``gateway.held``). Both are made by the shell, stored, never sent."""
     idempotency_key: str
     parts: tuple[Part, ...]
 
@@ -287,6 +288,32 @@ def _release(
     if not policy.spec.pending.release_on_consent or not state.held:
         return state
     return _redecide(state, policy, now, decisions, emits, view_fresh, lambda held: True)
+
+
+def restored(
+    state: MeetingState, held: Iterable[Held], policy: Policy, now: datetime, *, view_fresh: bool = True
+) -> tuple[MeetingState, Step]:
+    """Holds recovered from the outbox (their process restarted, or their replica stopped) are held here
+    again, keeping the time they were first held, and decided at once as when a consent arrives: the consent
+    that releases them, or the refusal that drops them, may have been recorded while nobody held them.
+    Returns the state with them held (what the store has) and the step that decided them; holds already
+    here, or for a destination the policy no longer has, are left out."""
+    known = {(h.segment.segment_id, h.destination) for h in state.held}
+    ours = {d.id for d in policy.destinations}
+    new = sorted(
+        (h for h in held if (h.segment.segment_id, h.destination) not in known and h.destination in ours),
+        key=lambda h: h.since,
+    )
+    state = replace(state, held=(*state.held, *new))
+    if not new:
+        return state, Step(state)
+    decisions: list[Decision] = []
+    emits: list[Emit] = []
+    ids = {id(h) for h in new}
+    after = state
+    if policy.spec.pending.release_on_consent:  # else, as any hold under such a policy, to its window's end
+        after = _redecide(state, policy, now, decisions, emits, view_fresh, lambda h: id(h) in ids)
+    return state, Step(after, tuple(decisions), tuple(emits))
 
 
 def _redecide(

@@ -5,9 +5,10 @@ through the ledger (``gateway.replication``); this log carries the rest of what 
 safely on events it did not receive: the roster, whose names it scrubs from other speakers' words and whose
 presence gates an all-party meeting, the jurisdiction that picks the meeting's mode, and the end after
 which every replica may forget the meeting. Segments held for consent stay with the replica that received
-them; parts kept for meeting-end transcripts are in the shared outbox (``gateway.store.outbox.BATCHED``),
-and the replica that receives ``meeting.ended`` sends the transcript. A single process on SQLite keeps
-this log too, so that a restart does not forget who is in a meeting.
+them (and are in the shared outbox, ``gateway.store.outbox.HELD``, for another to take over if it stops);
+parts kept for meeting-end transcripts are in the shared outbox (``gateway.store.outbox.BATCHED``), and the
+replica that receives ``meeting.ended`` sends the transcript. A single process on SQLite keeps this log
+too, so that a restart does not forget who is in a meeting.
 
 Each change is written before it takes effect where it was received, so what a replica acknowledged is
 already readable by every other; the others fold it in when notified (``Gateway.apply_roster``). Names and

@@ -20,18 +20,19 @@ from typing import Protocol
 
 import structlog
 
-from gateway import engine, roster_log
+from gateway import engine, held, roster_log
 from gateway.consent import asking, chat, standing
+from gateway.delivery.items import Item
 from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
-from gateway.meeting import MeetingState, Part, with_records
+from gateway.meeting import Held, MeetingState, Part, with_records
 from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, DestinationId, RecordOutcome
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
 from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
 from gateway.store.base import StorageError, Store
-from gateway.store.outbox import MERGED, Finished, Lease, OutboxItem, Purge
+from gateway.store.outbox import DROPPED, FAILED, MERGED, Finished, Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -69,6 +70,10 @@ class Sink(Protocol):
 
     def ended(self, meeting_id: str) -> None:
         """The meeting ended: content waiting for a batch to fill goes now."""
+
+    async def claim_held(self, *, everything: bool) -> Sequence[Item]:
+        """Held segments (``held`` items) left by a process that stopped (``everything``: all of them, for
+        a single-process store at start), now this process's; none without an outbox."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -557,12 +562,22 @@ class Gateway:
             self.notify(replace(notice, data={**notice.data, **extra}))
 
     async def _commit(
-        self, key: MeetingKey, step: Step, now: datetime, finished: Sequence[Finished] = ()
+        self,
+        key: MeetingKey,
+        step: Step,
+        now: datetime,
+        finished: Sequence[Finished] = (),
+        before: MeetingState | None = None,
     ) -> None:
         """Log decisions and write what they allow to the outbox in one transaction (with the parts newly kept
-        for meeting-end transcripts, and ``finished`` outcomes), then publish the state, then hand the
-        content to delivery: a failed write emits nothing."""
-        emits = (*step.emits, *_newly_batched(self._states.get(key), step.state))
+        for meeting-end transcripts, segments newly held, outcomes closing holds that were decided, and
+        ``finished``), then publish the state, then hand the content to delivery: a failed write emits
+        nothing. ``before``: what the store has of the meeting, if not the published state."""
+        before = self._states.get(key) if before is None else before
+        after = step.state
+        emits = (*step.emits, *_newly_batched(before, after), *held.stored(key[0], before, after))
+        if before is not None and before.held and after.held is not before.held:
+            finished = (*finished, *held.decided(before, after, now.timestamp()))
         items, lease = self.sink.stage(emits) if emits else ((), None)
         if step.decisions or items or finished:
             await self.store.append_decisions(step.decisions, items, lease, finished)
@@ -636,6 +651,50 @@ class Gateway:
                     self._roster_to_forget.add(key)
         await self._forget_rosters()
         return made
+
+    async def recover_held(self, *, everything: bool = False, now: datetime | None = None) -> int:
+        """Hold again, here, the segments a stopped process held (``everything``: all it left, for a
+        single-process store at start), and decide them at once (``engine.restored``); returns how many."""
+        claimed = await self.sink.claim_held(everything=everything)
+        now = now or wall_clock()
+        by_meeting: dict[MeetingKey, list[tuple[Item, Held]]] = {}
+        unreadable: list[Finished] = []
+        for item in claimed:
+            try:
+                platform, hold = held.opened(item)
+            except (KeyError, TypeError, ValueError):
+                log.error("held.unreadable", meeting_id=item.meeting_id, item=item.idempotency_key)
+                unreadable.append(
+                    Finished(item.idempotency_key, FAILED, "unreadable", 0, None, (), now.timestamp())
+                )
+                continue
+            by_meeting.setdefault((platform, item.meeting_id), []).append((item, hold))
+        if unreadable:  # closed, its text cleared: never held again, never sent
+            await self.store.finish_outbox(unreadable)
+        for key, entries in by_meeting.items():
+            await self._restore(key, entries, now)
+        return len(claimed)
+
+    async def _restore(self, key: MeetingKey, entries: Sequence[tuple[Item, Held]], now: datetime) -> None:
+        policy = self.policies.for_meeting(*key)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            state = await self._load(key)
+            before, step = (
+                engine.restored(state, [h for _, h in entries], policy, now, view_fresh=self.fresh())
+                if policy is not None
+                else (state, Step(state))
+            )
+            kept = {held.item_key(key[1], h) for h in before.held}
+            at = now.timestamp()
+            left = [
+                Finished(item.idempotency_key, DROPPED, "not_restored", 0, None, (), at)
+                for item, _ in entries
+                if item.idempotency_key not in kept
+            ]
+            if left:  # no policy for the meeting now, or a destination it no longer has
+                log.warning("held.not_restored", meeting_id=key[1], items=len(left))
+            await self._commit(key, step, now, left, before=before)
+            log.info("held.restored", meeting_id=key[1], items=len(entries) - len(left))
 
     async def _forget_rosters(self) -> None:
         """Delete forgotten meetings' names from the shared roster; what fails is logged and tried again on

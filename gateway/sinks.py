@@ -42,6 +42,9 @@ class CollectSink:
     def ended(self, meeting_id: str) -> None:
         return None  # a replay sends each segment as decided: batching is delivery's
 
+    async def claim_held(self, *, everything: bool) -> list[Item]:
+        return []  # nothing is stored: a replay's holds live and end in its one run
+
     async def delivered(
         self, meeting_id: str, participant_id: str, destination: str
     ) -> list[tuple[str, str]]:

@@ -1,12 +1,14 @@
 """DESIGN.md invariants 1, 2, 3, 5, 6 and 9 as properties of the core and its shell, over random meetings.
 
 Each example is a random meeting (joins, leaves, renames, consents given, refused and withdrawn, some
-indicated by someone else, segments, chat, unattributed text, time passing, the meeting ending) run through
-``runtime.Gateway`` with a real store (the backend the suite runs on). A spy on the store records the moment
-each consent record became durable; a sink records every emission with the ledger as it stood then. An
-independent reference model, not the engine's fold, then judges every emission. Invariant 8 (tamper
-evidence) is proved in tests/consent/test_ledger.py and tests/store/test_sqlite.py; invariant 4 end to end in
-tests/test_e2e.py.
+indicated by someone else, segments, chat, unattributed text, time passing, restarts of the process, the
+meeting ending) run through ``runtime.Gateway`` with a real store (the backend the suite runs on), wired as
+the app wires it: the roster stored, holds written to the outbox. A restart is a new ``Gateway`` on the same
+store that knows nothing of the meeting but what the store holds, and recovers the holds left there.
+A spy on the store records the moment each consent record became durable; a sink records every emission
+with the ledger as it stood then. An independent reference model, not the engine's fold, then judges every
+emission. Invariant 8 (tamper evidence) is proved in tests/consent/test_ledger.py and
+tests/store/test_sqlite.py; invariant 4 end to end in tests/test_e2e.py.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import logs
+from gateway.delivery.durable import Outbox
+from gateway.delivery.items import DestinationConfig, Item
 from gateway.engine import Emit
 from gateway.events import (
     ConsentSubmitted,
@@ -39,7 +43,10 @@ from gateway.events import (
 from gateway.model import ConsentChoice, ConsentRecord, ContentKind, RecordOutcome, Segment
 from gateway.policy.compiled import Policy
 from gateway.policy.load import parse_policy
+from gateway.roster_log import SharedRoster
 from gateway.runtime import Gateway, PolicySet
+from gateway.sealing import Keyring
+from gateway.sinks import to_item
 from gateway.store import open_store
 from gateway.store.base import LedgerEntry, StorageError, Store
 from gateway.store.outbox import Lease, OutboxItem
@@ -82,6 +89,12 @@ def _policy(yaml_text: str = POLICY_YAML) -> Policy:
     return parse_policy(yaml_text.encode(), "props.yaml")
 
 
+CONFIGS = {
+    d: DestinationConfig(d, "http://127.0.0.1:9/x", "secret", purposes=p)
+    for d, p in (("live", ("summary",)), ("trainer", ("summary", "training")))
+}
+
+
 # --- the random meeting -------------------------------------------------------------------------------
 
 texts = st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join)
@@ -110,6 +123,7 @@ def steps(draw: st.DrawFn) -> tuple[Any, ...]:
                 "chat",
                 "unattributed",
                 "wait",
+                "restart",
             ]
         )
     )
@@ -133,6 +147,8 @@ def steps(draw: st.DrawFn) -> tuple[Any, ...]:
         return (kind, pid, " ".join([words, *[f"thanks {n}" for n in named]]))
     if kind == "wait":
         return (kind, draw(st.integers(min_value=1, max_value=45)))
+    if kind == "restart":
+        return (kind,)
     return (kind, pid)
 
 
@@ -185,8 +201,17 @@ class WatchSink:
     now: datetime = T0
     seen: list[Seen] = field(default_factory=list)
 
+    outbox: Outbox | None = None
+
     def stage(self, emits: Sequence[Emit]) -> tuple[Sequence[OutboxItem], Lease | None]:
-        return (), None  # no outbox: what is submitted is observed directly
+        # only holds go to the outbox (what a restart recovers); what is submitted is observed directly
+        assert self.outbox is not None
+        held = [self.outbox.seal(to_item(e), CONFIGS[e.destination]) for e in emits if e.kind == "held"]
+        return held, self.outbox.lease()
+
+    async def claim_held(self, *, everything: bool) -> list[Item]:
+        assert self.outbox is not None
+        return await self.outbox.claim_held(everything=everything)
 
     def submit(self, emit: Emit) -> None:
         self.seen.append(Seen(emit, tuple(self.store.durable), self.now))
@@ -198,7 +223,7 @@ class WatchSink:
         return False
 
     async def batched(self, meeting_id: str) -> None:
-        return None  # no outbox: the meeting state's own parts are the transcript
+        return None  # the meeting state's own parts are the transcript (a restart loses them: not a leak)
 
     def ended(self, meeting_id: str) -> None:
         return None  # nothing waits for a batch here
@@ -216,7 +241,15 @@ class Run:
     policy: Policy
 
 
-def _events(program: list[tuple[Any, ...]]) -> list[MeetingEvent]:
+@dataclass(frozen=True)
+class Restart:
+    """The process stops here (as a ``kill -9`` would: what it acknowledged is in the store) and a new one
+    starts on the same store."""
+
+    at: datetime
+
+
+def _events(program: list[tuple[Any, ...]]) -> list[MeetingEvent | Restart]:
     now, out, n = T0, [], 0
     for step in program:
         n += 1
@@ -224,6 +257,9 @@ def _events(program: list[tuple[Any, ...]]) -> list[MeetingEvent]:
         kind = step[0]
         if kind == "wait":
             now += timedelta(seconds=step[1])
+            continue
+        if kind == "restart":
+            out.append(Restart(now))
             continue
         pid = step[1]
         if kind == "join":
@@ -246,7 +282,7 @@ def _events(program: list[tuple[Any, ...]]) -> list[MeetingEvent]:
                 SegmentReceived("generic", Segment(MEETING, f"s{n}", speaker, step[2], now, kind=kind_))
             )
     out.append(MeetingEnded("generic", MEETING, now + timedelta(seconds=1)))
-    return out
+    return out  # type: ignore[return-value]
 
 
 async def _run(program: list[tuple[Any, ...]], fail_from: int | None = None) -> Run:
@@ -260,11 +296,17 @@ async def _run(program: list[tuple[Any, ...]], fail_from: int | None = None) -> 
             store = SpyStore(open_store(url))
             await store.open()
             store.fail_from = fail_from
+            keyring = Keyring.generate()  # one for the store's life, as `serve` keeps its outbox keys
             sink = WatchSink(store)
-            gateway = Gateway(PolicySet([policy]), store, sink)  # type: ignore[arg-type]
+            gateway = _process(policy, store, sink, keyring)
             for event in events:
                 sink.now = event.at
                 try:
+                    if isinstance(event, Restart):
+                        sink = WatchSink(store, event.at, sink.seen)
+                        gateway = _process(policy, store, sink, keyring)
+                        await gateway.recover_held(everything=True, now=event.at)
+                        continue
                     await gateway.handle("generic", event, now=event.at)
                     await gateway.tick(event.at)
                 except StorageError:
@@ -273,7 +315,16 @@ async def _run(program: list[tuple[Any, ...]], fail_from: int | None = None) -> 
             rows = [r.record_json for r in await store.ledger_rows()]
             decisions = [json.dumps(d.__repr__()) for d in await store.decision_records()]
             await store.close()
-    return Run(sink, rows, decisions, events, failed_at, buffer.getvalue(), policy)
+    meeting_events = [e for e in events if not isinstance(e, Restart)]
+    return Run(sink, rows, decisions, meeting_events, failed_at, buffer.getvalue(), policy)
+
+
+def _process(policy: Policy, store: SpyStore, sink: WatchSink, keyring: Keyring) -> Gateway:
+    """A gateway process as the app wires it: its own outbox owner, the roster stored."""
+    sink.outbox = Outbox(store, keyring)  # type: ignore[arg-type]
+    gateway = Gateway(PolicySet([policy]), store, sink)  # type: ignore[arg-type]
+    gateway.roster = SharedRoster(store, keyring)  # type: ignore[arg-type]
+    return gateway
 
 
 def names_known(events: list[MeetingEvent], now: datetime) -> dict[str, set[str]]:
@@ -380,7 +431,17 @@ def test_invariant_6_no_transcript_text_in_logs_ledger_or_decision_log(program: 
         assert not any(word in d for d in run.decisions)
 
 
+# A name spoken after a restart, of someone who joined before it: the new process must still know them
+RESTARTED = [
+    *(("join", pid, OWN_NAMES[pid][0]) for pid in PIDS),
+    ("consent", "p1", ("summary",), ConsentChoice.GIVEN, "p1", None, "api"),
+    ("restart",),
+    ("say", "p1", "marzipan thanks Mirvana Tolloch"),
+]
+
+
 @PROPS
+@example(RESTARTED)
 @given(meetings)
 def test_invariant_9_no_name_or_metadata_of_a_non_consenting_participant_leaves(program: list[Any]) -> None:
     """Forwarded text and labels carry no name of anyone not consenting then, and no e-mail at all."""

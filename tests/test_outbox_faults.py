@@ -166,10 +166,12 @@ class Process:
 
 
 @asynccontextmanager
-async def gateway_process(tmp: Path, service_url: str, database: str, key: str) -> AsyncIterator[Process]:
+async def gateway_process(
+    tmp: Path, service_url: str, database: str, key: str, window: float = 0
+) -> AsyncIterator[Process]:
     """``consent-gateway serve`` in its own process, ready when this yields; killed (if alive) after."""
     policy = tmp / "policy.yaml"
-    policy.write_text(policy_yaml({"summariser": service_url}, [Dest("summariser")]))
+    policy.write_text(policy_yaml({"summariser": service_url}, [Dest("summariser")], window=window))
     port = _free_port()
     env = {
         **os.environ,
@@ -236,6 +238,26 @@ async def test_kill_9_between_accept_and_delivery_loses_nothing(tmp_path: Path, 
         service.recover()
         async with gateway_process(tmp_path, service.url, database, key):
             await wait_for(lambda: _arrived(service, verifier.consented), "recovered delivery", 60)
+        verifier.check(service)
+
+
+async def test_kill_9_while_segments_wait_for_consent_loses_none_of_them(tmp_path: Path) -> None:
+    """Segments held for a pending consent, the process killed, the consent given to the next process: it
+    recovers the holds at start and the consent releases them. (On PostgreSQL a killed replica's holds are
+    taken over once their lease runs out, as its deliveries are: tests/test_replicas.py.)"""
+    key, database = new_key_spec(), f"sqlite:///{tmp_path / 'gateway.db'}"
+    verifier = Verifier()
+    async with FakeAIService(SIGNING_SECRET) as service:
+        async with gateway_process(tmp_path, service.url, database, key, window=60) as first:
+            await _post(first.url, joined("ann", "Ann"), joined("bob", "Bob"))
+            for n in range(10):
+                await _post(first.url, segment(f"a{n}", "ann", "words"), segment(f"b{n}", "bob", "never"))
+                verifier.consented.add(f"a{n}")
+                verifier.forbidden.add(f"b{n}")
+            first.kill()
+        async with gateway_process(tmp_path, service.url, database, key, window=60) as second:
+            await _post(second.url, consent("ann", "given"), consent("bob", "refused"))
+            await wait_for(lambda: _arrived(service, verifier.consented), "the held segments released", 30)
         verifier.check(service)
 
 

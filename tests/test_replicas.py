@@ -13,9 +13,11 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from gateway import app as gateway_app
 from gateway.app import create_app
 from gateway.model import Action
 from gateway.replication import REPLICATION
@@ -45,9 +47,24 @@ ADA = "p-ada"
 DEST = "summariser"
 
 
+_RUNNING: dict[web.Application, web.AppRunner] = {}
+
+
+async def stop(gw: LiveGateway) -> None:
+    """Stop one replica now, cleanly (it drains, and releases its leases), as a deploy or a scale-in does."""
+    runner = _RUNNING.pop(gw.app, None)
+    if runner is not None:
+        await runner.cleanup()
+
+
 @asynccontextmanager
 async def replicas(
-    tmp: Path, count: int = 2, mode: str = "per_speaker", delivery: str = "stream", erasure: bool = False
+    tmp: Path,
+    count: int = 2,
+    mode: str = "per_speaker",
+    delivery: str = "stream",
+    erasure: bool = False,
+    window: float = 0,
 ) -> AsyncIterator[tuple[list[LiveGateway], str]]:
     """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
     key and one fake AI service."""
@@ -56,7 +73,7 @@ async def replicas(
         fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
         policy = tmp / "policy.yaml"
         dest = Dest(DEST, delivery=delivery, erasure=erasure)
-        policy.write_text(policy_yaml({DEST: fake.url}, (dest,), mode=mode))
+        policy.write_text(policy_yaml({DEST: fake.url}, (dest,), mode=mode, window=window))
         config = Settings(
             port=0,
             database=url,
@@ -74,10 +91,11 @@ async def replicas(
             app = create_app(config)
             runner = web.AppRunner(app)
             await runner.setup()
-            stack.push_async_callback(runner.cleanup)
+            _RUNNING[app] = runner
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             port = runner.addresses[0][1]
             gateways.append(LiveGateway(app, f"http://127.0.0.1:{port}", http, {DEST: fake}, policy, tmp))
+            stack.push_async_callback(stop, gateways[-1])
         yield gateways, url
 
 
@@ -311,3 +329,25 @@ async def test_what_another_replica_had_on_the_wire_at_a_withdrawal_is_asked_to_
         await asyncio.sleep(0.5)  # let any other request arrive
         [request] = erasures()
         assert request["segment_ids"] == ["s1"] and request["participant_id"] == ADA
+
+
+async def test_a_replica_takes_over_the_holds_of_one_that_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holds Ada's segment while she has not decided, then stops. Her consent, recorded through B while
+    nobody holds the segment, must still release it: B claims the hold once A's lease is gone, holds it
+    again with its original time, and decides it at once."""
+    monkeypatch.setattr(gateway_app, "HELD_RECOVERY_SECONDS", 0.1)
+    async with replicas(tmp_path, window=60) as ([a, b], _):
+        fake = a.fake
+        await a.send(joined(ADA, "Ada Lovelace"), joined(BO, "Bo Nakamura"))
+        await a.send(segment("a1", ADA, "Held on A, over to Bo."))
+        assert [d.action for d in await a.decisions()] == [Action.HOLD]
+        await stop(a)
+        await b.send(consent(ADA, "given"))
+        await delivered(fake, "a1")
+        assert texts(fake) == {"a1": "Held on A, over to [participant 2]."}
+        await b.settle()
+        rows = [r for r in await b.store.outbox_report() if r["kind"] == "held"]
+        assert [(r["status"], r["sealed_parts"]) for r in rows] == [("decided", 0)]
+        assert len(fake.accepted()) == 1

@@ -99,6 +99,8 @@ class Outbox:
             return Item(item.destination, item.key, meeting, "transcript", tuple(parts), item.expires_at)
         if item.kind == "erasure":
             return Item(item.destination, item.key, meeting, "erasure", tuple(parts), item.expires_at)
+        if item.kind == stored.HELD:
+            return Item(item.destination, item.key, meeting, "held", tuple(parts), item.expires_at)
         return Item(item.destination, item.key, meeting, "segment", tuple(parts), item.expires_at)
 
     # --- parts kept for meeting-end transcripts (``stored.BATCHED``) -------------------------------------
@@ -184,6 +186,24 @@ class Outbox:
 
     async def release(self) -> None:
         await self.store.release_outbox(self.owner)
+
+    async def claim_held(self, *, everything: bool = False, limit: int = 500) -> list[Item]:
+        """Claim held segments whose lease ran out (``everything``: all pending, for a single-process store
+        at start), opened; one that cannot be opened is recorded as failed (``unreadable``) here."""
+        now = float("inf") if everything else self._clock()
+        items: list[Item] = []
+        while True:
+            claimed = await self.store.claim_outbox(self.lease(), now, limit, held=True)
+            for row in claimed:
+                try:
+                    items.append(self.open(row))
+                except (SealingError, ValueError, TypeError):
+                    log.error("outbox.unrecoverable", idempotency_key=row.key, destination=row.destination,
+                              reason="unreadable")  # fmt: skip
+                    self._record(stored.Finished(row.key, str(Status.FAILED), "unreadable", 0, None, (),
+                                                 self._clock()))  # fmt: skip
+            if len(claimed) < limit:
+                return items
 
     async def recover(
         self, configs: Mapping[str, DestinationConfig], *, everything: bool = False, limit: int = 500

@@ -37,7 +37,7 @@ class Item:
     destination: DestinationId
     idempotency_key: str
     meeting_id: str
-    kind: Literal["segment", "transcript", "erasure", "batched", "batch"]
+    kind: Literal["segment", "transcript", "erasure", "batched", "batch", "held"]
     parts: tuple[Part, ...]
     expires_at: float | None = None
     """Wall time after which the item is dropped (``expired``); None: submit time + destination retention."""

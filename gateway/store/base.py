@@ -87,8 +87,11 @@ class Store(Protocol):
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         """Delete a meeting's roster changes."""
 
-    async def claim_outbox(self, lease: Lease, now: float, limit: int) -> list[OutboxItem]:
-        """Take up to ``limit`` pending items whose lease ran out before ``now`` (oldest first)."""
+    async def claim_outbox(
+        self, lease: Lease, now: float, limit: int, *, held: bool = False
+    ) -> list[OutboxItem]:
+        """Take up to ``limit`` pending items whose lease ran out before ``now`` (oldest first): items to
+        deliver, or with ``held`` only held segments (``gateway.store.outbox.HELD``)."""
 
     async def renew_outbox(self, lease: Lease) -> None:
         """Extend the lease of every pending item the owner holds."""

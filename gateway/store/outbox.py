@@ -43,6 +43,19 @@ one place; never claimed for delivery. At the meeting's end the replica that end
 the transcript item, and records these as ``merged`` in the same transaction; a withdrawal purges their
 parts like any queued part; past the destination's retention they are dropped as ``expired``."""
 
+HELD = "held"
+"""The kind of an item holding one segment held for a destination while consent is pending (or while the
+replica could not confirm its consent view), so that a restart or a stopped replica does not lose it: the
+segment as it was said, sealed, with when and for whom it is held. Written with the hold decision, before the
+event is acknowledged; never claimed for delivery. The replica holding it renews its lease like any item's;
+one whose lease ran out (its replica stopped; on SQLite, everything at start) is claimed with
+``CLAIM_HELD``, and the segment is held again there and decided at once (``engine.restored``). When the
+segment is decided (released, dropped or expired) the item ends ``decided``; released content goes out in an
+item of its own. A withdrawal purges it like any queued part; past the destination's retention it is dropped
+as ``expired`` (a backstop: the pending window is far shorter)."""
+DECIDED = "decided"
+"""A held item whose segment was decided again: the decision log says how."""
+
 
 @dataclass(frozen=True, slots=True)
 class SealedPart:
@@ -130,14 +143,22 @@ MARK_SENT = "UPDATE outbox_parts SET sealed = NULL, state = 'sent' WHERE item_ke
 CLEAR_PARTS = "UPDATE outbox_parts SET sealed = NULL, state = ? WHERE item_key = ? AND sealed IS NOT NULL"
 RENEW = "UPDATE outbox SET lease_until = ? WHERE lease_owner = ? AND status = 'pending'"
 RELEASE = "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ? AND status = 'pending'"
-# Never the claimant's own items: those are in its lanes already (and at start, with ``now`` infinite, the
-# batch just claimed would otherwise be claimed again by the next query).
-CLAIM = (
-    "UPDATE outbox SET lease_owner = ?, lease_until = ?"
-    " WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ? AND kind <> 'batched'"
-    " AND (lease_owner IS NULL OR lease_owner <> ?) ORDER BY id LIMIT ?)"
-    " RETURNING id, item_key, meeting_id, destination, kind, purposes, created_at, expires_at"
-)
+
+
+def _claim(which: str) -> str:
+    # Never the claimant's own items: those are in its lanes already (and at start, with ``now`` infinite,
+    # the batch just claimed would otherwise be claimed again by the next query).
+    return (
+        "UPDATE outbox SET lease_owner = ?, lease_until = ?"  # noqa: S608 - a fixed clause, no value
+        f" WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND lease_until < ? AND {which}"
+        " AND (lease_owner IS NULL OR lease_owner <> ?) ORDER BY id LIMIT ?)"
+        " RETURNING id, item_key, meeting_id, destination, kind, purposes, created_at, expires_at"
+    )
+
+
+CLAIM = _claim("kind NOT IN ('batched', 'held')")
+CLAIM_HELD = _claim("kind = 'held'")
+"""Held segments (``HELD``) whose replica stopped renewing their lease."""
 SELECT_BATCHED = (
     "SELECT o.item_key, o.destination, o.purposes, o.created_at, o.expires_at, p.participant_id,"
     " p.segment_id, p.digest, p.sealed FROM outbox o JOIN outbox_parts p ON p.item_key = o.item_key"
@@ -145,7 +166,8 @@ SELECT_BATCHED = (
     " ORDER BY o.id, p.ord"
 )
 SELECT_BATCHED_EXPIRED = (
-    "SELECT item_key FROM outbox WHERE kind = 'batched' AND status = 'pending' AND expires_at < ? ORDER BY id"
+    "SELECT item_key FROM outbox WHERE kind IN ('batched', 'held') AND status = 'pending' AND expires_at < ?"
+    " ORDER BY id"
 )
 CLAIMED_PARTS = (
     "SELECT participant_id, segment_id, digest, sealed FROM outbox_parts"

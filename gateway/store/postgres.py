@@ -170,6 +170,7 @@ _FINISH = (
 # their own (a renewal waiting on a row the writer is finishing, while the writer waits on a row the
 # renewal took, deadlocked under load). A row skipped now is renewed or claimed on the next round.
 _CLAIM = outbox.numbered(outbox.CLAIM.replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)"))
+_CLAIM_HELD = outbox.numbered(outbox.CLAIM_HELD.replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)"))
 _CLAIMED_PARTS = outbox.numbered(outbox.CLAIMED_PARTS)
 _RENEW = (
     "UPDATE outbox SET lease_until = $1 WHERE id IN (SELECT id FROM outbox"
@@ -380,11 +381,14 @@ class PostgresStore(GroupCommit, SQLReads):
 
     # --- outbox leases -------------------------------------------------------------------------------
 
-    async def claim_outbox(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OutboxItem]:
+    async def claim_outbox(
+        self, lease: outbox.Lease, now: float, limit: int, *, held: bool = False
+    ) -> list[outbox.OutboxItem]:
         pool = self._pool_or_fail()
         try:
             async with pool.acquire() as conn, conn.transaction():
-                heads = await conn.fetch(_CLAIM, lease.owner, lease.until, now, lease.owner, limit)
+                claim = _CLAIM_HELD if held else _CLAIM
+                heads = await conn.fetch(claim, lease.owner, lease.until, now, lease.owner, limit)
                 items = []
                 for head in sorted(heads, key=lambda h: int(h[0])):
                     parts = await conn.fetch(_CLAIMED_PARTS, head[1])

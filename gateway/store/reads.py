@@ -21,8 +21,9 @@ SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
 SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
 LEDGER_FILTERS = ("meeting_id", "subject")
 DECISION_FILTERS = ("meeting_id", "participant_id")
-_SUMMARY_STATUS = "CASE WHEN kind = 'batched' AND status = 'pending' THEN 'batched' ELSE status END"
-"""``outbox status`` shows parts kept for a meeting-end transcript as ``batched``, not as pending delivery."""
+_SUMMARY_STATUS = "CASE WHEN kind IN ('batched', 'held') AND status = 'pending' THEN kind ELSE status END"
+"""``outbox status`` shows parts kept for a meeting-end transcript as ``batched`` and segments waiting for a
+consent decision as ``held``, not as pending delivery."""
 SELECT_SEALED_HEADERS = "SELECT substr(sealed, 1, 64) FROM outbox_parts WHERE sealed IS NOT NULL"
 """64 bytes is enough of a sealed blob for ``Keyring.key_id_of``: version, id length, a key id of up to 32
 characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on the prefix as on the whole."""

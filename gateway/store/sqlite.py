@@ -335,8 +335,11 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     # --- outbox leases (on the writer's connection, between its transactions) -----------------------
 
-    async def claim_outbox(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OutboxItem]:
-        return await self._on_writer(self._claim, lease, now, limit)
+    async def claim_outbox(
+        self, lease: outbox.Lease, now: float, limit: int, *, held: bool = False
+    ) -> list[outbox.OutboxItem]:
+        claim = outbox.CLAIM_HELD if held else outbox.CLAIM
+        return await self._on_writer(self._claim, claim, lease, now, limit)
 
     async def renew_outbox(self, lease: outbox.Lease) -> None:
         await self._on_writer(self._run, outbox.RENEW, (lease.until, lease.owner))
@@ -360,11 +363,11 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     @staticmethod
     def _claim(
-        conn: sqlite3.Connection, lease: outbox.Lease, now: float, limit: int
+        conn: sqlite3.Connection, claim: str, lease: outbox.Lease, now: float, limit: int
     ) -> list[outbox.OutboxItem]:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            heads = conn.execute(outbox.CLAIM, (lease.owner, lease.until, now, lease.owner, limit)).fetchall()
+            heads = conn.execute(claim, (lease.owner, lease.until, now, lease.owner, limit)).fetchall()
             items = [
                 outbox.claimed_item(head, conn.execute(outbox.CLAIMED_PARTS, (head[1],)).fetchall())
                 for head in sorted(heads, key=lambda h: int(h[0]))

@@ -1,0 +1,141 @@
+"""Segments held while consent is pending survive a restart.
+
+A segment of someone who has not decided yet is held for the policy's pending window. It used to live only
+in the meeting's memory, so a restart (a crash, a deploy's drain) inside the window lost words that the
+speaker then consented to: the second-worst bug. Each hold is now an outbox item of kind ``held``, sealed,
+written with the hold decision before the event is acknowledged; the next process holds it again (with the
+time it was first held) and decides it at once, and every decided hold is closed with its text cleared.
+The real app on loopback, on the backend under test; a replica taking over another's holds is in
+``tests/test_replicas.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from gateway.model import Action
+from gateway.sealing import new_key_spec
+from gateway.store import outbox as stored
+from gateway.web.keys import GATEWAY
+from tests.conftest import database_for
+from tests.fakes.ai_service import FakeAIService
+from tests.web.harness import (
+    MEETING,
+    SIGNING_SECRET,
+    Dest,
+    LiveGateway,
+    consent,
+    joined,
+    policy_yaml,
+    segment,
+    serving_policy,
+    wait_for,
+)
+
+ADA, BO = "p-ada", "p-bo"
+DEST = "summariser"
+SAID = "Held until Ada decides, then over to Bo Nakamura."
+
+
+async def held_rows(gw: LiveGateway) -> list[tuple[object, object, object]]:
+    rows = await gw.store.outbox_report()
+    return [(r["status"], r["reason"], r["sealed_parts"]) for r in rows if r["kind"] == stored.HELD]
+
+
+def holds(gw: LiveGateway) -> int:
+    state = gw.app[GATEWAY].meeting("generic", MEETING)
+    return 0 if state is None else len(state.held)
+
+
+class Restarts:
+    """One fake AI service and one database; ``serving()`` starts a new gateway process on them."""
+
+    def __init__(self, tmp: Path, fake: FakeAIService, window: float) -> None:
+        self.tmp = tmp
+        self.fake = fake
+        self.text = policy_yaml({DEST: fake.url}, (Dest(DEST),), window=window)
+        self.keys = (SecretStr(new_key_spec()),)  # the outbox keys outlive the process, as `serve` keeps them
+        self.url: str | None = None
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[LiveGateway]:
+        self.url = self.url or await database_for(self.tmp)
+        async with serving_policy(
+            self.tmp, self.text, fakes={DEST: self.fake}, database=self.url, outbox_keys=self.keys
+        ) as gw:
+            yield gw
+
+
+async def hold_then_stop(run: Restarts) -> None:
+    async with run.serving() as gw:
+        await gw.send(joined(ADA, "Ada Lovelace"), joined(BO, "Bo Nakamura"), segment("s1", ADA, SAID))
+        assert [d.action for d in await gw.decisions()] == [Action.HOLD]
+        assert await held_rows(gw) == [("pending", None, 1)]  # sealed, before the answer
+        summary = await gw.store.outbox_summary()  # `outbox status`: waiting for consent, not delivery
+        assert [(r["status"], r["items"], r["sealed_parts"]) for r in summary] == [("held", 1, 1)]
+
+
+async def test_a_hold_survives_a_restart_and_is_released_by_a_consent_given_after_it(tmp_path: Path) -> None:
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        run = Restarts(tmp_path, fake, window=60)
+        await hold_then_stop(run)
+        async with run.serving() as gw:
+
+            async def restored() -> bool:
+                return holds(gw) == 1
+
+            await wait_for(restored, "the hold to be restored")  # at start, before any event of the meeting
+            await gw.send(consent(ADA, "given"))
+
+            async def delivered() -> bool:
+                return len(fake.accepted()) == 1
+
+            await wait_for(delivered, "the released segment")
+            [payload] = fake.accepted()[0].segment_payloads()
+            assert (payload["segment_id"], payload["text"]) == (
+                "s1",
+                SAID.replace("Bo Nakamura", "[participant 2]"),
+            )
+            assert holds(gw) == 0
+            await gw.settle()
+            assert await held_rows(gw) == [(stored.DECIDED, None, 0)]  # closed, its text gone
+            actions = [(d.segment_id, d.action) for d in await gw.decisions()]
+            assert actions == [("s1", Action.HOLD), ("s1", Action.REDACT)]
+
+
+async def test_a_restored_hold_still_ends_when_its_window_ends(tmp_path: Path) -> None:
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        run = Restarts(tmp_path, fake, window=1.5)
+        await hold_then_stop(run)
+        async with run.serving() as gw:
+
+            async def dropped() -> bool:
+                return any(d.action is Action.DROP for d in await gw.decisions())
+
+            await wait_for(dropped, "the hold to expire")
+            [drop] = [d for d in await gw.decisions() if d.action is Action.DROP]
+            assert (drop.segment_id, drop.reasons) == ("s1", ("pending_expired",))
+            assert await held_rows(gw) == [(stored.DECIDED, None, 0)]
+            assert holds(gw) == 0
+        assert fake.accepted() == []
+
+
+async def test_a_refusal_after_a_restart_drops_the_restored_hold(tmp_path: Path) -> None:
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        run = Restarts(tmp_path, fake, window=60)
+        await hold_then_stop(run)
+        async with run.serving() as gw:
+            await gw.send(consent(ADA, "refused"))
+
+            async def closed() -> bool:
+                return holds(gw) == 0 and [s for s, _, _ in await held_rows(gw)] != ["pending"]
+
+            await wait_for(closed, "the hold to be dropped")
+            rows = await held_rows(gw)
+            assert len(rows) == 1 and rows[0][2] == 0  # no text left, whichever closed it first
+            assert not [d for d in await gw.decisions() if d.action in (Action.FORWARD, Action.REDACT)]
+        assert fake.accepted() == []
