@@ -25,7 +25,7 @@ from gateway.shadow import Shadow
 from gateway.store import open_store
 from gateway.store.outbox import Lease, OutboxItem
 from tests.conftest import fresh_database
-from tests.test_invariants import POLICY_YAML, _events, _policy, meetings
+from tests.test_invariants import POLICY_YAML, Restart, _events, _policy, meetings
 
 # The candidate: the streaming destination also needs training consent, and nothing is held.
 CANDIDATE = POLICY_YAML.replace("window_seconds: 30", "window_seconds: 0").replace(
@@ -68,6 +68,8 @@ async def run(program: list[tuple[Any, ...]], shadow: bool) -> tuple[list[Emit],
             if shadow:
                 gateway.shadow = Shadow([_policy(CANDIDATE)])
             for event in _events(program):
+                if isinstance(event, Restart):
+                    continue  # one process throughout: restarts are test_invariants' concern
                 await gateway.handle("generic", event, now=event.at)
                 await gateway.tick(event.at)
             decisions = await store.decision_records()
