@@ -213,7 +213,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.cleanup_ctx.append(_ticker)
     if settings.database.startswith(("postgresql://", "postgres://")):
         app.cleanup_ctx.append(_replication)
-    app.on_startup.append(_recover_held)  # after every cleanup context has started
+    app.on_startup.append(_recover)  # after every cleanup context has started
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_get("/v1/stream", ingest.stream)
     app.router.add_post("/v1/standing-consents", standing.post_standing)
@@ -314,11 +314,20 @@ HELD_RECOVERY_SECONDS = 5.0
 (a third of the outbox lease, as delivery looks for items to take over)."""
 
 
-async def _recover_held(app: web.Application) -> None:
-    """At start, after every context (the consent view's replication too): hold again what a stopped process
-    held (a single-process store: everything its last process left)."""
+async def _recover(app: web.Application) -> None:
+    """At start, after every context (the consent view's replication too): hold the meetings the stored
+    roster has (who is in them, verified identities included, so that a standing choice recorded now
+    reaches them), then hold again what a stopped process held (a single-process store: everything its
+    last process left)."""
+    gateway = app[GATEWAY]
     try:
-        await app[GATEWAY].recover_held(everything=not app[STORE].shared)
+        loaded = await gateway.load_meetings()
+        if loaded:
+            log.info("meetings.loaded", meetings=loaded)
+    except StorageError:
+        log.error("meetings.load_storage_unavailable")  # each is read when its first event arrives
+    try:
+        await gateway.recover_held(everything=not app[STORE].shared)
     except StorageError:
         log.error("held.recovery_storage_unavailable")  # several replicas: the ticker tries again
 
@@ -328,7 +337,7 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
         gateway = app[GATEWAY]
         shared = app[STORE].shared
         loop = asyncio.get_running_loop()
-        recovered = loop.time()  # at start by _recover_held, once everything (replication too) runs
+        recovered = loop.time()  # at start by _recover, once everything (replication too) runs
         while True:
             if shared and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
                 try:

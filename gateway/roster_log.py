@@ -89,6 +89,9 @@ class RosterStore(Protocol):
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         """Delete a meeting's rows."""
 
+    async def roster_meetings(self) -> list[tuple[str, str]]:
+        """(platform, meeting id) of every meeting with rows."""
+
 
 class SharedRoster:
     """Writes and reads the shared log for one gateway, sealing on the way in and opening on the way out."""
@@ -112,6 +115,10 @@ class SharedRoster:
 
     async def forget(self, platform: str, meeting_id: str) -> None:
         await self.store.forget_roster(platform, meeting_id)
+
+    async def meetings(self) -> list[tuple[str, str]]:
+        """(platform, meeting id) of every meeting not forgotten yet."""
+        return await self.store.roster_meetings()
 
 
 _ASPECTS: dict[type, tuple[str, ...]] = {

@@ -410,12 +410,33 @@ class Gateway:
         self.notify(Notice(key[0], key[1], sender, "chat_reply", data))
         return Result("rejected" if rejected else "accepted", chat.REASON, record_id)
 
+    def _identify(self, key: MeetingKey, event: object) -> None:
+        """Note a verified identity's place in a meeting (a join received here, read back from the stored
+        roster, or replicated): a standing choice recorded later applies there at once."""
+        if isinstance(event, ParticipantJoined) and event.email and event.email_verified:
+            holders = self._identities.setdefault(standing.subject_for(event.email), set())
+            holders.add((key, event.participant_id))
+
+    async def load_meetings(self) -> int:
+        """At start: hold every meeting the stored roster has (not yet forgotten), so that this process knows
+        who is in them, verified identities included, before any event of theirs arrives."""
+        if self.roster is None:
+            return 0
+        loaded = 0
+        for key in await self.roster.meetings():
+            if self.policies.for_meeting(*key) is None:
+                continue
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if key not in self._states:
+                    self._publish(key, await self._load(key))
+                    loaded += 1
+        return loaded
+
     async def _standing_join(
         self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime
     ) -> None:
         """A verified identity joins: what its standing consent covers is recorded for this meeting."""
-        holders = self._identities.setdefault(standing.subject_for(email), set())
-        holders.add((key, event.participant_id))
+        self._identify(key, event)
         records = await self.store.standing_records(email)
         for submitted in standing.derive(self._states[key], event.participant_id, records, policy, now):
             await self._consent(key, Step(self._states[key]), submitted, policy, now)
@@ -497,6 +518,7 @@ class Gateway:
                 self._ended_at[key] = wall_clock()
                 self.sink.ended(event.meeting_id)
             folded = roster_log.fold(state, change, self._latest.setdefault(key, Latest()))
+            self._identify(key, event)  # a standing choice recorded here reaches them too
             if folded is not state:
                 self._publish(key, folded)
             if ending or folded is not state:
@@ -624,6 +646,7 @@ class Gateway:
             latest = self._latest[key] = Latest()
             for change in await self.roster.load(platform, meeting_id):
                 state = roster_log.fold(state, change, latest)
+                self._identify(key, change.event)
                 if isinstance(change.event, MeetingEnded):
                     self._ended_at.setdefault(key, wall_clock())
         return state

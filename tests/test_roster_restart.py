@@ -14,14 +14,20 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from gateway.model import ConsentChoice
 from gateway.sealing import new_key_spec
 from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 from tests.web.harness import (
+    INGEST_TOKEN,
+    MEETING,
     SIGNING_SECRET,
     Dest,
+    LiveGateway,
     consent,
+    event,
     joined,
+    now_iso,
     policy_yaml,
     segment,
     serving_policy,
@@ -58,3 +64,45 @@ async def test_names_and_presence_from_before_a_restart_still_count(tmp_path: Pa
         assert said("m-per_speaker") == ["Over to [participant 2]."]
         # all parties: Bo is still there after the restart, so nothing of Ada's may go
         assert said("m-all_party") == []
+
+
+async def post_standing(gw: LiveGateway, body: dict[str, object]) -> int:
+    headers = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+    async with gw.http.post(f"{gw.url}/v1/standing-consents", json=body, headers=headers) as resp:
+        return resp.status
+
+
+async def test_a_standing_withdrawal_after_a_restart_reaches_the_meetings_the_identity_is_in(
+    tmp_path: Path,
+) -> None:
+    """Ada's words flow in a meeting through her standing consent (her e-mail verified on joining). After a
+    restart she withdraws it: the new process must know she is in that meeting, or her words keep
+    flowing there after the withdrawal was acknowledged."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        keys = (SecretStr(new_key_spec()),)
+        url = await database_for(tmp_path)
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST),)).replace(
+            "pending:",
+            "consent:\n  channels: [api, chat, consent_page, standing]\n"
+            "  standing: {allowed: true, max_days: 90}\npending:",
+        )
+        ada = {"id": ADA, "name": "Ada Lovelace", "email": "ada@example.org", "email_verified": True}
+
+        def standing(decision: str) -> dict[str, object]:
+            return {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
+                    "decision": decision, "indicated_by": "ada@example.org", "at": now_iso()}  # fmt: skip
+
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            assert await post_standing(gw, standing("given")) == 200
+            await gw.send(event("participant.joined", participant=ada), segment("s1", ADA, "Before."))
+            await gw.settle()
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            assert await post_standing(gw, standing("withdrawn")) == 200
+            await gw.send(segment("s2", ADA, "After the withdrawal."))
+            await gw.settle()
+            records = [e.record for e in await gw.store.ledger_entries(meeting_id=MEETING)]
+        assert [p["segment_id"] for p in fake.segments()] == ["s1"]
+        assert [(r.channel, r.choice) for r in records] == [
+            ("standing", ConsentChoice.GIVEN),
+            ("standing", ConsentChoice.WITHDRAWN),
+        ]

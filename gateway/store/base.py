@@ -87,6 +87,9 @@ class Store(Protocol):
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         """Delete a meeting's roster changes."""
 
+    async def roster_meetings(self) -> list[tuple[str, str]]:
+        """(platform, meeting id) of every meeting with roster changes."""
+
     async def claim_outbox(
         self, lease: Lease, now: float, limit: int, *, held: bool = False
     ) -> list[OutboxItem]:

@@ -22,3 +22,16 @@ _UNSTORABLE = re.compile("[\\\\\x00\ud800-\udfff]")
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
     return "\\\\" if char == "\\" else f"\\u{ord(char):04x}"
+
+
+def unstored(value: str) -> str:
+    """The id ``stored`` made ``value`` from (its inverse)."""
+    return _ESCAPED.sub(_unescape, value)
+
+
+_ESCAPED = re.compile(r"\\(\\|u[0-9a-f]{4})")
+
+
+def _unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    return "\\" if code == "\\" else chr(int(code[1:], 16))

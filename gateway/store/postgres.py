@@ -379,6 +379,10 @@ class PostgresStore(GroupCommit, SQLReads):
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         await self._execute(_FORGET_ROSTER, meeting_id, platform)
 
+    async def roster_meetings(self) -> list[tuple[str, str]]:
+        found = await self._fetch("SELECT DISTINCT platform, meeting_id FROM roster_log ORDER BY 1, 2", [])
+        return [(str(r[0]), str(r[1])) for r in found]
+
     # --- outbox leases -------------------------------------------------------------------------------
 
     async def claim_outbox(

@@ -27,7 +27,7 @@ from gateway.roster_log import StoredChange
 from gateway.store import outbox, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
-from gateway.store.columns import stored
+from gateway.store.columns import stored, unstored
 from gateway.store.reads import SELECT_SEALED_HEADERS, SQLReads
 
 _T = TypeVar("_T")
@@ -332,6 +332,10 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         await self._on_writer(self._run, _FORGET_ROSTER, (stored(meeting_id), stored(platform)))
+
+    async def roster_meetings(self) -> list[tuple[str, str]]:
+        found = await self._fetch("SELECT DISTINCT platform, meeting_id FROM roster_log ORDER BY 1, 2", [])
+        return [(unstored(str(r[0])), unstored(str(r[1]))) for r in found]
 
     # --- outbox leases (on the writer's connection, between its transactions) -----------------------
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gateway.consent import ledger
 from gateway.decision_log import decision_from_dict, decision_to_dict
 from gateway.model import Decision, Span
+from gateway.store.columns import stored, unstored
 from gateway.store.rows import decision_json, decision_row
 from tests.strategies import decisions, ids
 
@@ -56,3 +57,16 @@ def test_decision_row_round_trips(decision: Decision) -> None:
         decision.action.value,
         ledger.format_time(decision.at),
     )
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(["a", "u", "0", "d", "é", "\\", "\x00", "\ud800", "\udfff"])
+        | st.characters(),
+        max_size=20,
+    )
+)
+def test_an_id_read_back_from_an_indexed_column_is_the_id_stored(value: str) -> None:
+    """``unstored`` inverts ``stored`` (the escaping of NUL, lone surrogates and backslashes), so an id
+    listed from a column (the stored roster's meetings, at start) is the platform's id again."""
+    assert unstored(stored(value)) == value
