@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.consent.links import consent_request
 from gateway.delivery import Dispatcher
 from gateway.delivery.consent_check import BatchedConsentCheck
-from gateway.delivery.durable import Outbox
+from gateway.delivery.durable import LEASE_SECONDS, Outbox
 from gateway.delivery.items import DestinationConfig, Item
 from gateway.delivery.transports import Transports
 from gateway.engine import Emit
@@ -309,9 +309,9 @@ def _delivery(
     return ctx
 
 
-HELD_RECOVERY_SECONDS = 5.0
+HELD_RECOVERY_SECONDS = LEASE_SECONDS / 3
 """With several replicas, how often each looks for held segments whose replica stopped renewing their lease
-(a third of the outbox lease, as delivery looks for items to take over)."""
+(as often as delivery looks for items to take over)."""
 
 
 async def _recover(app: web.Application) -> None:

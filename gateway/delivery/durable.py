@@ -32,6 +32,10 @@ from gateway.store.base import StorageError, Store
 log = structlog.get_logger(__name__)
 
 
+LEASE_SECONDS = 15.0
+"""How long an item stays its writer's without a renewal; the owner renews every third of it."""
+
+
 def new_owner() -> str:
     """A lease owner id unique to this process run."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -44,7 +48,7 @@ class Outbox:
         keyring: Keyring,
         *,
         owner: str | None = None,
-        lease_seconds: float = 15.0,
+        lease_seconds: float = LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -189,19 +193,12 @@ class Outbox:
 
     async def claim_held(self, *, everything: bool = False, limit: int = 500) -> list[Item]:
         """Claim held segments whose lease ran out (``everything``: all pending, for a single-process store
-        at start), opened; one that cannot be opened is recorded as failed (``unreadable``) here."""
+        at start), opened; one that cannot be opened is recorded as failed here."""
         now = float("inf") if everything else self._clock()
         items: list[Item] = []
         while True:
             claimed = await self.store.claim_outbox(self.lease(), now, limit, held=True)
-            for row in claimed:
-                try:
-                    items.append(self.open(row))
-                except (SealingError, ValueError, TypeError):
-                    log.error("outbox.unrecoverable", idempotency_key=row.key, destination=row.destination,
-                              reason="unreadable")  # fmt: skip
-                    self._record(stored.Finished(row.key, str(Status.FAILED), "unreadable", 0, None, (),
-                                                 self._clock()))  # fmt: skip
+            items += self._opened(claimed)
             if len(claimed) < limit:
                 return items
 
@@ -212,10 +209,21 @@ class Outbox:
         and open them; items that cannot be delivered any more are recorded as failed here."""
         now = float("inf") if everything else self._clock()
         claimed = await self.store.claim_outbox(self.lease(), now, limit)
+        items = self._opened(claimed, configs)
+        if claimed:
+            log.info("outbox.recovered", items=len(items), unrecoverable=len(claimed) - len(items))
+        self.last_claimed = len(claimed)
+        return items
+
+    def _opened(
+        self, claimed: list[stored.OutboxItem], configs: Mapping[str, DestinationConfig] | None = None
+    ) -> list[Item]:
+        """The claimed items opened; each that cannot be (``configs``: nor delivered any more) is recorded as
+        failed, with the reason logged."""
         items: list[Item] = []
         for row in claimed:
             reason = None
-            if row.destination not in configs:
+            if configs is not None and row.destination not in configs:
                 reason = "destination_removed"
             elif not row.parts:
                 reason = "nothing_left"
@@ -229,9 +237,6 @@ class Outbox:
                 "outbox.unrecoverable", idempotency_key=row.key, destination=row.destination, reason=reason
             )
             self._record(stored.Finished(row.key, str(Status.FAILED), reason, 0, None, (), self._clock()))
-        if claimed:
-            log.info("outbox.recovered", items=len(items), unrecoverable=len(claimed) - len(items))
-        self.last_claimed = len(claimed)
         return items
 
 

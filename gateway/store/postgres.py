@@ -23,7 +23,7 @@ import structlog
 
 from gateway.consent import ledger
 from gateway.roster_log import StoredChange
-from gateway.store import outbox, rows
+from gateway.store import outbox, reads, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored as _column
@@ -141,9 +141,9 @@ _INSERT_ROSTER = (
 """Under ROSTER_LOCK: the sequence is drawn in commit order (never MAX(seq) + 1, which would hand out again
 the numbers of a forgotten meeting's rows, behind every follower's cursor), and a participant named for the
 first time in the meeting takes the next ordinal, so that every replica gives them the same placeholder."""
-_SELECT_ROSTER_HEADERS = "SELECT substr(sealed, 1, 64) FROM roster_log"
-_FORGET_ROSTER = "DELETE FROM roster_log WHERE meeting_id = $1 AND platform = $2"
-SELECT_ROSTER = "SELECT seq, change_id, platform, meeting_id, ordinal, sealed FROM roster_log"
+_FORGET_ROSTER = outbox.numbered(reads.FORGET_ROSTER)
+_SELECT_ROSTER_OF = outbox.numbered(reads.SELECT_ROSTER_OF)
+SELECT_ROSTER = reads.SELECT_ROSTER
 
 _UPSERT_CONSENT_NOW = outbox.numbered(outbox.UPSERT_CONSENT_NOW)
 
@@ -230,9 +230,7 @@ class PostgresStore(GroupCommit, SQLReads):
 
     shared = True
     """Whether other processes may write the same store (several replicas may share it)."""
-    sealed_headers = (SELECT_SEALED_HEADERS, _SELECT_ROSTER_HEADERS)
-    """The shared roster's changes are sealed with the outbox keys too: a key stays needed while either
-    holds anything under it (roster changes go when their meeting is forgotten)."""
+    sealed_headers = (SELECT_SEALED_HEADERS, reads.SELECT_ROSTER_HEADERS)
 
     def __init__(
         self,
@@ -372,15 +370,14 @@ class PostgresStore(GroupCommit, SQLReads):
         return int(row[0]), int(row[1])
 
     async def roster_of(self, platform: str, meeting_id: str) -> list[StoredChange]:
-        found = await self._fetch(SELECT_ROSTER + " WHERE meeting_id = $1 AND platform = $2 ORDER BY seq",
-                                  [meeting_id, platform])  # fmt: skip
+        found = await self._fetch(_SELECT_ROSTER_OF, [meeting_id, platform])
         return [roster_row(row) for row in found]
 
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
         await self._execute(_FORGET_ROSTER, meeting_id, platform)
 
     async def roster_meetings(self) -> list[tuple[str, str]]:
-        found = await self._fetch("SELECT DISTINCT platform, meeting_id FROM roster_log ORDER BY 1, 2", [])
+        found = await self._fetch(reads.SELECT_ROSTER_MEETINGS, [])
         return [(str(r[0]), str(r[1])) for r in found]
 
     # --- outbox leases -------------------------------------------------------------------------------

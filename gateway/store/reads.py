@@ -25,6 +25,15 @@ _SUMMARY_STATUS = "CASE WHEN kind IN ('batched', 'held') AND status = 'pending' 
 """``outbox status`` shows parts kept for a meeting-end transcript as ``batched`` and segments waiting for a
 consent decision as ``held``, not as pending delivery."""
 SELECT_SEALED_HEADERS = "SELECT substr(sealed, 1, 64) FROM outbox_parts WHERE sealed IS NOT NULL"
+# The stored roster (gateway.roster_log), the same table on both backends; ``?`` placeholders
+# (``outbox.numbered`` for PostgreSQL). Its insert differs per backend (how each serialises the numbering).
+SELECT_ROSTER = "SELECT seq, change_id, platform, meeting_id, ordinal, sealed FROM roster_log"
+SELECT_ROSTER_OF = SELECT_ROSTER + " WHERE meeting_id = ? AND platform = ? ORDER BY seq"
+SELECT_ROSTER_HEADERS = "SELECT substr(sealed, 1, 64) FROM roster_log"
+"""Roster rows are sealed with the outbox keys too: a key stays needed while either holds anything under it
+(roster rows go when their meeting is forgotten)."""
+SELECT_ROSTER_MEETINGS = "SELECT DISTINCT platform, meeting_id FROM roster_log ORDER BY 1, 2"
+FORGET_ROSTER = "DELETE FROM roster_log WHERE meeting_id = ? AND platform = ?"
 """64 bytes is enough of a sealed blob for ``Keyring.key_id_of``: version, id length, a key id of up to 32
 characters, nonce and tag (``gateway.sealing``'s layout), so its checks pass on the prefix as on the whole."""
 

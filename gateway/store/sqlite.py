@@ -24,7 +24,7 @@ import aiosqlite
 
 from gateway.consent import ledger
 from gateway.roster_log import StoredChange
-from gateway.store import outbox, rows
+from gateway.store import outbox, reads, rows
 from gateway.store.base import StorageError
 from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored, unstored
@@ -104,12 +104,6 @@ _INSERT_ROSTER = (
     " ELSE 0 END, ?6) RETURNING seq, ordinal"
 )
 """As on PostgreSQL (``gateway.store.postgres``); the writer connection's own transaction serialises it."""
-_SELECT_ROSTER = (
-    "SELECT seq, change_id, platform, meeting_id, ordinal, sealed FROM roster_log"
-    " WHERE meeting_id = ? AND platform = ? ORDER BY seq"
-)
-_FORGET_ROSTER = "DELETE FROM roster_log WHERE meeting_id = ? AND platform = ?"
-_SELECT_ROSTER_HEADERS = "SELECT substr(sealed, 1, 64) FROM roster_log"
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
@@ -184,8 +178,7 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     shared = False
     """Whether other processes may write the same store (one process per file)."""
-    sealed_headers = (SELECT_SEALED_HEADERS, _SELECT_ROSTER_HEADERS)
-    """Roster changes are sealed with the outbox keys too (see ``PostgresStore.sealed_headers``)."""
+    sealed_headers = (SELECT_SEALED_HEADERS, reads.SELECT_ROSTER_HEADERS)
 
     def __init__(self, path: str | Path, *, read_only: bool = False, busy_timeout: float = 5.0) -> None:
         super().__init__(duplicate=sqlite3.IntegrityError, error_name=_error_name, column=stored)
@@ -325,16 +318,16 @@ class SQLiteStore(GroupCommit, SQLReads):
         return int(row[0]), int(row[1])
 
     async def roster_of(self, platform: str, meeting_id: str) -> list[StoredChange]:
-        found = await self._fetch(_SELECT_ROSTER, [stored(meeting_id), stored(platform)])
+        found = await self._fetch(reads.SELECT_ROSTER_OF, [stored(meeting_id), stored(platform)])
         return [
             StoredChange(int(r[0]), str(r[1]), platform, meeting_id, int(r[4]), bytes(r[5])) for r in found
         ]
 
     async def forget_roster(self, platform: str, meeting_id: str) -> None:
-        await self._on_writer(self._run, _FORGET_ROSTER, (stored(meeting_id), stored(platform)))
+        await self._on_writer(self._run, reads.FORGET_ROSTER, (stored(meeting_id), stored(platform)))
 
     async def roster_meetings(self) -> list[tuple[str, str]]:
-        found = await self._fetch("SELECT DISTINCT platform, meeting_id FROM roster_log ORDER BY 1, 2", [])
+        found = await self._fetch(reads.SELECT_ROSTER_MEETINGS, [])
         return [(unstored(str(r[0])), unstored(str(r[1]))) for r in found]
 
     # --- outbox leases (on the writer's connection, between its transactions) -----------------------
