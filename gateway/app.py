@@ -314,32 +314,49 @@ HELD_RECOVERY_SECONDS = LEASE_SECONDS / 3
 (as often as delivery looks for items to take over)."""
 
 
+class _StartRecovery:
+    """Whether the start's recovery (``_recover``) ran: None not yet, False it failed (the ticker retries)."""
+
+    def __init__(self) -> None:
+        self.done: bool | None = None
+
+
+START_RECOVERY = web.AppKey("start_recovery", _StartRecovery)
+
+
 async def _recover(app: web.Application) -> None:
     """At start, after every context (the consent view's replication too): hold the meetings the stored
     roster has (who is in them, verified identities included, so that a standing choice recorded now
     reaches them), then hold again what a stopped process held (a single-process store: everything its
-    last process left)."""
+    last process left). If storage fails, the ticker tries again until it has run."""
+    app[START_RECOVERY].done = await _start_recovery(app)
+
+
+async def _start_recovery(app: web.Application) -> bool:
     gateway = app[GATEWAY]
     try:
         loaded = await gateway.load_meetings()
         if loaded:
             log.info("meetings.loaded", meetings=loaded)
-    except StorageError:
-        log.error("meetings.load_storage_unavailable")  # each is read when its first event arrives
-    try:
         await gateway.recover_held(everything=not app[STORE].shared)
     except StorageError:
-        log.error("held.recovery_storage_unavailable")  # several replicas: the ticker tries again
+        log.error("start.recovery_storage_unavailable")
+        return False
+    return True
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
+    start = app[START_RECOVERY] = _StartRecovery()
+
     async def run() -> None:
         gateway = app[GATEWAY]
         shared = app[STORE].shared
         loop = asyncio.get_running_loop()
         recovered = loop.time()  # at start by _recover, once everything (replication too) runs
         while True:
-            if shared and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
+            if start.done is False:
+                start.done = await _start_recovery(app)
+            elif start.done and shared and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
                 try:
                     await gateway.recover_held()
                     recovered = loop.time()

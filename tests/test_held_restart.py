@@ -14,12 +14,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
+from gateway.delivery.durable import Outbox
+from gateway.delivery.items import Item
 from gateway.model import Action
 from gateway.sealing import new_key_spec
 from gateway.store import outbox as stored
+from gateway.store.base import StorageError
 from gateway.web.keys import GATEWAY
 from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
@@ -139,3 +144,34 @@ async def test_a_refusal_after_a_restart_drops_the_restored_hold(tmp_path: Path)
             assert len(rows) == 1 and rows[0][2] == 0  # no text left, whichever closed it first
             assert not [d for d in await gw.decisions() if d.action in (Action.FORWARD, Action.REDACT)]
         assert fake.accepted() == []
+
+
+async def test_holds_are_restored_even_when_storage_fails_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storage failing just as the process starts must not leave the holds behind: the ticker tries the
+    start's recovery again until it has run."""
+    real = Outbox.claim_held
+    calls = 0
+
+    async def failing_once(self: Outbox, **kwargs: Any) -> list[Item]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StorageError("storage read failed (OperationalError)")
+        return await real(self, **kwargs)
+
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        run = Restarts(tmp_path, fake, window=60)
+        await hold_then_stop(run)
+        monkeypatch.setattr(Outbox, "claim_held", failing_once)
+        async with run.serving() as gw:
+
+            async def restored() -> bool:
+                return holds(gw) == 1
+
+            await wait_for(restored, "the hold to be restored after the failed start")
+            await gw.send(consent(ADA, "given"))
+            await gw.settle()
+            assert [p["segment_id"] for p in fake.segments()] == ["s1"]
+        assert calls >= 2
