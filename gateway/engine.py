@@ -237,11 +237,19 @@ def evaluate_consent(
 
 
 def _refusal(event: ConsentSubmitted, policy: Policy) -> tuple[str | None, str | None]:
-    """Why the ledger must refuse this request (None if it may accept), and the delegation it relies on."""
-    if event.channel not in policy.spec.consent.channels:
-        return "channel_not_allowed", None
-    if not event.purposes or any(p not in policy.purposes for p in event.purposes):
+    """Why the ledger must refuse this request (None if it may accept), and the delegation it relies on.
+
+    A refusal or withdrawal is not refused for its channel or for a purpose the policy does not know: every
+    channel can also withdraw (DESIGN), so a participant who consented through a channel a reloaded policy
+    no longer accepts can still say stop there, and a purpose a policy dropped stays refused if a later one
+    brings it back. Only consent to give is held to the policy's channels and purposes."""
+    if not event.purposes:
         return "unknown_purpose", None
+    if event.choice is ConsentChoice.GIVEN:
+        if event.channel not in policy.spec.consent.channels:
+            return "channel_not_allowed", None
+        if any(p not in policy.purposes for p in event.purposes):
+            return "unknown_purpose", None
     if event.choice is ConsentChoice.GIVEN and event.notice_version is not None:
         stale = [p for p in event.purposes if policy.notice_version(p) != event.notice_version]
         if stale:

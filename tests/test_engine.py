@@ -13,7 +13,7 @@ from gateway.events import (
     SegmentReceived,
 )
 from gateway.meeting import MeetingState
-from gateway.model import Action, ConsentChoice, RecordOutcome, Segment
+from gateway.model import Action, ConsentChoice, ConsentState, RecordOutcome, Segment
 from gateway.policy.compiled import Policy
 from gateway.policy.load import parse_policy
 
@@ -130,6 +130,22 @@ def test_requests_the_policy_does_not_know_are_rejected() -> None:
     assert m.consent("a", ("summary",), channel="standing").reason == "channel_not_allowed"
     assert m.consent("a", ("summary",), notice_version="s0").reason == "stale_notice"
     assert m.consent("a", ("summary",), notice_version="s1").outcome is RecordOutcome.ACCEPTED
+
+
+def test_a_refusal_or_withdrawal_is_recorded_through_any_channel_and_for_any_purpose() -> None:
+    """Every channel can also withdraw (DESIGN): someone who consented through a channel a reloaded policy
+    no longer accepts can still say stop there, and a withdrawal naming a purpose the policy no longer has
+    is not refused as a whole (that would leave the purposes it does know given). Someone else still cannot
+    withdraw for them without a delegation (invariant 3)."""
+    m = Meeting()
+    assert m.consent("a", ("summary",)).outcome is RecordOutcome.ACCEPTED
+    withdrawn = m.consent("a", ("summary", "marketing"), "withdrawn", channel="standing")
+    assert (withdrawn.outcome, withdrawn.reason) == (RecordOutcome.ACCEPTED, None)
+    assert m.state.consent("a", "summary").state is ConsentState.WITHDRAWN
+    refused = m.consent("b", ("marketing",), "refused", channel="somewhere")
+    assert refused.outcome is RecordOutcome.ACCEPTED
+    assert m.consent("a", ("summary",), "withdrawn", by="host").reason == "indicated_by_other"
+    assert m.consent("a", (), "withdrawn").reason == "unknown_purpose"
 
 
 def test_consent_expires_after_the_policy_max_age() -> None:

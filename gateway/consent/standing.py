@@ -69,7 +69,11 @@ def evaluate(submitted: StandingSubmitted, policy: Policy, record_id: str) -> Co
     record = engine.evaluate_consent(
         engine.new_meeting(submitted.platform, STANDING_MEETING), event, policy, record_id
     )
-    if record.outcome is RecordOutcome.ACCEPTED and not policy.spec.consent.standing.allowed:
+    if (
+        record.outcome is RecordOutcome.ACCEPTED
+        and record.choice is ConsentChoice.GIVEN
+        and not policy.spec.consent.standing.allowed
+    ):  # a refusal or withdrawal is recorded even so: it ends what earlier standing consent derived
         return replace(record, outcome=RecordOutcome.REJECTED, reason="standing_not_allowed")
     return record
 
@@ -126,8 +130,9 @@ def _same_notice(record: ConsentRecord, policy: Policy, purpose: Purpose) -> boo
 def withdrawal(
     state: MeetingState, participant_id: str, record: ConsentRecord, policy: Policy, now: datetime
 ) -> ConsentSubmitted | None:
-    """After a standing refusal or withdrawal: withdraw, in this meeting, what the identity had given."""
-    if not usable(policy) or record.outcome is not RecordOutcome.ACCEPTED:
+    """After a standing refusal or withdrawal: withdraw, in this meeting, what the identity had given (also
+    where the policy no longer allows standing consent: what it derived before still ends)."""
+    if record.outcome is not RecordOutcome.ACCEPTED:
         return None
     if record.choice is ConsentChoice.GIVEN:
         return None

@@ -83,7 +83,8 @@ class StandingSpec(_Strict):
 
 class ConsentSpec(_Strict):
     channels: list[Channel] = Field(default_factory=lambda: list[Channel](["api", "chat", "consent_page"]))
-    """Channels through which consent is accepted; a request through another is refused and recorded."""
+    """Channels through which consent is given; a consent through another is refused and recorded. A
+    refusal or withdrawal is accepted through any channel."""
     delegations: list[Delegation] = Field(default_factory=list)
     """Who may consent on someone else's behalf. Empty (the default): only the participant themselves."""
     max_age_days: int | None = Field(default=None, ge=1, le=3650)

@@ -126,9 +126,11 @@ def link_of(request: web.Request) -> _Link:
         raise Refused
     scope = checked.scope
     policy = request.app[GATEWAY].policies.for_meeting(scope.platform, scope.meeting_id)
-    if policy is None or CHANNEL not in policy.spec.consent.channels:
-        log.info("consent_page.link_refused", reason="channel_not_allowed")
+    if policy is None:
+        log.info("consent_page.link_refused", reason="no_policy_applies")
         raise Refused
+    # A policy reloaded without this channel still shows the page: every channel can also withdraw, so a
+    # "No" here is recorded; a "Yes" is recorded as rejected (channel_not_allowed) and the page says so.
     lang = negotiate(request.query.get("lang"), request.headers.get("Accept-Language"), policy.spec.languages)
     return _Link(token, scope, policy, lang)
 

@@ -17,8 +17,9 @@ from gateway.meeting import MeetingState, with_record
 from gateway.model import ConsentChoice, ConsentState
 from gateway.notifier import Notifier
 from gateway.notify import Notice
+from gateway.reload import POLICIES
 from gateway.web.consent_text import negotiate
-from gateway.web.keys import LINKS
+from gateway.web.keys import GATEWAY, LINKS
 from tests.fakes.ai_service import FakeAIService
 from tests.strategies import consent_record
 from tests.web.consent_harness import consent_serving, form_fields, link_of, start_meeting
@@ -303,6 +304,35 @@ async def test_page_consent_governs_forwarding(tmp_path: Path) -> None:
         await live.settle()
     assert live.fakes["summariser"].texts_by_participant() == {"p-sam": ["Hello from Sam"]}
     assert live.fakes["trainer"].segments() == []
+
+
+async def test_a_page_link_still_withdraws_after_the_policy_drops_the_page_channel(tmp_path: Path) -> None:
+    """Sam said Yes on the page; the operator then reloads a policy without the consent page. Every channel
+    can also withdraw: Sam's link still opens, "No" is recorded and his words stop; a new "Yes" is
+    recorded as rejected and the page says why."""
+    async with consent_serving(tmp_path) as live:
+        await start_meeting(live, *PEOPLE)
+        url = (await link_of(live, "p-sam"))["url"]
+        await submit(live, url, {"summary": "yes"})
+        text = live.policy_path.read_text()
+        live.policy_path.write_text(
+            text.replace("  link_ttl_hours: 2", "  link_ttl_hours: 2\n  channels: [api]")
+        )
+        outcome = live.app[POLICIES].reload(live.app[GATEWAY])
+        assert outcome.ok, outcome.errors
+        status, _ = await submit(live, url, {"summary": "no"})
+        assert status == 200
+        status, page = await submit(live, url, {"training": "yes"})
+        await live.send(segment("s1", "p-sam", "After saying no."))
+        await live.settle()
+        got = await choices(live, "p-sam")
+    assert status == 200 and "does not accept choices made on this page" in page
+    assert got == [
+        ("given", ("summary",), "consent_page", "accepted"),
+        ("withdrawn", ("summary",), "consent_page", "accepted"),
+        ("given", ("training",), "consent_page", "rejected"),
+    ]
+    assert live.fakes["summariser"].segments() == []
 
 
 # --- pure helpers --------------------------------------------------------------------------------------
