@@ -31,7 +31,7 @@ from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
 from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
-from gateway.store.base import StorageError, Store
+from gateway.store.base import LedgerEntry, StorageError, Store
 from gateway.store.outbox import DROPPED, FAILED, MERGED, Finished, Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
@@ -642,13 +642,50 @@ class Gateway:
         entries = await self.store.ledger_entries(meeting_id=meeting_id)
         records = (e.record for e in entries if e.record.platform == platform)
         state = with_records(engine.new_meeting(platform, meeting_id), records)
+        verified: dict[str, str] = {}
         if self.roster is not None:
             latest = self._latest[key] = Latest()
             for change in await self.roster.load(platform, meeting_id):
                 state = roster_log.fold(state, change, latest)
                 self._identify(key, change.event)
+                if isinstance(change.event, ParticipantJoined) and change.event.email_verified:
+                    verified[change.event.participant_id] = change.event.email or ""
                 if isinstance(change.event, MeetingEnded):
                     self._ended_at.setdefault(key, wall_clock())
+        if any(verified.values()):
+            return await self._missed_standing(key, state, entries, verified)
+        return state
+
+    async def _missed_standing(
+        self,
+        key: MeetingKey,
+        state: MeetingState,
+        entries: Sequence[LedgerEntry],
+        verified: Mapping[str, str],
+    ) -> MeetingState:
+        """Apply to a meeting just read back the standing choices recorded while no process held it
+        (``standing.missed``). Under the meeting's lock, before anything of it is decided. If recording one
+        fails the meeting is not kept, so that the next event reads it, and tries, again."""
+        policy = self.policies.for_meeting(*key)
+        if policy is None:
+            return state
+        seq_of = {entry.record.record_id: entry.seq for entry in entries}
+        now = wall_clock()
+        try:
+            for participant_id, email in sorted(verified.items()):
+                if not email:
+                    continue
+                found = await self.store.ledger_entries(
+                    meeting_id=standing.STANDING_MEETING, participant_id=standing.subject_for(email)
+                )
+                pairs = [(entry.seq, entry.record) for entry in found]
+                for submitted in standing.missed(state, participant_id, pairs, seq_of, policy, now):
+                    await self._consent(key, Step(state), submitted, policy, now)
+                    state = self._states[key]
+                    log.info("standing.applied_late", meeting_id=key[1], choice=str(submitted.choice))
+        except BaseException:
+            self._states.pop(key, None)
+            raise
         return state
 
     # --- time ---------------------------------------------------------------------------------------

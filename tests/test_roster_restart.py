@@ -10,12 +10,17 @@ loopback, on the backend under test.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from gateway.consent import standing
+from gateway.consent.standing import StandingSubmitted
 from gateway.model import ConsentChoice
+from gateway.policy.load import parse_policy
 from gateway.sealing import new_key_spec
+from gateway.store import open_store
 from tests.conftest import database_for
 from tests.fakes.ai_service import FakeAIService
 from tests.web.harness import (
@@ -105,4 +110,49 @@ async def test_a_standing_withdrawal_after_a_restart_reaches_the_meetings_the_id
         assert [(r.channel, r.choice) for r in records] == [
             ("standing", ConsentChoice.GIVEN),
             ("standing", ConsentChoice.WITHDRAWN),
+        ]
+
+
+async def test_a_standing_withdrawal_recorded_while_nobody_held_the_meeting_applies_when_it_is_read_back(
+    tmp_path: Path,
+) -> None:
+    """The process records Ada's standing withdrawal, then dies before applying it to her meetings (or, on
+    PostgreSQL, no replica held her meeting then). The withdrawal is in the ledger; her meeting still says
+    given. Read back after the restart, the meeting must apply it before deciding anything, or her words
+    flow after a withdrawal the ledger holds (invariant 4)."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        keys = (SecretStr(new_key_spec()),)
+        url = await database_for(tmp_path)
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST),)).replace(
+            "pending:",
+            "consent:\n  channels: [api, chat, consent_page, standing]\n"
+            "  standing: {allowed: true, max_days: 90}\npending:",
+        )
+        ada = {"id": ADA, "name": "Ada Lovelace", "email": "ada@example.org", "email_verified": True}
+        given = {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
+                 "decision": "given", "indicated_by": "ada@example.org", "at": now_iso()}  # fmt: skip
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            assert await post_standing(gw, given) == 200
+            await gw.send(event("participant.joined", participant=ada), segment("s1", ADA, "Before."))
+            await gw.settle()
+        # what the dying process left: the standing withdrawal committed, not yet applied to the meeting
+        withdrawal = StandingSubmitted(
+            "generic", "ada@example.org", ("summary",), ConsentChoice.WITHDRAWN, "ada@example.org",
+            datetime.now(UTC),
+        )  # fmt: skip
+        store = open_store(url)
+        await store.open()
+        try:
+            policy = parse_policy(text.encode(), "policy.yaml")
+            await store.append_consent(standing.evaluate(withdrawal, policy, "standing-withdrawal"))
+        finally:
+            await store.close()
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            await gw.send(segment("s2", ADA, "After the withdrawal."))
+            await gw.settle()
+            records = [e.record for e in await gw.store.ledger_entries(meeting_id=MEETING)]
+        assert [p["segment_id"] for p in fake.segments()] == ["s1"]
+        assert [(r.channel, r.choice, r.evidence) for r in records] == [
+            ("standing", ConsentChoice.GIVEN, records[0].evidence),
+            ("standing", ConsentChoice.WITHDRAWN, "standing:standing-withdrawal"),
         ]

@@ -12,7 +12,7 @@ clock; the shell reads the records and supplies the time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -160,6 +160,61 @@ def changes(
         return derive(state, participant_id, records, policy, now)
     withdrawn = withdrawal(state, participant_id, record, policy, now)
     return () if withdrawn is None else (withdrawn,)
+
+
+def missed(
+    state: MeetingState,
+    participant_id: str,
+    entries: Iterable[tuple[int, ConsentRecord]],
+    seq_of: Mapping[str, int],
+    policy: Policy,
+    now: datetime,
+) -> tuple[ConsentSubmitted, ...]:
+    """When a meeting is read back from storage: the standing choices it missed because no process held it
+    when they were recorded (a crash between a standing record and its application, or every replica that
+    held the meeting down), as the requests that bring it to where ``changes`` would have, had each been
+    applied when recorded. ``entries``: the identity's standing records with their ledger sequence numbers;
+    ``seq_of``: the sequence number of each of this meeting's records, by record id.
+
+    For each purpose, the standing records after the meeting's own latest record for it are played again
+    in ledger order: one applied when recorded that changed the purpose would have left a newer record
+    here, and one that changed nothing then changes nothing now, so only what was missed has an effect (a
+    record the meeting cannot place counts as older: the safe side). A refusal or withdrawal withdraws a
+    given purpose; a consent applies to an undecided one, as on joining."""
+    choices = {p: state.consent(participant_id, p) for p in policy.purposes}
+    since = {p: seq_of.get(entry.record_id, 0) for p, entry in choices.items()}
+    now_state = {p: entry.at(now) for p, entry in choices.items()}
+    played = dict(now_state)
+    source: dict[Purpose, ConsentRecord] = {}
+    seen: list[ConsentRecord] = []
+    for seq, record in sorted(entries, key=lambda pair: pair[0]):
+        if record.outcome is not RecordOutcome.ACCEPTED or record.platform != state.platform:
+            continue
+        seen.append(record)
+        if record.choice is ConsentChoice.GIVEN:
+            if not usable(policy):
+                continue
+            for purpose, holder in holding(seen, state.platform, now).items():
+                if (
+                    seq > since.get(purpose, seq)
+                    and played[purpose] is ConsentState.UNKNOWN
+                    and _same_notice(holder, policy, purpose)
+                ):
+                    played[purpose], source[purpose] = ConsentState.GIVEN, holder
+        else:
+            for purpose in record.purposes:
+                if seq > since.get(purpose, seq) and played[purpose] is ConsentState.GIVEN:
+                    played[purpose], source[purpose] = ConsentState.WITHDRAWN, record
+    requests: dict[tuple[ConsentChoice, str], tuple[ConsentRecord, list[Purpose]]] = {}
+    for purpose, after in played.items():
+        if after is not now_state[purpose]:
+            choice = ConsentChoice.GIVEN if after is ConsentState.GIVEN else ConsentChoice.WITHDRAWN
+            origin = source[purpose]
+            requests.setdefault((choice, origin.record_id), (origin, []))[1].append(purpose)
+    return tuple(
+        _request(state, participant_id, tuple(purposes), choice, origin, now)
+        for (choice, _), (origin, purposes) in requests.items()
+    )
 
 
 def _request(
