@@ -642,26 +642,48 @@ class Gateway:
         entries = await self.store.ledger_entries(meeting_id=meeting_id)
         records = (e.record for e in entries if e.record.platform == platform)
         state = with_records(engine.new_meeting(platform, meeting_id), records)
-        verified: dict[str, str] = {}
+        subjects: dict[str, str] = {}
+        """Participant id -> the standing subject (verified identity) they are in this meeting."""
         if self.roster is not None:
             latest = self._latest[key] = Latest()
             for change in await self.roster.load(platform, meeting_id):
                 state = roster_log.fold(state, change, latest)
                 self._identify(key, change.event)
-                if isinstance(change.event, ParticipantJoined) and change.event.email_verified:
-                    verified[change.event.participant_id] = change.event.email or ""
-                if isinstance(change.event, MeetingEnded):
+                event = change.event
+                if isinstance(event, ParticipantJoined) and event.email and event.email_verified:
+                    subjects[event.participant_id] = standing.subject_for(event.email)
+                if isinstance(event, MeetingEnded):
                     self._ended_at.setdefault(key, wall_clock())
-        if any(verified.values()):
-            return await self._missed_standing(key, state, entries, verified)
+        subjects.update(await self._standing_sources(platform, entries, subjects))
+        if subjects:
+            return await self._missed_standing(key, state, entries, subjects)
         return state
+
+    async def _standing_sources(
+        self, platform: str, entries: Sequence[LedgerEntry], known: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The standing subjects of participants whose consent here came from standing consent but whom the
+        stored roster no longer names (a meeting forgotten after its end, then seen again: a late event)."""
+        sources = {
+            entry.record.subject: (entry.record.evidence or "").removeprefix(standing.EVIDENCE)
+            for entry in entries
+            if entry.record.platform == platform
+            and entry.record.channel == standing.CHANNEL
+            and entry.record.subject not in known
+            and (entry.record.evidence or "").startswith(standing.EVIDENCE)
+        }
+        if not sources:
+            return {}
+        found = await self.store.ledger_entries(meeting_id=standing.STANDING_MEETING)
+        subject_of = {entry.record.record_id: entry.record.subject for entry in found}
+        return {pid: subject_of[sid] for pid, sid in sources.items() if sid in subject_of}
 
     async def _missed_standing(
         self,
         key: MeetingKey,
         state: MeetingState,
         entries: Sequence[LedgerEntry],
-        verified: Mapping[str, str],
+        subjects: Mapping[str, str],
     ) -> MeetingState:
         """Apply to a meeting just read back the standing choices recorded while no process held it
         (``standing.missed``). Under the meeting's lock, before anything of it is decided. If recording one
@@ -672,11 +694,9 @@ class Gateway:
         seq_of = {entry.record.record_id: entry.seq for entry in entries}
         now = wall_clock()
         try:
-            for participant_id, email in sorted(verified.items()):
-                if not email:
-                    continue
+            for participant_id, subject in sorted(subjects.items()):
                 found = await self.store.ledger_entries(
-                    meeting_id=standing.STANDING_MEETING, participant_id=standing.subject_for(email)
+                    meeting_id=standing.STANDING_MEETING, participant_id=subject
                 )
                 pairs = [(entry.seq, entry.record) for entry in found]
                 for submitted in standing.missed(state, participant_id, pairs, seq_of, policy, now):

@@ -25,6 +25,8 @@ from gateway.policy.compiled import Policy
 STANDING_MEETING = "*standing*"
 """The ``meeting_id`` of standing records; the governing policy is the first that applies to it."""
 CHANNEL = "standing"
+EVIDENCE = "standing:"
+"""The evidence prefix of a per-meeting record derived from a standing one (followed by its record id)."""
 
 
 def subject_for(email: str) -> str:
@@ -234,6 +236,6 @@ def _request(
         indicated_by=participant_id,
         channel=CHANNEL,
         at=now,
-        evidence=f"standing:{source.record_id}",
+        evidence=f"{EVIDENCE}{source.record_id}",
         expires_at=source.expires_at if choice is ConsentChoice.GIVEN else None,
     )

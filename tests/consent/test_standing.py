@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from gateway.consent import standing
 from gateway.consent.standing import STANDING_MEETING, StandingSubmitted
 from gateway.engine import evaluate_consent, new_meeting
-from gateway.events import ConsentSubmitted, ParticipantJoined, SegmentReceived
+from gateway.events import ConsentSubmitted, MeetingEnded, ParticipantJoined, SegmentReceived
 from gateway.meeting import MeetingState, joined, with_records
 from gateway.model import Action, ConsentChoice, ConsentRecord, ConsentState, RecordOutcome, Segment
 from gateway.policy.compiled import Policy
@@ -374,3 +374,24 @@ async def test_a_rejected_standing_request_changes_nothing(world: World) -> None
     assert await world.store.ledger_entries(meeting_id="m1") == []
     (rejected,) = await world.store.standing_records(ADA)
     assert rejected.outcome is RecordOutcome.REJECTED
+
+
+async def test_a_meeting_seen_again_after_being_forgotten_applies_a_standing_withdrawal(world: World) -> None:
+    """Ada's consent in m1 came from her standing consent. m1 ends and is forgotten; she then withdraws her
+    standing consent, which no live meeting holds. Late content of m1 arrives (a recorded transcript does):
+    m1 is read back from its ledger, and whoever's consent there came from a standing record gets the
+    standing choices made since, found through that record even with no roster naming them."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada")
+    first = await world.say("m1", "p-ada")
+    await world.gateway.handle("generic", MeetingEnded("generic", "m1", world.tick()), now=world.now)
+    world.now += timedelta(hours=1)
+    await world.gateway.tick(world.now)
+    assert world.gateway.meeting("generic", "m1") is None  # forgotten
+    await world.standing(ConsentChoice.WITHDRAWN)
+    await world.join("m1", "p-ada")
+    late = await world.say("m1", "p-ada")
+    assert first in world.forwarded() and late not in world.forwarded()
+    last = (await world.store.ledger_entries(meeting_id="m1"))[-1].record
+    assert (last.choice, last.channel) == (ConsentChoice.WITHDRAWN, "standing")
+    assert last.evidence == f"standing:{world.results[-1].record_id}"
