@@ -303,6 +303,8 @@ class Gateway:
         self, key: MeetingKey, expired: Step, event: ConsentSubmitted, policy: Policy, now: datetime
     ) -> Result:
         record = engine.evaluate_consent(expired.state, event, policy, self._new_id())
+        # what the store has of the meeting, before this step publishes (a meeting just read back: as read)
+        stored = self._states.get(key) or expired.state
         # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
         # content for the destinations it concerns in the same transaction (invariant 4)
         entry = await self.store.append_consent(record, _purge_for(record, policy))
@@ -317,7 +319,8 @@ class Gateway:
             self._publish(key, step.state)
             self.sink.purge(event.meeting_id, event.participant_id)
             self._erase_later(key, record, policy)
-        await self._commit(key, _merge(expired, step), now)
+        # published already if it restricts: the holds it dropped are still open in the store
+        await self._commit(key, _merge(expired, step), now, before=stored)
         await self._follow_shadow(expired.state, event, record, step.decisions, now)
         log.info(
             "consent.recorded",
@@ -489,7 +492,7 @@ class Gateway:
             if current.choice is not ConsentChoice.GIVEN:
                 self._publish(key, step.state)  # as in _consent: the restriction holds even if logging fails
                 self.sink.purge(record.meeting_id, record.subject)
-            await self._commit(key, step, now)
+            await self._commit(key, step, now, before=state)
             if current.choice is not ConsentChoice.GIVEN:
                 # what this replica had on the wire when the withdrawal was recorded elsewhere may have
                 # arrived after that replica listed what to erase: once this one's attempts have ended, it

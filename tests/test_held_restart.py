@@ -175,3 +175,28 @@ async def test_holds_are_restored_even_when_storage_fails_at_start(
             await gw.settle()
             assert [p["segment_id"] for p in fake.segments()] == ["s1"]
         assert calls >= 2
+
+
+async def test_a_hold_dropped_by_someone_elses_refusal_is_closed_in_the_store(tmp_path: Path) -> None:
+    """All parties: Ada's words wait while Bo has not decided; Bo refuses, so they are dropped. The store
+    must close that hold as the log says (its text cleared) in the refusal's own commit: left open, its
+    text stayed at rest, and a restart would hold it again and forward it once Bo changed his mind,
+    against the drop the log records."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST),), window=60, mode="all_party")
+        keys = (SecretStr(new_key_spec()),)
+        url = await database_for(tmp_path)
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            await gw.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"), joined(BO, "Bo Nakamura"))
+            await gw.send(segment("s1", ADA, SAID))
+            assert await held_rows(gw) == [("pending", None, 1)]
+            await gw.send(consent(BO, "refused"))
+            assert holds(gw) == 0
+            assert await held_rows(gw) == [(stored.DECIDED, None, 0)]
+            await gw.send(consent(BO, "given"))
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            await gw.settle()
+            assert holds(gw) == 0
+            actions = [(d.segment_id, d.action) for d in await gw.decisions()]
+        assert actions == [("s1", Action.HOLD), ("s1", Action.DROP)]
+        assert fake.accepted() == []
