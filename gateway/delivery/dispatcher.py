@@ -54,7 +54,7 @@ import aiohttp
 import structlog
 
 from gateway.delivery.durable import Outbox
-from gateway.delivery.http import Attempt, post
+from gateway.delivery.http import CONSENT_CHANGED, Attempt, Still, always, post
 from gateway.delivery.items import DestinationConfig, Item, Part, Result, Status, body, idempotency_key
 from gateway.delivery.retry import Verdict, backoff, classify, retry_after
 
@@ -69,9 +69,9 @@ _RECOVER_BATCH = 500
 """Items claimed from the store per query (``Outbox.recover``'s default limit)."""
 LaneKey = tuple[str, str]
 """(meeting_id, destination)."""
-Send = Callable[[DestinationConfig, str, bytes, int], Awaitable[Attempt]]
-"""One attempt: ``(config, idempotency key, body, unix timestamp)`` -> what happened; never raises for
-network trouble."""
+Send = Callable[[DestinationConfig, str, bytes, int, Still], Awaitable[Attempt]]
+"""One attempt: ``(config, idempotency key, body, unix timestamp, still)`` -> what happened; never raises
+for network trouble. ``still`` says whether the body may still go (``delivery.http.Still``)."""
 
 log = structlog.get_logger(__name__)
 
@@ -486,6 +486,13 @@ class Dispatcher:
                 if verdict is Verdict.REJECTED:
                     breaker.succeeded()  # the destination answered: it is up, it refused this item
                     return _result(entry, Status.FAILED, f"rejected_{attempt.status}")
+            if attempt.error == CONSENT_CHANGED:
+                # stopped before its first byte, because a withdrawal took a part of it: not an attempt
+                # and not the destination's fault; what is still allowed goes at once, in a body built
+                # again (each time a part has gone, so this ends)
+                log.info("delivery.consent_changed_in_flight", **_ids(entry.item), attempt=number)
+                number -= 1
+                continue
             if attempt.error != "allowed_check_failed":
                 breaker.failed(config, time.monotonic())
             if config.max_attempts is None or number < config.max_attempts:
@@ -524,8 +531,9 @@ class Dispatcher:
                 "delivery.attempt", **_ids(entry.item), sent_key=key, attempt=number, parts=len(entry.parts)
             )
         entry.last_sent, entry.sending = entry.parts, True
+        still = always if entry.item.kind == "erasure" else self._still(entry, entry.parts)
         try:
-            attempt = await self._send(config, key, payload, int(self._clock()))
+            attempt = await self._send(config, key, payload, int(self._clock()), still)
         finally:
             entry.sending = False
         entry.last_status = attempt.status
@@ -553,6 +561,21 @@ class Dispatcher:
             entry.parts = tuple(part for part in entry.parts if part.participant_id not in blocked)
             log.info("delivery.parts_withdrawn", **_ids(entry.item), parts=before - len(entry.parts))
         return bool(entry.parts)
+
+    def _still(self, entry: _Entry, sent: tuple[Part, ...]) -> Still:
+        """For a transport that waits before its first byte: whether the body built from ``sent`` may still
+        go. No purge took a part since (a withdrawal recorded here or replicated), and the live view still
+        allows each part; a failing check is a no (fail closed)."""
+
+        def still() -> bool:
+            if entry.parts is not sent:
+                return False
+            try:
+                return all(self._allowed(entry.item.destination, part) is not False for part in sent)
+            except Exception:
+                return False
+
+        return still
 
     def _keep_allowed(self, entry: _Entry) -> bool:
         """Drop the parts ``allowed`` refuses now; False when none is left. Parts of a meeting not held here

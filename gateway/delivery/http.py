@@ -8,6 +8,7 @@ dispatcher's retry decision.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -25,6 +26,20 @@ class Attempt:
     error: str | None = None
 
 
+Still = Callable[[], bool]
+"""Whether the body of an attempt may still go: asked by a transport that waits between the dispatcher's
+consent check and its first byte (a WebSocket dial, a chat completion before the summary POST), right
+before that byte, with no await between. False: a withdrawal took a part of it meanwhile."""
+CONSENT_CHANGED = "ConsentChanged"
+"""The error of an attempt a transport stopped because ``Still`` said no: nothing was sent (the dispatcher
+builds the body again from what is still allowed, at once)."""
+
+
+def always() -> bool:
+    """The ``Still`` of a body whose consent is not asked (an erasure request)."""
+    return True
+
+
 _TIMEOUTS: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 """Made once per pair of values (ClientTimeout is immutable): every attempt asks for one."""
 
@@ -40,9 +55,15 @@ def timeouts(config: DestinationConfig) -> aiohttp.ClientTimeout:
 
 
 async def post(
-    session: aiohttp.ClientSession, config: DestinationConfig, key: str, body: bytes, timestamp: int
+    session: aiohttp.ClientSession,
+    config: DestinationConfig,
+    key: str,
+    body: bytes,
+    timestamp: int,
+    still: Still = always,
 ) -> Attempt:
-    """Send ``body`` once; never raises for network trouble (cancellation still propagates)."""
+    """Send ``body`` once; never raises for network trouble (cancellation still propagates). ``still`` is
+    not asked: nothing is awaited between the dispatcher's check and this request."""
     sent_headers = {
         **signing.headers(config.secret, key, timestamp, body),
         "Idempotency-Key": key,

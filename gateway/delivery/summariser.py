@@ -26,7 +26,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.delivery.http import Attempt, post
+from gateway.delivery.http import CONSENT_CHANGED, Attempt, Still, always, post
 from gateway.delivery.items import DestinationConfig
 from gateway.delivery.retry import Verdict, classify
 
@@ -136,8 +136,12 @@ class Summariser:
         self._session = session
         self._kept: OrderedDict[tuple[str, str], _Summary] = OrderedDict()
 
-    async def send(self, config: DestinationConfig, key: str, body: bytes, timestamp: int) -> Attempt:
-        """One attempt; never raises for network trouble (cancellation still propagates)."""
+    async def send(
+        self, config: DestinationConfig, key: str, body: bytes, timestamp: int, still: Still = always
+    ) -> Attempt:
+        """One attempt; never raises for network trouble (cancellation still propagates). ``still`` is asked
+        between the completion and the summary's POST: a summary of content withdrawn while the model
+        wrote it is not sent (``CONSENT_CHANGED``), and not kept."""
         found = transcript(body)
         if found is None:
             log.warning("delivery.summary_unusable_body", destination=config.id)
@@ -151,6 +155,9 @@ class Summariser:
             if isinstance(outcome, Attempt):
                 return outcome
             summary = outcome
+        if not still():  # no await from here to the POST
+            self._kept.pop(slot, None)
+            return Attempt(error=CONSENT_CHANGED)
         target = replace(config, kind="http", url=config.summary_url)
         attempt = await post(
             self._session, target, key, summary_body(found, summary.text, summary.model), timestamp

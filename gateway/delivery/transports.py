@@ -14,7 +14,7 @@ import random
 
 import aiohttp
 
-from gateway.delivery.http import Attempt, post
+from gateway.delivery.http import Attempt, Still, always, post
 from gateway.delivery.items import DestinationConfig
 from gateway.delivery.summariser import Summariser
 from gateway.delivery.websocket import WebSocketLink
@@ -31,15 +31,17 @@ class Transports:
         self._summariser = Summariser(session)
         self._closed = False
 
-    async def send(self, config: DestinationConfig, key: str, body: bytes, timestamp: int) -> Attempt:
+    async def send(
+        self, config: DestinationConfig, key: str, body: bytes, timestamp: int, still: Still = always
+    ) -> Attempt:
         """One attempt to deliver ``body`` under ``key``; never raises for network trouble (cancellation
-        propagates)."""
+        propagates). ``still``: asked right before the first byte where the transport waits first."""
         if config.kind == "websocket":
             if self._closed:
                 return Attempt(error="Closed")
-            return await self.link(config).send(key, body, timestamp)
+            return await self.link(config).send(key, body, timestamp, still)
         if config.kind == "openai_summary":
-            return await self._summariser.send(config, key, body, timestamp)
+            return await self._summariser.send(config, key, body, timestamp, still)
         return await post(self._session, config, key, body, timestamp)
 
     def forget(self, meeting_id: str) -> None:

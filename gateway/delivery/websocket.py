@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from gateway import signing
-from gateway.delivery.http import Attempt
+from gateway.delivery.http import CONSENT_CHANGED, Attempt, Still, always
 from gateway.delivery.items import DestinationConfig
 from gateway.delivery.retry import backoff
 
@@ -106,10 +106,12 @@ class WebSocketLink:
         self.dials = 0
         """Connections opened so far."""
 
-    async def send(self, key: str, body: bytes, timestamp: int) -> Attempt:
+    async def send(self, key: str, body: bytes, timestamp: int, still: Still = always) -> Attempt:
         """One attempt: a frame and its answer; never raises for network trouble (cancellation propagates).
 
-        ``timestamp`` signs the handshake if this attempt has to dial."""
+        ``timestamp`` signs the handshake if this attempt has to dial. ``still`` is asked once a window slot
+        and the connection are ours, right before the frame is written: a withdrawal recorded while this
+        attempt waited for either stops it (``CONSENT_CHANGED``, nothing sent)."""
         phase = "WindowFull"
         try:
             async with asyncio.timeout(self.config.total_timeout):
@@ -124,7 +126,7 @@ class WebSocketLink:
                     if isinstance(connection, str):
                         return Attempt(error=connection)
                     phase = "AckTimeout"
-                    return await self._exchange(connection, key, body)
+                    return await self._exchange(connection, key, body, still)
                 finally:
                     self._window.release()
         except TimeoutError:
@@ -187,9 +189,11 @@ class WebSocketLink:
         )
         return error
 
-    async def _exchange(self, connection: _Connection, key: str, body: bytes) -> Attempt:
+    async def _exchange(self, connection: _Connection, key: str, body: bytes, still: Still) -> Attempt:
         if connection.closed:
             return Attempt(error="ConnectionClosed")
+        if not still():  # no await from here to the frame's write
+            return Attempt(error=CONSENT_CHANGED)
         answer: asyncio.Future[Attempt] = asyncio.get_running_loop().create_future()
         connection.waiting.setdefault(key, []).append(answer)
         self.in_flight += 1

@@ -306,3 +306,29 @@ async def test_the_gateway_summarises_only_consented_words(tmp_path, openai, web
     (delivered,) = webhook.accepted()
     assert delivered.body["segment_ids"] == ["s1"]
     assert "Wen declined" not in json.dumps([r.user for r in openai.requests])
+
+
+async def test_a_withdrawal_while_the_model_writes_stops_that_summary(
+    tmp_path, openai, webhook, monkeypatch
+) -> None:
+    """The transcript of Ada and Wen is with the model (a slow completion) when Ada withdraws. The summary
+    of her words must not be posted: it is dropped, and the next attempt summarises Wen's words alone."""
+    monkeypatch.setenv("NOTES_API_KEY", API_KEY)
+    monkeypatch.setenv("NOTES_SECRET", SECRET)
+    async with serving_policy(tmp_path, _policy(openai.base_url, webhook.url)) as gw:
+        await gw.send(joined("p-ada", "Ada"), joined("p-wen", "Wen"))
+        await gw.send(consent("p-ada", "given"), consent("p-wen", "given"))
+        await gw.send(segment("s1", "p-ada", "Ada speaks."), segment("s2", "p-wen", "Wen speaks."))
+        openai.hang_next(1, 1.0)
+        await gw.send(event("meeting.ended"))
+
+        async def asked() -> bool:
+            return len(openai.requests) == 1
+
+        await wait_for(asked, "the completion request")
+        await gw.send(consent("p-ada", "withdrawn"))
+        await wait_for(_arrived(webhook), "the summary")
+        await gw.settle()
+    assert [r.user for r in openai.requests] == ["Ada: Ada speaks.\nWen: Wen speaks.", "Wen: Wen speaks."]
+    (delivered,) = webhook.accepted()
+    assert delivered.body["segment_ids"] == ["s2"]

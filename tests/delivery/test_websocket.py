@@ -8,7 +8,7 @@ import base64
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,7 @@ from tests.web.harness import (
     joined,
     segment,
     serving_policy,
+    wait_for,
 )
 
 SECRET = "whsec_" + base64.b64encode(b"websocket destination secret, 32").decode()
@@ -311,3 +312,31 @@ async def test_a_batched_websocket_destination_gets_one_frame(tmp_path, destinat
         await until(lambda: len(destination.frames) == 1)
     [sent] = [f.body for f in destination.frames]
     assert sent["type"] == "batch" and [s["segment_id"] for s in sent["segments"]] == ["s1", "s2"]
+
+
+async def test_a_withdrawal_while_the_link_dials_stops_the_frame(tmp_path, destination, monkeypatch) -> None:
+    """Ada's segment passes the consent check, then waits while the link dials (a slow handshake); she
+    withdraws meanwhile. The frame must not be written: the check that counts is the one right before it.
+    Bo's segment, queued behind hers, still goes once the link is up."""
+    monkeypatch.setenv("WS_DESTINATION_SECRET", SECRET)
+    destination.handshake_seconds = 1.0
+    async with serving_policy(tmp_path, _policy(destination.url)) as gw:
+        await gw.send(joined("p-ada", "Ada"), joined("p-bo", "Bo"))
+        await gw.send(consent("p-ada", "given"), consent("p-bo", "given"))
+        await gw.send(segment("s1", "p-ada", "Ada's words."))
+        await until(lambda: destination.handshakes_begun > 0)
+        assert destination.handshakes == []  # still dialling
+        await gw.send(consent("p-ada", "withdrawn"))
+        await gw.send(segment("s2", "p-bo", "Bo's words."))
+        await gw.settle()
+
+        async def outcomes() -> list[tuple[str, str | None]]:
+            return sorted((r["status"], r["reason"]) for r in await gw.store.outbox_report())
+
+        expected = [("delivered", None), ("dropped", "withdrawn")]
+        await wait_for(lambda: _equal(outcomes(), expected), "both outcomes to be recorded")
+    assert [f.body["segment_id"] for f in destination.frames] == ["s2"]
+
+
+async def _equal(found: Awaitable[object], expected: object) -> bool:
+    return await found == expected

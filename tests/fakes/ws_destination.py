@@ -8,6 +8,7 @@ told to hold its answers, nack, or drop the connection after a frame without ans
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections import deque
@@ -52,6 +53,9 @@ class FakeWSDestination:
     """When set, frames are recorded but not answered until ``release()``."""
     max_unanswered: int = 0
     """The most frames ever waiting for this fake's answer at once."""
+    handshake_seconds: float = 0.0
+    """How long each opening handshake takes before it is answered (a slow TLS terminator or cold start)."""
+    handshakes_begun: int = 0
     _held: list[tuple[ServerConnection, str, Any]] = field(default_factory=list)
     _nacks: deque[_Nack] = field(default_factory=deque)
     _drops: int = 0
@@ -110,7 +114,9 @@ class FakeWSDestination:
 
     # -- the endpoint ---------------------------------------------------------------------------------
 
-    def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _check(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshakes_begun += 1
+        await asyncio.sleep(self.handshake_seconds)
         if request.path != PATH:
             self.handshakes.append(404)
             return connection.respond(404, "not here\n")
