@@ -21,7 +21,7 @@ from gateway.consent.links import consent_request
 from gateway.delivery import Dispatcher
 from gateway.delivery.consent_check import BatchedConsentCheck
 from gateway.delivery.durable import LEASE_SECONDS, Outbox
-from gateway.delivery.items import DestinationConfig, Item
+from gateway.delivery.items import DestinationConfig, Item, Part
 from gateway.delivery.transports import Transports
 from gateway.engine import Emit
 from gateway.meeting import Part as MeetingPart
@@ -137,6 +137,19 @@ class DispatchSink:
             {dest: tuple(kept) for dest, kept in parts.items()},
             {dest: tuple(held) for dest, held in keys.items()},
         )
+
+    def stamp(self, item: Item) -> object:
+        """What the item's content was scrubbed under: the meeting's scrubbers as it is submitted."""
+        gateway = self.gateway
+        return None if gateway is None else gateway.scrub_stamp(item.meeting_id, item.destination)
+
+    def scrubbed_now(self, destination: str, part: Part, stamp: object) -> Part:
+        """The part as it may leave now: names of those who do not consent now scrubbed again (unchanged
+        for a meeting this process does not hold)."""
+        gateway = self.gateway
+        if gateway is None or not gateway.holds(part.meeting_id):
+            return part
+        return gateway.scrubbed_now(part.meeting_id, destination, part, stamp)
 
     def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool | None:
         """The live consent view's answer; None for a meeting this process does not hold (recovered
@@ -285,6 +298,8 @@ def _delivery(
                 send=transports.send,
                 holds=lambda meeting_id: sink_ref[0].holds(meeting_id),
                 on_purge=transports.forget,
+                stamp=lambda item: sink_ref[0].stamp(item),
+                rewrite=lambda dest, part, stamp: sink_ref[0].scrubbed_now(dest, part, stamp),
             )
             sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)

@@ -465,6 +465,36 @@ def _final_parts(
     return tuple(out)
 
 
+def rescrubbed(
+    state: MeetingState, policy: Policy, dest: Destination, part: Part, now: datetime
+) -> tuple[str, Decision] | None:
+    """A part decided earlier, right before it leaves: its text scrubbed again against who consents now.
+    Someone mentioned in it who consented then may have withdrawn since, while it waited (a batch window,
+    a destination outage, retries): their name must not leave with it (invariant 9). None if nothing
+    changes; else the text with the names replaced and a ``redact`` decision counting them (offsets would
+    refer to text already scrubbed once)."""
+    said = part.payload.get("text")
+    scrubber = scrubber_for(state, policy, dest, now) if isinstance(said, str) else None
+    if scrubber is None:
+        return None
+    text, spans = scrubber.scrub(str(said))
+    if not spans:
+        return None
+    decision = Decision(
+        decision_id=decision_id(_stub(state, part), dest.id, Action.REDACT, now, "send"),
+        meeting_id=state.meeting_id,
+        segment_id=part.segment_id,
+        destination=dest.id,
+        action=Action.REDACT,
+        at=now,
+        policy_revision=policy.revision,
+        reasons=(f"names_scrubbed_at_send:{len(spans)}",),
+        rule_ids=(dest.rule_id, "redaction.mentions"),
+        participant_id=part.participant_id,
+    )
+    return text, decision
+
+
 def _sent_at_end(
     state: MeetingState, part: Part, dest: Destination, policy: Policy, now: datetime, scrubbed: int
 ) -> Decision:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -23,12 +23,14 @@ import structlog
 from gateway import engine, held, roster_log
 from gateway.consent import asking, chat, standing
 from gateway.delivery.items import Item
+from gateway.delivery.items import Part as DeliveryPart
 from gateway.engine import Emit, Step
 from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
 from gateway.meeting import Held, MeetingState, Part, with_records
 from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, DestinationId, RecordOutcome
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
+from gateway.policy.decide import scrubber_for
 from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
 from gateway.store.base import LedgerEntry, StorageError, Store
@@ -195,7 +197,8 @@ class Gateway:
         """A candidate policy evaluated beside the active one (gateway.shadow); never affects forwarding."""
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
-        self._erasing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self.wrote: Callable[[int], None] = _ignore
         """Told the ledger sequence number of every record this process wrote (already in its view):
         ``gateway.replication`` need not wait to read those back before calling the view fresh."""
@@ -232,6 +235,65 @@ class Gateway:
         except KeyError:
             return False
         return engine.still_allowed(state, dest, participant_id, wall_clock())
+
+    def scrub_stamp(self, meeting_id: str, destination: str) -> tuple[object, ...] | None:
+        """The meeting's name scrubbers for ``destination`` now, one per platform holding it (each is
+        compiled once per change of who is in the meeting or who consents): content submitted now was
+        scrubbed under these, and ``scrubbed_now`` skips the work while they are still the ones in use."""
+        now = wall_clock()
+        found: list[object] = []
+        for platform in self._platforms.get(meeting_id, ()):
+            key = (platform, meeting_id)
+            state, policy = self._states.get(key), self.policies.for_meeting(*key)
+            if state is None or policy is None:
+                return None
+            try:
+                found.append(scrubber_for(state, policy, policy.destination(destination), now))
+            except KeyError:
+                return None
+        return tuple(found) or None
+
+    def scrubbed_now(
+        self, meeting_id: str, destination: str, part: DeliveryPart, stamp: object = None
+    ) -> DeliveryPart:
+        """``part`` as it may leave now for ``destination``: names of those who do not consent now scrubbed
+        (``engine.rescrubbed``), unless ``stamp`` shows the scrubbers are those it was scrubbed under. Each
+        change is logged with a decision record, written in the background (what leaves has fewer names
+        than the record of its first decision, never more)."""
+        if stamp is not None and _same(stamp, self.scrub_stamp(meeting_id, destination)):
+            return part
+        for platform in self._platforms.get(meeting_id, ()):
+            key = (platform, meeting_id)
+            state, policy = self._states.get(key), self.policies.for_meeting(*key)
+            if state is None or policy is None:
+                continue
+            try:
+                dest = policy.destination(destination)
+            except KeyError:
+                continue
+            said = Part(part.segment_id, part.participant_id, part.payload)
+            changed = engine.rescrubbed(state, policy, dest, said, wall_clock())
+            if changed is not None:
+                text, decision = changed
+                part = replace(part, payload=MappingProxyType({**part.payload, "text": text}))
+                log.info("delivery.names_scrubbed_at_send", meeting_id=meeting_id, destination=destination,
+                         segment_id=part.segment_id, reasons=decision.reasons)  # fmt: skip
+                self._background(self._log_decisions([decision]))
+        return part
+
+    async def _log_decisions(self, decisions: Sequence[Decision]) -> None:
+        try:
+            await self.store.append_decisions(decisions)
+        except StorageError:
+            log.error("decisions.write_failed", decisions=len(decisions))
+            return
+        for observer in self.observers:
+            _safely(observer.on_decisions, decisions)
+
+    def _background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def holds(self, meeting_id: str) -> bool:
         """Whether this process has the meeting's consent view in memory (else delivery asks the store).
@@ -341,9 +403,7 @@ class Gateway:
         (their outcome decides what the destination has), and the withdrawal's answer must not wait."""
         targets = _erasure_targets(record, policy)
         if targets:
-            task = asyncio.get_running_loop().create_task(self._request_erasure(key, record, policy, targets))
-            self._erasing.add(task)
-            task.add_done_callback(self._erasing.discard)
+            self._background(self._request_erasure(key, record, policy, targets))
 
     async def _request_erasure(
         self, key: MeetingKey, record: ConsentRecord, policy: Policy, targets: Sequence[Destination]
@@ -370,9 +430,10 @@ class Gateway:
         return any(row["key"] == key for row in await self.store.outbox_report(meeting_id=meeting_id))
 
     async def settle(self) -> None:
-        """Wait for deletion requests still being prepared (before delivery drains at shutdown)."""
-        if self._erasing:
-            await asyncio.gather(*list(self._erasing), return_exceptions=True)
+        """Wait for background work (deletion requests still being prepared, decision records) before delivery
+        drains at shutdown."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def ask(self, policy: Policy, platform: str, meeting_id: str, participant_id: str, now: datetime) -> None:
         """Send a participant their personal consent link (on joining, or when they must be asked again).
@@ -898,6 +959,16 @@ def _erasure(
         for segment in segments
     )
     return decisions, emit
+
+
+def _same(stamp: object, now: tuple[object, ...] | None) -> bool:
+    """Whether a stamp names the very scrubbers in use now (by identity: one is compiled per change)."""
+    return (
+        isinstance(stamp, tuple)
+        and now is not None
+        and len(stamp) == len(now)
+        and all(a is b for a, b in zip(stamp, now, strict=True))
+    )
 
 
 def _purge_for(record: ConsentRecord, policy: Policy) -> Purge | None:

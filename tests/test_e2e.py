@@ -185,6 +185,41 @@ async def test_withdrawal_stops_queued_content_while_the_destination_is_down(tmp
         assert_signed_and_keyed(live)
 
 
+async def test_a_withdrawers_name_in_queued_words_of_others_is_scrubbed_at_send(tmp_path: Path) -> None:
+    """Ada's words naming Wen were decided while Wen consented, so Wen's name stayed in them. They wait (a
+    batch window; a destination answering 503) when Wen withdraws: what then leaves must not carry Wen's
+    name (invariant 9), and each scrubbing at send is logged as a decision."""
+    dests = (Dest("batches", delivery="batched", batch_seconds=600), Dest("summariser"))
+    async with serving(tmp_path, dests) as gw:
+        live = gw.fakes["summariser"]
+        await gw.send(joined(ADA, NAMES[ADA]), joined(WEN, NAMES[WEN]))
+        await gw.send(consent(ADA, "given"), consent(WEN, "given"))
+        live.fail_next(1, 503, retry_after=1)
+        await gw.send(segment("s1", ADA, "I went through the numbers with Wen Li yesterday."))
+        await wait_for(_async(lambda: len(live.received) == 1), "the failed first attempt")
+        await gw.send(consent(WEN, "withdrawn"))
+        await gw.send(event("meeting.ended"))  # the batch goes now
+        await gw.settle()
+
+        async def logged() -> bool:
+            found = [d for d in await gw.decisions() if d.reasons == ("names_scrubbed_at_send:1",)]
+            return sorted(d.destination for d in found) == ["batches", "summariser"]
+
+        await wait_for(logged, "a decision for each scrubbing at send")
+
+        async def delivered() -> bool:  # the batch's outcome is its member's: sent, not withdrawn
+            rows = await gw.store.outbox_report()
+            return sorted((r["destination"], r["status"]) for r in rows) == [
+                ("batches", "delivered"),
+                ("summariser", "delivered"),
+            ]
+
+        await wait_for(delivered, "both items recorded as delivered")
+    scrubbed = "I went through the numbers with [participant 2] yesterday."
+    for fake in (live, gw.fakes["batches"]):
+        assert [p["text"] for p in payloads(fake)] == [scrubbed]
+
+
 async def test_withdrawal_drops_the_withdrawers_own_segment_in_backoff(tmp_path: Path) -> None:
     """A withdrawer's segment whose first attempt failed and which waits to be retried is never sent again."""
     async with serving(tmp_path) as gw:

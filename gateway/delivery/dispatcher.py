@@ -61,6 +61,13 @@ from gateway.delivery.retry import Verdict, backoff, classify, retry_after
 Allowed = Callable[[str, Part], bool | None]
 """Whether a part may still leave now for a destination (its id comes first); the consent ledger's answer,
 asked before every attempt. None: this process does not hold the meeting, the store's answer decides."""
+Stamp = Callable[[Item], object]
+"""What an item's content was made under, noted when it is submitted (the meeting's name scrubber then):
+handed back to ``Rewrite``, which can tell from it that nothing changed since."""
+Rewrite = Callable[[str, Part, object], Part]
+"""A part as it may leave now for a destination (its id comes first; its item's stamp last, None if the
+item was recovered from the store or its batch mixes stamps), asked with ``Allowed`` before every attempt:
+the names of those who do not consent now scrubbed again (``Gateway.scrubbed_now``)."""
 Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
 """``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
@@ -94,12 +101,16 @@ class _Entry:
     """Wall time after which the item is dropped as ``expired`` (its destination's retention)."""
     last_sent: tuple[Part, ...] = ()
     """The parts the latest attempt carried: what the destination has if that attempt succeeded."""
+    stamp: object = None
+    """What the item's content was made under (``Stamp``); None: unknown, so ``Rewrite`` checks it all."""
     sending: bool = False
     """An attempt is on the wire now."""
     members: tuple[_Entry, ...] = ()
     """A batch: the queued entries it carries, in order (empty: an entry for its own item)."""
     owners: dict[int, tuple[_Entry, Part]] = field(default_factory=dict)
     """A batch: for each of its parts (by ``id``), the member it came from and that member's own part."""
+    origin: dict[int, Part] = field(default_factory=dict)
+    """A batch: for each part rewritten before an attempt (by ``id``), the part of ``item`` it stands for."""
     expired: set[int] = field(default_factory=set)
     """A batch: ``id`` of each member whose retention ended while the batch waited; its parts are out."""
 
@@ -139,12 +150,15 @@ class Dispatcher:
         purposes_of: Callable[[str], tuple[str, ...]] | None = None,
         on_purge: Callable[[str], None] | None = None,
         holds: Callable[[str], bool] | None = None,
+        stamp: Stamp | None = None,
+        rewrite: Rewrite | None = None,
     ) -> None:
         """``clock``: wall time (signature timestamps, ``Retry-After`` dates, retention); ``rng``: backoff
         jitter; ``outbox``: durable storage of items (see the module doc); ``blocked``: the store's consent
         answer, asked before every attempt when ``shared_store`` or the meeting is not held here; ``send``:
         how one attempt goes out (default: signed HTTP POST); ``purposes_of``: a destination's purposes now
-        (default: its config's; the live policies' when serving, since a reload may change them)."""
+        (default: its config's; the live policies' when serving, since a reload may change them);
+        ``stamp``/``rewrite``: each allowed part as it may leave now (default: unchanged)."""
         self._session = session
         self._destinations = dict(destinations)
         self._allowed = allowed
@@ -156,6 +170,8 @@ class Dispatcher:
         self._send: Send = send or functools.partial(post, session)
         self._holds = holds
         """Whether this process holds a meeting's consent view (None: always); else the store is asked."""
+        self._stamp = stamp
+        self._rewrite = rewrite
         self._on_purge = on_purge
         """Told the meeting id after a purge (transports drop what they cached of it, e.g. summaries)."""
         self._purposes_of = purposes_of or (lambda destination: self._destinations[destination].purposes)
@@ -178,8 +194,9 @@ class Dispatcher:
 
     # -- public surface -------------------------------------------------------------------------------
 
-    def submit(self, item: Item) -> None:
-        """Queue ``item`` behind earlier items of its meeting and destination; never blocks."""
+    def submit(self, item: Item, *, recovered: bool = False) -> None:
+        """Queue ``item`` behind earlier items of its meeting and destination; never blocks. ``recovered``:
+        read back from the store, made under what this process cannot know (no stamp)."""
         if self._closed:
             raise RuntimeError("dispatcher is closed")
         if item.destination not in self._destinations:
@@ -188,6 +205,8 @@ class Dispatcher:
         config = self._destinations[item.destination]
         expires = item.expires_at if item.expires_at is not None else self._clock() + config.retention_seconds
         entry = _Entry(item, item.parts, time.monotonic(), expires_at=expires)
+        if self._stamp is not None and not recovered:
+            entry.stamp = self._stamp(item)
         self._lanes.setdefault(key, deque()).append(entry)
         self._pending += 1
         self._idle.clear()
@@ -232,7 +251,7 @@ class Dispatcher:
             while True:  # in batches, until a batch comes back short
                 recovered = await self._outbox.recover(self._destinations, everything=not self._shared_store)
                 for item in recovered:
-                    self.submit(item)
+                    self.submit(item, recovered=True)
                 if self._outbox.last_claimed < _RECOVER_BATCH:
                     break
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="outbox-leases")
@@ -257,7 +276,7 @@ class Dispatcher:
                 }
                 for item in await self._outbox.recover(self._destinations):
                     if item.idempotency_key not in queued:  # a lease of ours that lapsed: already here
-                        self.submit(item)
+                        self.submit(item, recovered=True)
             except Exception as exc:
                 # leases lapse if this keeps failing: another replica takes the items over (at least once)
                 log.warning("outbox.maintenance_failed", error=type(exc).__name__)
@@ -434,8 +453,8 @@ class Dispatcher:
 
     def _finish_batch(self, batch: _Entry, result: Result) -> None:
         """A batch's outcome, recorded for each member item: what of it the last attempt carried."""
-        sent = {id(part) for part in batch.last_sent} if result.status is Status.DELIVERED else set()
-        kept = {id(part) for part in batch.parts}
+        sent = {id(_first(batch, p)) for p in batch.last_sent} if result.status is Status.DELIVERED else set()
+        kept = {id(_first(batch, part)) for part in batch.parts}
         mine: dict[int, list[tuple[Part, Part]]] = {}
         for tagged in batch.item.parts:
             owner, own = batch.owners[id(tagged)]
@@ -588,8 +607,22 @@ class Dispatcher:
             )
         if len(kept) != len(entry.parts):
             log.info("delivery.parts_withdrawn", **_ids(entry.item), parts=len(entry.parts) - len(kept))
+        if self._rewrite is not None:
+            kept = self._rewritten(entry, kept)
         entry.parts = kept
         return bool(kept)
+
+    def _rewritten(self, entry: _Entry, parts: tuple[Part, ...]) -> tuple[Part, ...]:
+        """``parts`` as they may leave now (``Rewrite``); a batch learns which member a new part is of."""
+        assert self._rewrite is not None
+        out = []
+        for part in parts:
+            now = self._rewrite(entry.item.destination, part, entry.stamp)
+            if now is not part and entry.owners:
+                entry.owners[id(now)] = entry.owners[id(part)]
+                entry.origin[id(now)] = entry.origin.get(id(part), part)
+            out.append(now)
+        return tuple(out)
 
     def _delay(self, config: DestinationConfig, attempt: Attempt, number: int) -> float:
         requested = retry_after(attempt.retry_after, self._clock(), config.backoff_max)
@@ -648,7 +681,14 @@ def _group(lane: deque[_Entry], limit: int) -> None:
     item = Item(first.destination, key, first.meeting_id, "batch", tuple(parts), expires)
     batch = _Entry(item, item.parts, min(m.submitted for m in members), expires_at=expires, members=members)
     batch.owners = owners
+    if all(member.stamp is members[0].stamp for member in members):
+        batch.stamp = members[0].stamp
     lane.appendleft(batch)
+
+
+def _first(batch: _Entry, part: Part) -> Part:
+    """The part of the batch's item that ``part`` is, or stands for since it was rewritten."""
+    return batch.origin.get(id(part), part)
 
 
 def _expire_members(batch: _Entry, now: float) -> None:

@@ -178,5 +178,11 @@ def idempotency_key(item: Item, parts: tuple[Part, ...]) -> str:
     """
     if parts == item.parts:
         return item.idempotency_key
-    names = "\n".join(f"{part.participant_id}\t{part.segment_id}" for part in parts)
+    names = _names(parts)
+    if names == _names(item.parts):
+        return item.idempotency_key  # the same segments, a name in them scrubbed since: the same item
     return f"{item.idempotency_key}.{hashlib.sha256(names.encode()).hexdigest()[:16]}"
+
+
+def _names(parts: tuple[Part, ...]) -> str:
+    return "\n".join(f"{part.participant_id}\t{part.segment_id}" for part in parts)
