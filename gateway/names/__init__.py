@@ -7,7 +7,9 @@ misspellings. One small byte pattern finds every word that starts like a form; e
 forms, and only then does Python read its context (``context``), because many names are also words ("Bill",
 "May", "Grant") or belong to someone else ("Salma Ataullahjan" is not participant Salma Zahid). Recall comes
 first: a mention that could be a target is replaced, and only a positive sign of another reading lets it
-through. Pure: no I/O, no clock; the only memory kept between calls is bounded memoisation.
+through. Names in other scripts (``scripts``: "Ольга", "王伟") match exactly after normalisation, and
+e-mail addresses (``emails``) are replaced whole before names. Pure: no I/O, no clock; the only memory kept
+between calls is bounded memoisation.
 """
 
 from gateway.names.folding import fold

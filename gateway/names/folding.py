@@ -52,9 +52,9 @@ def _fold_table() -> dict[int, int]:
 
 
 _FOLD = _fold_table()
-_INVISIBLE = "\u00ad\u200b-\u200d\u2060\ufeff"
+INVISIBLE = "\u00ad\u200b-\u200d\u2060\ufeff"
 """Soft hyphen, zero-width space and joiners, word joiner, BOM: inside a name they hide it from a match."""
-_COMBINING = re.compile(f"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f{_INVISIBLE}]")
+_COMBINING = re.compile(f"[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f{INVISIBLE}]")
 
 
 def fold(text: str) -> tuple[str, tuple[int, ...] | None]:
@@ -93,7 +93,7 @@ _BYTES = _byte_table()
 _NON_ASCII = re.compile("[^\x00-\x7f]")
 _NEEDS_FOLD = re.compile(
     "[\u00c0-\u024f\u1e00-\u1eff\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-    f"\u0370-\u03ff\u0400-\u052f\uff01-\uff5e{_INVISIBLE}]"
+    f"\u0370-\u03ff\u0400-\u052f\uff01-\uff5e{INVISIBLE}]"
 )
 
 

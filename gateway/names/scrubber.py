@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from gateway import nicknames as nd
 from gateway.model import Span
 from gateway.names.context import Context, Entry, Hit, Known, accept
+from gateway.names.emails import Addresses, addresses, handle
 from gateway.names.folding import prepare
 from gateway.names.parse import name_tokens, parse_display_name
+from gateway.names.scripts import ScriptNames
 from gateway.names.variants import (
     Head,
     compile_heads,
@@ -38,6 +40,8 @@ class NameTarget:
 
     placeholder: str
     names: tuple[str, ...]
+    emails: tuple[str, ...] = ()
+    """Their e-mail addresses (the roster attribute); addresses inside display names count too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,10 @@ class NameScrubber:
     pattern: re.Pattern[bytes] | None
     initials: tuple[frozenset[str], ...] = ()
     """Per person: single-letter words of their display names ("Bart Q"), swallowed after a name."""
+    scripts: ScriptNames | None = None
+    """Targets' name parts in other scripts ("Ольга", "王伟"), matched beside the Latin pattern."""
+    addresses: Addresses | None = None
+    """Targets' e-mail addresses and handles, matched first: an address absorbs the names inside it."""
     fuzzy_cache: dict[str, tuple[Entry, ...]] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -65,25 +73,72 @@ class NameScrubber:
         exact = _exact_index(tokens)
         pattern = compile_heads(_all_heads(exact, tokens)) if targets else None  # nothing to replace
         initials = tuple(_initials(names) for names in rosters)
-        return cls(placeholders, _known(tokens, len(rosters)), exact, tokens, pattern, initials)
+        known = _known(tokens, len(rosters))
+        scripts = ScriptNames.build(rosters) if targets else None
+        units = [
+            (unit, person)
+            for person, target in enumerate(targets)
+            for address in addresses(target.emails, target.names)
+            for unit in (address, handle(address, known[person][0] | known[person][1]))
+            if unit
+        ]
+        return cls(placeholders, known, exact, tokens, pattern, initials, scripts, Addresses.build(units))
 
     def scrub(self, text: str) -> tuple[str, tuple[Span, ...]]:
         """Replace target mentions; return the new text and the replaced ranges in original offsets."""
+        spans = self._name_spans(text)
+        others = self._address_spans(text) + self._script_spans(text)
+        if others:
+            spans = _merge([*others, *spans])  # addresses first: on the same start, theirs wins
+        return _apply(text, spans), spans
+
+    def _name_spans(self, text: str) -> tuple[Span, ...]:
+        """Mentions of Latin-script name parts, in original offsets."""
         if self.pattern is None:
-            return text, ()
+            return ()
         folded, offsets, image = prepare(text)
         first = self.pattern.search(image)
         if first is None:
-            return text, ()
+            return ()
         hits = self._hits(folded, image, first.start())
         if not any(self.placeholders[e.person] is not None for h in hits for e in h.entries):
             # Only consenting participants' names (or none): no span can name a target, so reading their
             # context would change nothing. Common in meetings, where people address whoever consented.
-            return text, ()
+            return ()
         spans = self._spans(Context(folded, hits))
         if offsets is not None:
             spans = tuple(_to_original(s, offsets) for s in spans)
-        return _apply(text, spans), spans
+        return spans
+
+    def _address_spans(self, text: str) -> list[Span]:
+        if self.addresses is None:
+            return []
+        return [Span(a, b, self._placeholder(p)) for a, b, p in self.addresses.find(text)]
+
+    def _script_spans(self, text: str) -> list[Span]:
+        """Targets' non-Latin name forms; one inside a longer form naming only consenting participants
+        is theirs ("王伟" inside consenting "李王伟"). Parts joined by a space or hyphen make one span."""
+        if self.scripts is None:
+            return []
+        found = self.scripts.find(text)
+        shields = [(a, b) for a, b, ps in found if all(self.placeholders[p] is None for p in ps)]
+        spans: list[Span] = []
+        for a, b, persons in found:
+            targets = [p for p in persons if self.placeholders[p] is not None]
+            if not targets or any(c <= a and b <= d and d - c > b - a for c, d in shields):
+                continue
+            span = Span(a, b, self._placeholder(targets[0]))
+            last = spans[-1] if spans else None
+            if last and last.placeholder == span.placeholder and text[last.end : a] in (" ", "-", "\u00a0"):
+                spans[-1] = Span(last.start, b, span.placeholder)
+            else:
+                spans.append(span)
+        return spans
+
+    def _placeholder(self, person: int) -> str:
+        placeholder = self.placeholders[person]
+        assert placeholder is not None  # only targets are matched; narrows the type for mypy
+        return placeholder
 
     def _hits(self, folded: str, image: bytes, start: int) -> list[Hit]:
         """Confirmed words; image offsets are one past folded ones (the leading space)."""
@@ -220,6 +275,20 @@ def _exact_index(tokens: dict[str, tuple[Entry, ...]]) -> dict[str, tuple[Entry,
 def _to_original(span: Span, offsets: tuple[int, ...]) -> Span:
     """Folded offsets back to original ones; the end swallows combining marks of the last letter."""
     return Span(offsets[span.start], offsets[span.end], span.placeholder)
+
+
+def _merge(spans: list[Span]) -> tuple[Span, ...]:
+    """Sorted, overlapping spans joined into one (the earlier span's placeholder): a name inside an address,
+    the Latin and the native form of one name, overlapping forms of an unspaced script."""
+    out: list[Span] = []
+    for span in sorted(spans, key=lambda s: s.start):  # stable: on the same start, the earlier source wins
+        last = out[-1] if out else None
+        if last is not None and span.start < last.end:
+            if span.end > last.end:
+                out[-1] = Span(last.start, span.end, last.placeholder)
+        else:
+            out.append(span)
+    return tuple(out)
 
 
 def _apply(text: str, spans: tuple[Span, ...]) -> str:
