@@ -332,6 +332,10 @@ class Gateway:
                 change = await self.roster.write(self._mint_change(), event)
                 self.wrote_roster(change.seq)
             stored = await self.sink.batched(event.meeting_id) if isinstance(event, MeetingEnded) else None
+            if isinstance(event, MeetingEnded) and not self.fresh():
+                # the end decides the transcript once, and closes what it leaves out: a view that may lack
+                # a consent recorded on another replica must not decide it, the ledger itself does
+                state = await self._ledger_view(key, state)
             fresh = self.fresh()  # once: nothing below awaits before the event is decided
             expired = engine.tick(state, policy, now, view_fresh=fresh)
             self._ask_again(key, expired.state, policy, now)
@@ -741,6 +745,13 @@ class Gateway:
         found = await self.store.ledger_entries(meeting_id=standing.STANDING_MEETING)
         subject_of = {entry.record.record_id: entry.record.subject for entry in found}
         return {pid: subject_of[sid] for pid, sid in sources.items() if sid in subject_of}
+
+    async def _ledger_view(self, key: MeetingKey, state: MeetingState) -> MeetingState:
+        """``state`` with its consents read again from the ledger (every replica's records, committed)."""
+        entries = await self.store.ledger_entries(meeting_id=key[1])
+        records = (entry.record for entry in entries if entry.record.platform == key[0])
+        log.info("meeting_end.consent_reread", meeting_id=key[1], records=len(entries))
+        return with_records(replace(state, consents=MappingProxyType({})), records)
 
     async def _missed_standing(
         self,

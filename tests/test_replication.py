@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
 
 import asyncpg
 import pytest
@@ -18,17 +21,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import engine
-from gateway.events import ConsentSubmitted, MeetingEnded, ParticipantJoined, ParticipantRenamed
+from gateway.events import (
+    ConsentSubmitted,
+    MeetingEnded,
+    ParticipantJoined,
+    ParticipantRenamed,
+    SegmentReceived,
+)
 from gateway.model import Action, ConsentChoice, ConsentRecord, Segment
 from gateway.replication import Replication
 from gateway.roster_log import RosterChange, SharedRoster
 from gateway.runtime import ConsentViewStale, Gateway, PolicySet
 from gateway.sealing import Keyring
 from gateway.sinks import CollectSink
+from gateway.store import open_store
 from gateway.store.base import LedgerEntry, StorageError
 from gateway.store.pg_listen import LedgerListener, RosterListener
 from gateway.store.postgres import PostgresStore
-from tests.conftest import postgres_database
+from tests.conftest import database_for, postgres_database
 from tests.strategies import consent_record
 from tests.test_engine import Meeting, at, policy
 from tests.web.harness import wait_for
@@ -373,3 +383,32 @@ async def test_a_roster_change_that_cannot_be_shared_is_refused_and_changes_noth
             assert gw.meeting("generic", "m1") is before
         finally:
             await admin.close()
+
+
+async def test_a_meeting_end_on_a_stale_view_decides_the_transcript_from_the_ledger(tmp_path: Path) -> None:
+    """The end decides the transcript once and closes what it leaves out. A replica whose view is not
+    confirmed fresh may lack a consent recorded on another (here: its memory has lost Ada's, as a lagging
+    follower's would never have had it): it must read the ledger, not drop her words as lapsed."""
+    store = open_store(await database_for(tmp_path))
+    await store.open()
+    try:
+        sink = CollectSink()
+        gw = Gateway(PolicySet([policy()]), store, sink)
+        now = datetime.now(UTC)
+        await gw.handle("generic", ParticipantJoined("generic", "m1", "p1", "Ann Example", now))
+        given_ = ConsentSubmitted(
+            "generic", "m1", "p1", ("summary", "training"), ConsentChoice.GIVEN, "p1", "api", now
+        )
+        await gw.handle("generic", given_)
+        await gw.handle("generic", SegmentReceived("generic", Segment("m1", "s1", "p1", "Hello.", now)))
+        live = gw.meeting("generic", "m1")
+        assert live is not None
+        stale = replace(live, consents=MappingProxyType({}), version=live.version + 1, cache={})
+        gw._states[("generic", "m1")] = stale
+        gw.fresh = lambda: False
+        await gw.handle("generic", MeetingEnded("generic", "m1", now))
+        transcripts = [i for i in sink.items if i.destination == "batch"]
+        assert [[p.segment_id for p in i.parts] for i in transcripts] == [["s1"]]
+        assert not [d for d in await store.decision_records() if d.reasons[0].startswith("consent_lapsed")]
+    finally:
+        await store.close()
