@@ -198,6 +198,8 @@ class Gateway:
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._restricting: dict[tuple[str, str], int] = {}
+        """(meeting id, participant id) -> refusals or withdrawals of theirs being written now."""
         """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self.wrote: Callable[[int], None] = _ignore
         """Told the ledger sequence number of every record this process wrote (already in its view):
@@ -223,6 +225,9 @@ class Gateway:
         if allowed and not self.fresh():
             # a "no" from a stale view stands (it can only lack later records); a "yes" may be outdated
             raise ConsentViewStale("consent view not confirmed fresh")
+        if allowed and (meeting_id, participant_id) in self._restricting:
+            # a refusal or withdrawal is being written: durable before this view shows it, so not a yes now
+            raise ConsentViewStale("a restriction is being recorded")
         return allowed
 
     def _allows(self, key: MeetingKey, destination: str, participant_id: str) -> bool:
@@ -373,13 +378,24 @@ class Gateway:
         stored = self._states.get(key) or expired.state
         # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
         # content for the destinations it concerns in the same transaction (invariant 4)
-        entry = await self.store.append_consent(record, _purge_for(record, policy))
+        restricting = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
+        who = (event.meeting_id, event.participant_id)
+        if restricting:
+            # from here until this view shows it, delivery gets no "yes" for them: the record is durable
+            # (recorded) a few loop turns before this coroutine resumes to publish it
+            self._restricting[who] = self._restricting.get(who, 0) + 1
+        try:
+            entry = await self.store.append_consent(record, _purge_for(record, policy))
+        finally:
+            if restricting:
+                self._restricting[who] -= 1
+                if not self._restricting[who]:
+                    del self._restricting[who]
         self.wrote(entry.seq)
         for observer in self.observers:
             _safely(observer.on_consent, record)
         step = engine.on_record(expired.state, record, policy, now, view_fresh=self.fresh())
-        restricts = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
-        if restricts:
+        if restricting:  # no await since the mark was cleared: the view shows it before delivery runs again
             # A refusal or withdrawal takes effect the moment it is durable, even if logging what it
             # purged fails next: the ledger and the live view must never disagree in the unsafe direction.
             self._publish(key, step.state)

@@ -412,3 +412,43 @@ async def test_a_meeting_end_on_a_stale_view_decides_the_transcript_from_the_led
         assert not [d for d in await store.decision_records() if d.reasons[0].startswith("consent_lapsed")]
     finally:
         await store.close()
+
+
+async def test_no_yes_while_a_withdrawal_is_being_written(tmp_path: Path) -> None:
+    """A withdrawal is durable (recorded) some loop turns before the coroutine that wrote it resumes to
+    publish it. Meanwhile delivery's check must not answer yes for that participant (it is told to try
+    again later, so nothing is lost if the write fails); others are unaffected."""
+    store = open_store(await database_for(tmp_path))
+    await store.open()
+    try:
+        gw = Gateway(PolicySet([policy()]), store, CollectSink())
+        now = datetime.now(UTC)
+        for pid in ("p1", "p2"):
+            await gw.handle("generic", ParticipantJoined("generic", "m1", pid, f"Ann {pid}", now))
+            given_ = ConsentSubmitted(
+                "generic", "m1", pid, ("summary",), ConsentChoice.GIVEN, pid, "api", now
+            )
+            await gw.handle("generic", given_)
+        real = store.append_consent
+        written, resume = asyncio.Event(), asyncio.Event()
+
+        async def slow(*args: object, **kwargs: object) -> LedgerEntry:
+            entry = await real(*args, **kwargs)  # type: ignore[arg-type]
+            written.set()
+            await resume.wait()  # durable, and not yet seen by the view
+            return entry
+
+        store.append_consent = slow  # type: ignore[method-assign]
+        withdrawal = ConsentSubmitted(
+            "generic", "m1", "p1", ("summary",), ConsentChoice.WITHDRAWN, "p1", "api", now
+        )
+        task = asyncio.create_task(gw.handle("generic", withdrawal))
+        await written.wait()
+        with pytest.raises(ConsentViewStale):
+            gw.still_allowed("m1", "live", "p1")
+        assert gw.still_allowed("m1", "live", "p2")
+        resume.set()
+        await task
+        assert not gw.still_allowed("m1", "live", "p1")
+    finally:
+        await store.close()
