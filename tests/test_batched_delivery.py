@@ -56,8 +56,9 @@ async def test_a_batch_carries_consented_scrubbed_segments_and_nothing_of_a_with
     tmp_path: Path,
 ) -> None:
     """Ada consents and names Cy, who refused; Bo consents, speaks, then withdraws while his segment waits
-    for its batch. The meeting's end sends the batch: Ada's words with Cy's name scrubbed, nothing of Bo's
-    or Cy's; every segment was in the outbox (sealed) while it waited."""
+    for its batch. The meeting's end sends the batch: Ada's words with Cy's name scrubbed, and Bo's too,
+    since he withdrew before they left; nothing of Bo's or Cy's own; every segment was in the outbox
+    (sealed) while it waited."""
     async with FakeAIService(SIGNING_SECRET) as fake:
         text = policy_yaml({DEST: fake.url}, (Dest(DEST, delivery="batched", batch_seconds=600),))
         async with serving_policy(tmp_path, text, fakes={DEST: fake}) as gw:
@@ -79,7 +80,8 @@ async def test_a_batch_carries_consented_scrubbed_segments_and_nothing_of_a_with
             [batch] = await some_batches(fake, 1)
         assert [p["segment_id"] for p in batch] == ["a1", "a2"]
         assert batch[0]["text"] == "[participant 3], could you share the figures?"
-        assert batch[1]["text"] == "Thanks, Bo."  # Bo consented when it was said: his name stays
+        # Bo consented when it was said, but had withdrawn when it left: scrubbed then (invariant 9)
+        assert batch[1]["text"] == "Thanks, [participant 2]."
         assert {p["participant_id"] for p in batch} == {ADA}
         request = fake.accepted()[0]
         assert {p["idempotency_key"] for p in batch}.isdisjoint({request.key})  # each part keeps its own

@@ -85,6 +85,7 @@ async def test_consent_segments_and_withdrawal_on_postgresql(tmp_path: Path) -> 
         await gw.send(joined(ADA, NAMES[ADA]), joined(WEN, NAMES[WEN]))
         await gw.send(consent(ADA, "given"), consent(WEN, "given"))
         await gw.send(segment("s1", ADA, "Ada's first words."), segment("s2", WEN, "Wen's first words."))
+        await gw.settle()  # s2 delivered before the withdrawal (queued then, it would be withdrawn too)
         await gw.send(consent(WEN, "withdrawn"))
         await gw.send(segment("s3", WEN, "After withdrawing."), segment("s4", ADA, "Ada wraps up."))
         await gw.settle()
