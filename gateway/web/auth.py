@@ -47,7 +47,9 @@ class Authenticator:
         result = signing.verify(self._secrets, headers, body, now, tolerance=_TOLERANCE)
         if not result.ok:
             return self._refuse(result.reason or "bad_signature")
-        msg_id = headers.get("webhook-id") or headers.get("svix-id") or ""
+        # the id the signature covers: a header beside it (a webhook-id added to a signed svix-* set) is
+        # the sender's to choose, and keying replays on it would let a captured delivery be sent again
+        msg_id = result.msg_id or ""
         self._forget_old(now)
         if msg_id in self._seen:
             log.warning("ingest.replayed", msg_id=msg_id)

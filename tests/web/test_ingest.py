@@ -125,6 +125,22 @@ async def test_replayed_webhook_id_is_409(gateway: LiveGateway) -> None:
     assert len(gateway.fake.received) == received
 
 
+async def test_a_replay_with_a_legacy_signature_and_a_new_webhook_id_is_still_409(
+    gateway: LiveGateway,
+) -> None:
+    """A captured delivery signed with the legacy ``svix-*`` headers, sent again with a ``webhook-id`` of
+    the sender's choosing beside them (the signature does not cover it): the replay check keys on the id
+    the signature covers, so it is refused. Accepted, a captured consent could undo a later withdrawal."""
+    first = body_of(consenting_batch("s1"))
+    legacy = {
+        name.replace("webhook-", "svix-"): value for name, value in signed_headers(first, "msg-1").items()
+    }
+    assert (await gateway.post_raw(first, legacy, auth=False)).status == 200
+    for n in range(2):
+        reply = await gateway.post_raw(first, {**legacy, "webhook-id": f"fresh-{n}"}, auth=False)
+        assert_problem(reply, 409)
+
+
 async def test_signed_delivery_refused_for_bad_input_is_not_a_replay_on_retry(gateway: LiveGateway) -> None:
     """A signed delivery that was not accepted (400) is answered the same on a retry, not with 409."""
     body = b"{not json"
