@@ -92,7 +92,7 @@ class DispatchSink:
         return self.gateway is not None and self.gateway.holds(meeting_id)
 
     def submit(self, emit: Emit) -> None:
-        self.dispatcher.submit(to_item(emit))
+        self.dispatcher.submit(to_item(emit), stamp=emit.scrubbed_with)
 
     def ended(self, meeting_id: str) -> None:
         self.dispatcher.flush(meeting_id)
@@ -137,11 +137,6 @@ class DispatchSink:
             {dest: tuple(kept) for dest, kept in parts.items()},
             {dest: tuple(held) for dest, held in keys.items()},
         )
-
-    def stamp(self, item: Item) -> object:
-        """What the item's content was scrubbed under: the meeting's scrubbers as it is submitted."""
-        gateway = self.gateway
-        return None if gateway is None else gateway.scrub_stamp(item.meeting_id, item.destination)
 
     def scrubbed_now(self, destination: str, part: Part, stamp: object) -> Part:
         """The part as it may leave now: names of those who do not consent now scrubbed again (unchanged
@@ -298,7 +293,6 @@ def _delivery(
                 send=transports.send,
                 holds=lambda meeting_id: sink_ref[0].holds(meeting_id),
                 on_purge=transports.forget,
-                stamp=lambda item: sink_ref[0].stamp(item),
                 rewrite=lambda dest, part, stamp: sink_ref[0].scrubbed_now(dest, part, stamp),
             )
             sink = DispatchSink(dispatcher, outbox, configs)

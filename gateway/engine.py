@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal
@@ -59,6 +59,8 @@ class Emit:
     pending (``gateway.held``). Both are made by the shell, stored, never sent."""
     idempotency_key: str
     parts: tuple[Part, ...]
+    scrubbed_with: object = field(default=None, repr=False, compare=False)
+    """The name scrubber the parts' text went through (``Outcome.scrubbed_with``), None if not known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ def _route(state: MeetingState, outcome: Outcome, dest: Destination, emits: list
     part = _part(state, outcome, dest)
     if dest.delivery != "meeting_end":
         key = _key(state.meeting_id, dest.id, outcome.segment.segment_id)
-        emits.append(Emit(dest.id, state.meeting_id, "segment", key, (part,)))
+        emits.append(Emit(dest.id, state.meeting_id, "segment", key, (part,), outcome.scrubbed_with))
         return state
     batch = (*state.batches.get(dest.id, ()), part)
     return replace(state, batches=MappingProxyType({**state.batches, dest.id: batch}))

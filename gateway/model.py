@@ -164,3 +164,6 @@ class Outcome:
     decision: Decision
     text: str | None = None
     segment: Segment | None = field(default=None, repr=False)
+    scrubbed_with: object = field(default=None, repr=False, compare=False)
+    """The name scrubber ``text`` went through (None: none, or not known): delivery scrubs again before
+    sending unless the meeting's scrubber is still this very one."""

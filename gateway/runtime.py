@@ -241,31 +241,29 @@ class Gateway:
             return False
         return engine.still_allowed(state, dest, participant_id, wall_clock())
 
-    def scrub_stamp(self, meeting_id: str, destination: str) -> tuple[object, ...] | None:
-        """The meeting's name scrubbers for ``destination`` now, one per platform holding it (each is
-        compiled once per change of who is in the meeting or who consents): content submitted now was
-        scrubbed under these, and ``scrubbed_now`` skips the work while they are still the ones in use."""
-        now = wall_clock()
-        found: list[object] = []
-        for platform in self._platforms.get(meeting_id, ()):
-            key = (platform, meeting_id)
-            state, policy = self._states.get(key), self.policies.for_meeting(*key)
-            if state is None or policy is None:
-                return None
-            try:
-                found.append(scrubber_for(state, policy, policy.destination(destination), now))
-            except KeyError:
-                return None
-        return tuple(found) or None
+    def _scrubber_now(self, meeting_id: str, destination: str) -> object:
+        """The name scrubber delivery to ``destination`` would use now, where one platform holds the
+        meeting (None otherwise): one is compiled per change of who is in it or who consents, and cached."""
+        platforms = self._platforms.get(meeting_id, ())
+        if len(platforms) != 1:
+            return None
+        key = (next(iter(platforms)), meeting_id)
+        state, policy = self._states.get(key), self.policies.for_meeting(*key)
+        if state is None or policy is None:
+            return None
+        try:
+            return scrubber_for(state, policy, policy.destination(destination), wall_clock())
+        except KeyError:
+            return None
 
     def scrubbed_now(
         self, meeting_id: str, destination: str, part: DeliveryPart, stamp: object = None
     ) -> DeliveryPart:
         """``part`` as it may leave now for ``destination``: names of those who do not consent now scrubbed
-        (``engine.rescrubbed``), unless ``stamp`` shows the scrubbers are those it was scrubbed under. Each
-        change is logged with a decision record, written in the background (what leaves has fewer names
-        than the record of its first decision, never more)."""
-        if stamp is not None and _same(stamp, self.scrub_stamp(meeting_id, destination)):
+        (``engine.rescrubbed``), unless ``stamp``, the scrubber its text went through when decided, is the
+        one in use now. Each change is logged with a decision record, written in the background (what
+        leaves has fewer names than the record of its first decision, never more)."""
+        if stamp is not None and stamp is self._scrubber_now(meeting_id, destination):
             return part
         for platform in self._platforms.get(meeting_id, ()):
             key = (platform, meeting_id)
@@ -986,16 +984,6 @@ def _erasure(
         for segment in segments
     )
     return decisions, emit
-
-
-def _same(stamp: object, now: tuple[object, ...] | None) -> bool:
-    """Whether a stamp names the very scrubbers in use now (by identity: one is compiled per change)."""
-    return (
-        isinstance(stamp, tuple)
-        and now is not None
-        and len(stamp) == len(now)
-        and all(a is b for a, b in zip(stamp, now, strict=True))
-    )
 
 
 def _purge_for(record: ConsentRecord, policy: Policy) -> Purge | None:

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import engine
+from gateway.engine import Emit
 from gateway.events import (
     ConsentSubmitted,
     MeetingEnded,
@@ -33,7 +34,7 @@ from gateway.replication import Replication
 from gateway.roster_log import RosterChange, SharedRoster
 from gateway.runtime import ConsentViewStale, Gateway, PolicySet
 from gateway.sealing import Keyring
-from gateway.sinks import CollectSink
+from gateway.sinks import CollectSink, to_item
 from gateway.store import open_store
 from gateway.store.base import LedgerEntry, StorageError
 from gateway.store.pg_listen import LedgerListener, RosterListener
@@ -450,5 +451,44 @@ async def test_no_yes_while_a_withdrawal_is_being_written(tmp_path: Path) -> Non
         resume.set()
         await task
         assert not gw.still_allowed("m1", "live", "p1")
+    finally:
+        await store.close()
+
+
+async def test_a_name_whose_consent_lapsed_after_the_decision_is_scrubbed_at_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ada's words naming Wen are decided a moment before Wen's consent lapses, so Wen's name stays in
+    them. Sent after it lapsed, the name must go: the item carries the scrubber its text went through, and
+    delivery skips scrubbing again only while that very scrubber is the meeting's."""
+    t0 = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+    clock = [t0]
+    monkeypatch.setattr("gateway.runtime.wall_clock", lambda: clock[0])
+    store = open_store(await database_for(tmp_path))
+    await store.open()
+    try:
+        sink = CollectSink()
+        emits: list[Emit] = []
+        sink.submit = emits.append  # type: ignore[method-assign]
+        gw = Gateway(PolicySet([policy()]), store, sink)
+        for pid, name in (("ada", "Ada Lovelace"), ("wen", "Wen Li")):
+            await gw.handle("generic", ParticipantJoined("generic", "m1", pid, name, t0), now=t0)
+        await gw.handle("generic", ConsentSubmitted(
+            "generic", "m1", "ada", ("summary",), ConsentChoice.GIVEN, "ada", "api", t0), now=t0)  # fmt: skip
+        await gw.handle("generic", ConsentSubmitted(
+            "generic", "m1", "wen", ("summary",), ConsentChoice.GIVEN, "wen", "api", t0,
+            expires_at=t0 + timedelta(seconds=10)), now=t0)  # fmt: skip
+        decided = t0 + timedelta(seconds=9.999)
+        segment = Segment("m1", "s1", "ada", "I checked it with Wen Li.", decided)
+        await gw.handle("generic", SegmentReceived("generic", segment), now=decided)
+        [emit] = [e for e in emits if e.destination == "live"]
+        part = to_item(emit).parts[0]
+        assert part.payload["text"] == "I checked it with Wen Li."
+        clock[0] = decided
+        assert gw.scrubbed_now("m1", "live", part, emit.scrubbed_with) is part  # nothing changed: no work
+        clock[0] = t0 + timedelta(seconds=30)  # sent later: Wen's consent has lapsed
+        sent = gw.scrubbed_now("m1", "live", part, emit.scrubbed_with)
+        assert sent.payload["text"] == "I checked it with [participant 2]."
+        await gw.settle()
     finally:
         await store.close()

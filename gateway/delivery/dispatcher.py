@@ -61,13 +61,11 @@ from gateway.delivery.retry import Verdict, backoff, classify, retry_after
 Allowed = Callable[[str, Part], bool | None]
 """Whether a part may still leave now for a destination (its id comes first); the consent ledger's answer,
 asked before every attempt. None: this process does not hold the meeting, the store's answer decides."""
-Stamp = Callable[[Item], object]
-"""What an item's content was made under, noted when it is submitted (the meeting's name scrubber then):
-handed back to ``Rewrite``, which can tell from it that nothing changed since."""
 Rewrite = Callable[[str, Part, object], Part]
-"""A part as it may leave now for a destination (its id comes first; its item's stamp last, None if the
-item was recovered from the store or its batch mixes stamps), asked with ``Allowed`` before every attempt:
-the names of those who do not consent now scrubbed again (``Gateway.scrubbed_now``)."""
+"""A part as it may leave now for a destination (its id comes first; its item's stamp last: what its text
+was scrubbed under, None if not known, as for an item recovered from the store or a batch mixing stamps),
+asked with ``Allowed`` before every attempt: the names of those who do not consent now scrubbed again
+(``Gateway.scrubbed_now``)."""
 Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
 """``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
@@ -102,7 +100,7 @@ class _Entry:
     last_sent: tuple[Part, ...] = ()
     """The parts the latest attempt carried: what the destination has if that attempt succeeded."""
     stamp: object = None
-    """What the item's content was made under (``Stamp``); None: unknown, so ``Rewrite`` checks it all."""
+    """What the item's text was scrubbed under (see ``submit``); None: unknown, ``Rewrite`` checks it."""
     sending: bool = False
     """An attempt is on the wire now."""
     members: tuple[_Entry, ...] = ()
@@ -150,7 +148,6 @@ class Dispatcher:
         purposes_of: Callable[[str], tuple[str, ...]] | None = None,
         on_purge: Callable[[str], None] | None = None,
         holds: Callable[[str], bool] | None = None,
-        stamp: Stamp | None = None,
         rewrite: Rewrite | None = None,
     ) -> None:
         """``clock``: wall time (signature timestamps, ``Retry-After`` dates, retention); ``rng``: backoff
@@ -158,7 +155,7 @@ class Dispatcher:
         answer, asked before every attempt when ``shared_store`` or the meeting is not held here; ``send``:
         how one attempt goes out (default: signed HTTP POST); ``purposes_of``: a destination's purposes now
         (default: its config's; the live policies' when serving, since a reload may change them);
-        ``stamp``/``rewrite``: each allowed part as it may leave now (default: unchanged)."""
+        ``rewrite``: each allowed part as it may leave now (default: unchanged)."""
         self._session = session
         self._destinations = dict(destinations)
         self._allowed = allowed
@@ -170,7 +167,6 @@ class Dispatcher:
         self._send: Send = send or functools.partial(post, session)
         self._holds = holds
         """Whether this process holds a meeting's consent view (None: always); else the store is asked."""
-        self._stamp = stamp
         self._rewrite = rewrite
         self._on_purge = on_purge
         """Told the meeting id after a purge (transports drop what they cached of it, e.g. summaries)."""
@@ -194,9 +190,10 @@ class Dispatcher:
 
     # -- public surface -------------------------------------------------------------------------------
 
-    def submit(self, item: Item, *, recovered: bool = False) -> None:
-        """Queue ``item`` behind earlier items of its meeting and destination; never blocks. ``recovered``:
-        read back from the store, made under what this process cannot know (no stamp)."""
+    def submit(self, item: Item, *, stamp: object = None) -> None:
+        """Queue ``item`` behind earlier items of its meeting and destination; never blocks. ``stamp``: the
+        name scrubber its text went through when it was decided (None: not known, as for an item read back
+        from the store), handed to ``Rewrite`` before every attempt."""
         if self._closed:
             raise RuntimeError("dispatcher is closed")
         if item.destination not in self._destinations:
@@ -204,9 +201,7 @@ class Dispatcher:
         key = (item.meeting_id, item.destination)
         config = self._destinations[item.destination]
         expires = item.expires_at if item.expires_at is not None else self._clock() + config.retention_seconds
-        entry = _Entry(item, item.parts, time.monotonic(), expires_at=expires)
-        if self._stamp is not None and not recovered:
-            entry.stamp = self._stamp(item)
+        entry = _Entry(item, item.parts, time.monotonic(), expires_at=expires, stamp=stamp)
         self._lanes.setdefault(key, deque()).append(entry)
         self._pending += 1
         self._idle.clear()
@@ -251,7 +246,7 @@ class Dispatcher:
             while True:  # in batches, until a batch comes back short
                 recovered = await self._outbox.recover(self._destinations, everything=not self._shared_store)
                 for item in recovered:
-                    self.submit(item, recovered=True)
+                    self.submit(item)
                 if self._outbox.last_claimed < _RECOVER_BATCH:
                     break
             self._maintenance = asyncio.get_running_loop().create_task(self._maintain(), name="outbox-leases")
@@ -276,7 +271,7 @@ class Dispatcher:
                 }
                 for item in await self._outbox.recover(self._destinations):
                     if item.idempotency_key not in queued:  # a lease of ours that lapsed: already here
-                        self.submit(item, recovered=True)
+                        self.submit(item)
             except Exception as exc:
                 # leases lapse if this keeps failing: another replica takes the items over (at least once)
                 log.warning("outbox.maintenance_failed", error=type(exc).__name__)

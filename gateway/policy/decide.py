@@ -138,8 +138,9 @@ def _forward(
     text, spans = scrubber.scrub(segment.text) if scrubber is not None else (segment.text, ())
     if not spans:
         return _verdict(
-            segment, dest, policy, now, Action.FORWARD, ("consent_given",), rules, record_ids, text=text
-        )
+            segment, dest, policy, now, Action.FORWARD, ("consent_given",), rules, record_ids, text=text,
+            scrubbed_with=scrubber,
+        )  # fmt: skip
     return _verdict(
         segment,
         dest,
@@ -151,6 +152,7 @@ def _forward(
         record_ids,
         text=text,
         spans=spans,
+        scrubbed_with=scrubber,
     )
 
 
@@ -204,6 +206,7 @@ def _verdict(
     *,
     text: str | None = None,
     spans: tuple[Span, ...] = (),
+    scrubbed_with: object = None,
 ) -> Outcome:
     decision = Decision(
         decision_id=decision_id(segment, dest.id, action, now),
@@ -219,7 +222,7 @@ def _verdict(
         redactions=spans,
         participant_id=segment.participant_id,
     )
-    return Outcome(decision, text, segment)
+    return Outcome(decision, text, segment, scrubbed_with)
 
 
 def decision_id(segment: Segment, destination: str, action: Action, now: datetime, stage: str = "") -> str:
