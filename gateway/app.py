@@ -138,6 +138,13 @@ class DispatchSink:
             {dest: tuple(held) for dest, held in keys.items()},
         )
 
+    async def prepare(self, meeting_id: str) -> None:
+        """Before an attempt: hold the meeting if this process does not yet (content recovered from the
+        outbox at start, or taken over from a stopped replica), so its content is checked and scrubbed
+        against the meeting's own consent and roster."""
+        if self.gateway is not None:
+            await self.gateway.hold_meeting(meeting_id)
+
     def scrubbed_now(self, destination: str, part: Part, stamp: object) -> Part:
         """The part as it may leave now: names of those who do not consent now scrubbed again (unchanged
         for a meeting this process does not hold)."""
@@ -294,6 +301,7 @@ def _delivery(
                 holds=lambda meeting_id: sink_ref[0].holds(meeting_id),
                 on_purge=transports.forget,
                 rewrite=lambda dest, part, stamp: sink_ref[0].scrubbed_now(dest, part, stamp),
+                prepare=lambda meeting_id: sink_ref[0].prepare(meeting_id),
             )
             sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)

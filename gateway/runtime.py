@@ -514,6 +514,21 @@ class Gateway:
                     loaded += 1
         return loaded
 
+    async def hold_meeting(self, meeting_id: str) -> None:
+        """Hold a meeting the stored roster has but this process does not hold yet (delivery asks, for
+        content of it read back from the outbox: at start, before ``load_meetings`` has run, or taken over
+        from another replica). A meeting the roster no longer has (forgotten) stays unheld: delivery then
+        checks its content against the store's consent, and sends its text as decided."""
+        if self.holds(meeting_id) or self.roster is None:
+            return
+        for key in await self.roster.meetings():
+            if key[1] != meeting_id or self.policies.for_meeting(*key) is None:
+                continue
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if key not in self._states:
+                    self._publish(key, await self._load(key))
+                    log.info("meeting.held_for_delivery", meeting_id=meeting_id)
+
     async def _standing_join(
         self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime
     ) -> None:

@@ -36,6 +36,7 @@ from tests.web.harness import (
     policy_yaml,
     segment,
     serving_policy,
+    wait_for,
 )
 
 ADA, BO = "p-ada", "p-bo"
@@ -156,3 +157,34 @@ async def test_a_standing_withdrawal_recorded_while_nobody_held_the_meeting_appl
             ("standing", ConsentChoice.GIVEN, records[0].evidence),
             ("standing", ConsentChoice.WITHDRAWN, "standing:standing-withdrawal"),
         ]
+
+
+async def test_words_recovered_after_a_restart_are_scrubbed_against_consent_as_it_then_stands(
+    tmp_path: Path,
+) -> None:
+    """Ada names Wen while Wen consents; the destination is down, so her words wait in the outbox as
+    decided (Wen's name in them). Wen withdraws; the process stops. The next process reads the words back
+    and may send them before it has loaded the meeting at start: it must hold the meeting first and scrub
+    Wen's name, as the process that decided them would have."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        keys = (SecretStr(new_key_spec()),)
+        url = await database_for(tmp_path)
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST),))
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+            fake.fail_next(1, 503, retry_after=600)
+            await gw.send(joined(ADA, "Ada Lovelace"), joined(BO, "Bo Nakamura"))
+            await gw.send(consent(ADA, "given"), consent(BO, "given"))
+            await gw.send(segment("s1", ADA, "I checked it with Bo Nakamura."))
+
+            async def refused() -> bool:
+                return len(fake.received) == 1
+
+            await wait_for(refused, "the refused first attempt")
+            await gw.send(consent(BO, "withdrawn"))
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
+
+            async def arrived() -> bool:
+                return bool(fake.accepted())
+
+            await wait_for(arrived, "the recovered segment")
+        assert [p["text"] for p in fake.segments()] == ["I checked it with [participant 2]."]

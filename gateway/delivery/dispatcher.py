@@ -149,13 +149,15 @@ class Dispatcher:
         on_purge: Callable[[str], None] | None = None,
         holds: Callable[[str], bool] | None = None,
         rewrite: Rewrite | None = None,
+        prepare: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """``clock``: wall time (signature timestamps, ``Retry-After`` dates, retention); ``rng``: backoff
         jitter; ``outbox``: durable storage of items (see the module doc); ``blocked``: the store's consent
         answer, asked before every attempt when ``shared_store`` or the meeting is not held here; ``send``:
         how one attempt goes out (default: signed HTTP POST); ``purposes_of``: a destination's purposes now
         (default: its config's; the live policies' when serving, since a reload may change them);
-        ``rewrite``: each allowed part as it may leave now (default: unchanged)."""
+        ``rewrite``: each allowed part as it may leave now (default: unchanged); ``prepare``: awaited with
+        the meeting id before every attempt's checks (the app holds a meeting known only from storage)."""
         self._session = session
         self._destinations = dict(destinations)
         self._allowed = allowed
@@ -168,6 +170,7 @@ class Dispatcher:
         self._holds = holds
         """Whether this process holds a meeting's consent view (None: always); else the store is asked."""
         self._rewrite = rewrite
+        self._prepare = prepare
         self._on_purge = on_purge
         """Told the meeting id after a purge (transports drop what they cached of it, e.g. summaries)."""
         self._purposes_of = purposes_of or (lambda destination: self._destinations[destination].purposes)
@@ -528,8 +531,11 @@ class Dispatcher:
         try:
             if entry.item.kind == "erasure":
                 config = _erasure_config(config)  # consent is not asked: the request is about its absence
-            elif not await self._keep_unblocked(config, entry) or not self._keep_allowed(entry):
-                return None
+            else:
+                if self._prepare is not None:
+                    await self._prepare(entry.item.meeting_id)
+                if not await self._keep_unblocked(config, entry) or not self._keep_allowed(entry):
+                    return None
         except Exception as exc:
             # Fail closed: without an answer nothing is sent now; it counts as a failed attempt, retried.
             log.warning(
