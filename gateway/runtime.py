@@ -10,9 +10,10 @@ they differ only in the clock, the record ids and the sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -377,18 +378,10 @@ class Gateway:
         # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
         # content for the destinations it concerns in the same transaction (invariant 4)
         restricting = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
-        who = (event.meeting_id, event.participant_id)
-        if restricting:
-            # from here until this view shows it, delivery gets no "yes" for them: the record is durable
-            # (recorded) a few loop turns before this coroutine resumes to publish it
-            self._restricting[who] = self._restricting.get(who, 0) + 1
-        try:
+        # from here until this view shows it, delivery gets no "yes" for them: the record is durable
+        # (recorded) a few loop turns before this coroutine resumes to publish it
+        with self._no_yes_for([(event.meeting_id, event.participant_id)] if restricting else []):
             entry = await self.store.append_consent(record, _purge_for(record, policy))
-        finally:
-            if restricting:
-                self._restricting[who] -= 1
-                if not self._restricting[who]:
-                    del self._restricting[who]
         self.wrote(entry.seq)
         for observer in self.observers:
             _safely(observer.on_consent, record)
@@ -547,16 +540,35 @@ class Gateway:
             return Result("ignored", "no_policy_applies")
         now = now or wall_clock()
         record = standing.evaluate(submitted, policy, self._new_id())
-        self.wrote((await self.store.append_consent(record)).seq)  # durable before it takes effect
-        log.info("standing.recorded", record_id=record.record_id, choice=str(record.choice),
-                 outcome=str(record.outcome), reason=record.reason)  # fmt: skip
-        if record.outcome is not RecordOutcome.ACCEPTED:
-            return Result("rejected", record.reason, record.record_id)
+        restricting = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
         holders = sorted(self._identities.get(record.subject, ()))
-        records = await self.store.standing_records(submitted.email) if holders else []
-        for key, participant_id in holders:
-            await self._standing_apply(key, participant_id, record, records, now)
+        # recorded before it reaches each meeting (a write, a read, each meeting's lock): meanwhile
+        # delivery gets no "yes" for the identity's participants
+        with self._no_yes_for([(key[1], pid) for key, pid in holders] if restricting else []):
+            self.wrote((await self.store.append_consent(record)).seq)  # durable before it takes effect
+            log.info("standing.recorded", record_id=record.record_id, choice=str(record.choice),
+                     outcome=str(record.outcome), reason=record.reason)  # fmt: skip
+            if record.outcome is not RecordOutcome.ACCEPTED:
+                return Result("rejected", record.reason, record.record_id)
+            holders = sorted(self._identities.get(record.subject, ()))
+            records = await self.store.standing_records(submitted.email) if holders else []
+            for key, participant_id in holders:
+                await self._standing_apply(key, participant_id, record, records, now)
         return Result("accepted", None, record.record_id)
+
+    @contextlib.contextmanager
+    def _no_yes_for(self, who: Sequence[tuple[str, str]]) -> Iterator[None]:
+        """While a refusal or withdrawal of these (meeting id, participant id) is written or applied,
+        ``still_allowed`` tells delivery to try again later instead of yes."""
+        for pair in who:
+            self._restricting[pair] = self._restricting.get(pair, 0) + 1
+        try:
+            yield
+        finally:
+            for pair in who:
+                self._restricting[pair] -= 1
+                if not self._restricting[pair]:
+                    del self._restricting[pair]
 
     async def apply_remote(self, record: ConsentRecord) -> None:
         """Fold in a ledger record another replica wrote (``gateway.replication`` hands them over in ledger
@@ -640,13 +652,15 @@ class Gateway:
         holders = sorted(self._identities.get(record.subject, ()))
         if not holders:
             return
-        entries = await self.store.ledger_entries(
-            meeting_id=standing.STANDING_MEETING, participant_id=record.subject
-        )
-        records = [entry.record for entry in entries]
-        now = wall_clock()
-        for key, participant_id in holders:
-            await self._standing_apply(key, participant_id, record, records, now)
+        restricting = record.choice is not ConsentChoice.GIVEN
+        with self._no_yes_for([(key[1], pid) for key, pid in holders] if restricting else []):
+            entries = await self.store.ledger_entries(
+                meeting_id=standing.STANDING_MEETING, participant_id=record.subject
+            )
+            records = [entry.record for entry in entries]
+            now = wall_clock()
+            for key, participant_id in holders:
+                await self._standing_apply(key, participant_id, record, records, now)
 
     async def _standing_apply(
         self,

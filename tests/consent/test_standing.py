@@ -3,6 +3,7 @@ withdrawn everywhere at once. Pure rules first, then through ``runtime.Gateway``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from gateway.meeting import MeetingState, joined, with_records
 from gateway.model import Action, ConsentChoice, ConsentRecord, ConsentState, RecordOutcome, Segment
 from gateway.policy.compiled import Policy
 from gateway.policy.load import parse_policy
-from gateway.runtime import Gateway, PolicySet, Result
+from gateway.runtime import ConsentViewStale, Gateway, PolicySet, Result
 from gateway.sinks import CollectSink
 from gateway.store import open_store
 from gateway.store.base import Store
@@ -395,3 +396,27 @@ async def test_a_meeting_seen_again_after_being_forgotten_applies_a_standing_wit
     last = (await world.store.ledger_entries(meeting_id="m1"))[-1].record
     assert (last.choice, last.channel) == (ConsentChoice.WITHDRAWN, "standing")
     assert last.evidence == f"standing:{world.results[-1].record_id}"
+
+
+async def test_no_yes_between_a_standing_withdrawal_and_its_meetings(world: World) -> None:
+    """A standing withdrawal is durable before it reaches each live meeting (a read, each meeting's lock
+    and write). Meanwhile delivery's check must not answer yes for the identity's participants."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada")
+    assert world.gateway.still_allowed("m1", "live", "p-ada")
+    real = world.store.standing_records
+    reading, resume = asyncio.Event(), asyncio.Event()
+
+    async def slow(email: str) -> list[ConsentRecord]:
+        reading.set()
+        await resume.wait()  # the withdrawal is durable; m1 has not got it yet
+        return await real(email)
+
+    world.store.standing_records = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(world.standing(ConsentChoice.WITHDRAWN))
+    await reading.wait()
+    with pytest.raises(ConsentViewStale):
+        world.gateway.still_allowed("m1", "live", "p-ada")
+    resume.set()
+    await task
+    assert not world.gateway.still_allowed("m1", "live", "p-ada")
