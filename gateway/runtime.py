@@ -794,7 +794,9 @@ class Gateway:
         entries = await self.store.ledger_entries(meeting_id=key[1])
         records = (entry.record for entry in entries if entry.record.platform == key[0])
         log.info("meeting_end.consent_reread", meeting_id=key[1], records=len(entries))
-        return with_records(replace(state, consents=MappingProxyType({})), records)
+        # a state of its own (version, memo): answers cached for the old view must not outlive it
+        cleared = replace(state, consents=MappingProxyType({}), version=state.version + 1, cache={})
+        return with_records(cleared, records)
 
     async def _missed_standing(
         self,
