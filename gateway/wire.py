@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from gateway.events import (
     ConsentSubmitted,
@@ -97,6 +97,19 @@ class ConsentIn(_Event):
     notice_version: Annotated[str, Field(max_length=64)] | None = None
     delegation: Annotated[str, Field(max_length=64)] | None = None
     evidence: Annotated[str, Field(max_length=256)] | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _not_the_gateways_own(cls, channel: str) -> str:
+        # The consent page and standing consent are recorded by the gateway itself: a caller claiming one
+        # would pass a policy that accepts consent only there, on the caller's word.
+        if channel in GATEWAY_CHANNELS:
+            raise ValueError(f"{channel} is recorded by the gateway itself, not through this API")
+        return channel
+
+
+GATEWAY_CHANNELS = frozenset({"consent_page", "standing"})
+"""Consent channels the gateway records itself (its consent page, its standing-consent API)."""
 
 
 EventIn = Annotated[

@@ -184,6 +184,9 @@ INVALID = {
     "unknown field": ({**segment("s1", "p-ada", "Hi."), "speaker_name": "Ada"}, "speaker_name"),
     "consent purposes not a list": ({**consent("p-ada", "given"), "purposes": "summary"}, "purposes"),
     "unknown consent decision": ({**consent("p-ada", "given"), "decision": "maybe"}, "decision"),
+    # the gateway records these itself: a caller claiming one would pass a page-only policy on its word
+    "consent claiming the page": ({**consent("p-ada", "given"), "channel": "consent_page"}, "channel"),
+    "consent claiming standing consent": ({**consent("p-ada", "given"), "channel": "standing"}, "channel"),
     "batch member not an object": ({"events": [consent("p-ada", "given"), "segment"]}, "events[1]"),
     "type missing": (_without(segment("s1", "p-ada", "Hi."), "type"), "type"),
     "empty batch": ({"events": []}, "events"),
