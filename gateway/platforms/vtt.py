@@ -91,9 +91,17 @@ def _seconds(stamp: object) -> float:
 
 
 def by_name(roster: Mapping[str, Participant], name: str) -> str | None:
-    """The one participant bearing ``name`` (now or earlier), or None when none or several do."""
-    owners = {pid for pid, p in roster.items() if name in p.names}
+    """The one participant bearing ``name`` (now or earlier), or None when none or several do. Names are
+    compared with their whitespace collapsed and case folded, as cue text is collapsed: "Alice  Smith"
+    and "alice smith" are the name of "Alice Smith" too, so two such participants make a cue ambiguous
+    rather than one of them its speaker."""
+    wanted = _same_name(name)
+    owners = {pid for pid, p in roster.items() if any(_same_name(n) == wanted for n in p.names)}
     return next(iter(owners)) if len(owners) == 1 else None
+
+
+def _same_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 def split_prefix(roster: Mapping[str, Participant], text: str) -> tuple[str | None, str]:
@@ -110,7 +118,11 @@ def split_prefix(roster: Mapping[str, Participant], text: str) -> tuple[str | No
 
 
 def _prefixes(roster: Iterable[tuple[str, Participant]], text: str) -> Iterator[tuple[str, str]]:
+    """(participant id, name as it stands in ``text``) of each name prefixing it; ``text`` has its
+    whitespace collapsed, so names are compared collapsed and case-folded (see ``by_name``)."""
     for pid, person in roster:
-        for name in person.names:
-            if name and text.startswith(name + ":"):
-                yield pid, name
+        for raw in person.names:
+            name = " ".join(raw.split())
+            said = text[: len(name)]
+            if name and text[len(name) : len(name) + 1] == ":" and said.casefold() == name.casefold():
+                yield pid, said

@@ -73,6 +73,18 @@ def test_prefix_that_two_roster_names_match_is_unattributed() -> None:
     assert vtt.split_prefix(roster, "Ann: hi") == ("a", "hi")
 
 
+def test_names_differing_only_in_spacing_or_case_make_a_cue_ambiguous() -> None:
+    """Cue text has its whitespace collapsed: "Alice  Smith" (two spaces) and "alice smith" bear the cue
+    "Alice Smith: ..." as much as "Alice Smith" does, so with two of them nobody is credited (credited to
+    the exact one, the words of the other could go under a consent that is not theirs)."""
+    for other in ("Alice  Smith", "alice smith", "Alice Smith "):
+        roster = {"a": Participant("a", "Alice Smith"), "b": Participant("b", other)}
+        assert vtt.split_prefix(roster, "Alice Smith: hi") == (None, "Alice Smith: hi")
+        assert vtt.by_name(roster, "Alice Smith") is None
+    alone = {"b": Participant("b", "Alice  Smith")}
+    assert vtt.split_prefix(alone, "Alice Smith: hi") == ("b", "hi")
+
+
 names = st.text(st.sampled_from("AB :é"), min_size=1, max_size=6)
 
 
@@ -81,11 +93,18 @@ def test_attribution_is_only_ever_to_the_unique_bearer(
     roster_names: list[str], speaker: str, words: str
 ) -> None:
     """Whatever the names, a cue is credited to a participant only if exactly one participant's name
-    prefixes it, and that participant is the one credited."""
+    prefixes it, and that participant is the one credited. Names count with their whitespace collapsed
+    and case folded, as cue text is collapsed: "A  B" and "a b" bear "A B: ..." too."""
     roster = {str(i): Participant(str(i), n) for i, n in enumerate(roster_names)}
     text = f"{speaker}: {words}"
     pid, _ = vtt.split_prefix(roster, text)
-    bearers = {p for p, person in roster.items() if text.startswith(person.name + ":")}
+
+    def bears(name: str) -> bool:
+        collapsed = " ".join(name.split())
+        head, colon = text[: len(collapsed)], text[len(collapsed) : len(collapsed) + 1]
+        return bool(collapsed) and colon == ":" and head.casefold() == collapsed.casefold()
+
+    bearers = {p for p, person in roster.items() if bears(person.name)}
     if pid is None:
         assert len(bearers) != 1
     else:
