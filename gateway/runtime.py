@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,24 @@ from gateway.consent import asking, chat, standing
 from gateway.delivery.items import Item
 from gateway.delivery.items import Part as DeliveryPart
 from gateway.engine import Emit, Step
-from gateway.events import ConsentSubmitted, MeetingEnded, MeetingEvent, ParticipantJoined, SegmentReceived
+from gateway.events import (
+    ConsentSubmitted,
+    MeetingEnded,
+    MeetingEvent,
+    ParticipantJoined,
+    ParticipantRenamed,
+    SegmentReceived,
+)
 from gateway.meeting import Held, MeetingState, Part, with_records
-from gateway.model import Action, ConsentChoice, ConsentRecord, Decision, DestinationId, RecordOutcome
+from gateway.model import (
+    Action,
+    ConsentChoice,
+    ConsentRecord,
+    Decision,
+    DestinationId,
+    Participant,
+    RecordOutcome,
+)
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.decide import scrubber_for
@@ -41,6 +57,8 @@ log = structlog.get_logger("gateway.runtime")
 
 MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
+_FORGOTTEN_ROSTERS = 1000
+"""Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
 
 
 Staged = tuple[Sequence[OutboxItem], Lease | None]
@@ -199,6 +217,9 @@ class Gateway:
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
+        """Rosters of the latest meetings forgotten (bounded): a transcript a platform makes ready after
+        the end (Teams) announces them again (``rejoins``)."""
         self._restricting: dict[tuple[str, str], int] = {}
         """(meeting id, participant id) -> refusals or withdrawals of theirs being written now."""
         """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
@@ -506,6 +527,20 @@ class Gateway:
                     self._publish(key, await self._load(key))
                     loaded += 1
         return loaded
+
+    def rejoins(self, platform: str, meeting_id: str, at: datetime) -> list[MeetingEvent]:
+        """The joins (and renames, in order) that bring a forgotten meeting's roster back, for a transcript
+        that arrives after it was forgotten: its cues are attributed, and names scrubbed, against it. Empty
+        if the meeting is held, or was not forgotten lately."""
+        roster = self._forgotten.get((platform, meeting_id))
+        if roster is None or (platform, meeting_id) in self._states:
+            return []
+        events: list[MeetingEvent] = []
+        for person in sorted(roster.values(), key=lambda p: p.ordinal):
+            first, *later = (*person.former_names, person.name)
+            events.append(ParticipantJoined(platform, meeting_id, person.id, first, at, person.email))
+            events += [ParticipantRenamed(platform, meeting_id, person.id, name, at) for name in later]
+        return events
 
     async def hold_meeting(self, meeting_id: str) -> None:
         """Hold a meeting the stored roster has but this process does not hold yet (delivery asks, for
@@ -919,6 +954,9 @@ class Gateway:
         if ended is not None and done and now - ended > _FORGET_AFTER:
             del self._states[key]
             del self._ended_at[key]
+            self._forgotten[key] = state.participants
+            while len(self._forgotten) > _FORGOTTEN_ROSTERS:
+                self._forgotten.popitem(last=False)
             if self.shadow is not None:
                 self.shadow.forget(key)
             self._locks.pop(key, None)

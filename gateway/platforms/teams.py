@@ -34,7 +34,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
-from gateway.events import SegmentReceived
+from gateway.events import MeetingEnded, SegmentReceived
 from gateway.model import Participant, Segment
 from gateway.platforms import vtt
 from gateway.platforms.config import TeamsInstall, env_secret
@@ -185,15 +185,25 @@ class Teams:
             return
         platform = install.config.meeting_platform
         gateway = app[GATEWAY]
-        state = gateway.meeting(platform, ref.meeting_id)
-        roster = state.participants if state else {}
-        found = segments(cues, roster, platform, ref, datetime.now(UTC))
         self.done.add(key)
-        unattributed = sum(1 for s in found if s.segment.participant_id is None)
-        log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
         try:
+            # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
+            # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
+            # that had ended is ended again after, so meeting-end destinations get the transcript too
+            state = gateway.meeting(platform, ref.meeting_id)
+            ended = state is None or state.ended
+            if state is None:
+                for rejoined in gateway.rejoins(platform, ref.meeting_id, datetime.now(UTC)):
+                    await gateway.handle(platform, rejoined)
+                state = gateway.meeting(platform, ref.meeting_id)
+            roster = state.participants if state else {}
+            found = segments(cues, roster, platform, ref, datetime.now(UTC))
+            unattributed = sum(1 for s in found if s.segment.participant_id is None)
+            log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
             for event in found:
                 await gateway.handle(platform, event)
+            if ended and found:
+                await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
         except StorageError:
             self.done.discard(key)  # a redelivered notification may try again
             log.error("teams.storage_unavailable", **fields)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,12 @@ from structlog.testing import capture_logs
 
 from gateway.platforms import teams, vtt
 from gateway.platforms.config import PlatformsConfigError, TeamsInstall
+from gateway.runtime import wall_clock
+from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.graph import FakeGraph
 from tests.platforms.platform_gateway import forwarded, platform_gateway
-from tests.web.harness import LiveGateway, consent, joined
+from tests.web.harness import LiveGateway, consent, event, joined
 
 MEETING = "MSo1N2Y5ZGFjYy03MWJmLTQ3NDMtYjQxMy01M2EdFGkdRWHJlQ"
 TRANSCRIPT = "MSMjMCMjNzU3ODc2ZDYtOTcwMi00MDhkLWFkNDItOTE2ZDNmZjkwZGY4"
@@ -89,6 +92,23 @@ async def test_a_transcript_is_fetched_and_names_resolve_against_the_roster(worl
     assert [(p["start"], p["end"]) for p in sent] == [(0.0, 2.5), (6.25, 9.0), (63.5, 64.0)]
     decisions = await world.live.decisions()
     assert len(decisions) == 7, "every cue was decided, attributed or not"
+
+
+async def test_a_transcript_ready_after_the_meeting_was_forgotten_is_still_attributed(world: World) -> None:
+    """Graph makes a transcript ready minutes or hours after the meeting ends; the gateway forgets an ended
+    meeting after ten minutes. Its roster is announced again before the cues, so Ada's consented words are
+    attributed and forwarded, and Bea's name (she never consented) is still scrubbed from them."""
+    vtt_text = "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Thanks, Bea Okafor, for the numbers.</v>\n"
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = vtt_text
+    await world.roster(("p-ada", "Ada Lovelace"), ("p-bea", "Bea Okafor"), consenting=("p-ada",))
+    await world.live.send(event("meeting.ended", MEETING))
+    gateway = world.live.app[GATEWAY]
+    await gateway.tick(wall_clock() + timedelta(minutes=11))
+    assert gateway.meeting("generic", MEETING) is None  # forgotten
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [(p["participant_id"], p["text"]) for p in forwarded(world.live)] == [
+        ("p-ada", "Thanks, [participant 2], for the numbers.")
+    ]
 
 
 async def test_transcript_logs_carry_ids_and_counts_never_words(world: World) -> None:
