@@ -97,6 +97,9 @@ class ConsentIn(_Event):
     notice_version: Annotated[str, Field(max_length=64)] | None = None
     delegation: Annotated[str, Field(max_length=64)] | None = None
     evidence: Annotated[str, Field(max_length=256)] | None = None
+    platform: Literal["generic", "zoom", "recall", "meet"] = "generic"
+    """Whose meeting and participant keys these are: consent for a meeting a platform adapter feeds in is
+    keyed by that platform (a Recall bot id, a Meet conference record), not by ``generic``."""
 
     @field_validator("channel")
     @classmethod

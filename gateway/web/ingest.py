@@ -20,7 +20,7 @@ from gateway.runtime import Gateway, Result
 from gateway.store.base import StorageError
 from gateway.web.keys import AUTH, GATEWAY, MAX_BODY
 from gateway.web.problems import Problem, field_path, invalid
-from gateway.wire import EVENT_ADAPTER, EventIn, is_known, to_event
+from gateway.wire import EVENT_ADAPTER, ConsentIn, EventIn, is_known, to_event
 
 log = structlog.get_logger("gateway.ingest")
 PLATFORM = "generic"
@@ -119,10 +119,11 @@ async def apply(gateway: Gateway, batch: list[EventIn | None], caller: str | Non
         if wire is None:
             results.append(Result("ignored", "unknown_type"))
             continue
-        event = to_event(wire, PLATFORM)
+        platform = wire.platform if isinstance(wire, ConsentIn) else PLATFORM
+        event = to_event(wire, platform)
         if caller is not None and isinstance(event, ConsentSubmitted):
             event = replace(event, evidence=caller_evidence(caller, event.evidence))
-        results.append(await gateway.handle(PLATFORM, event))
+        results.append(await gateway.handle(platform, event))
     return results
 
 

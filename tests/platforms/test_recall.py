@@ -33,6 +33,7 @@ from tests.fakes.recall import (
 )
 from tests.platforms.platform_gateway import consent, forwarded, platform_gateway
 from tests.web.harness import Dest, LiveGateway, wait_for
+from tests.web.harness import consent as api_consent
 
 SECRET = "whsec_" + base64.b64encode(b"recall workspace secret, 32 byte").decode()
 OLD_SECRET = "whsec_" + base64.b64encode(b"recall previous secret, 32 bytes").decode()
@@ -82,6 +83,21 @@ async def test_transcript_data_of_a_consenting_participant_is_forwarded(
     (only,) = forwarded(live)
     assert only["participant_id"] == KEY_ADA and only["meeting_id"] == BOT
     assert only["text"] == "Shall we start?" and (only["start"], only["end"]) == (1.0, 1.9)
+
+
+async def test_consent_through_the_api_names_the_recall_platform(
+    live: LiveGateway, sender: RecallSender
+) -> None:
+    """An integration records Ada's consent through ``POST /v1/events`` with ``platform: recall``: it is
+    keyed like the adapter's events (bot id, participant key), so her words flow. Without it the consent
+    is the ``generic`` meeting's, and nothing of hers flows."""
+    assert (await sender.post(participant_event("join", ADA))).status == 200
+    reply = await live.post({**api_consent(KEY_ADA, "given", meeting=BOT), "platform": "recall"})
+    assert reply.status == 200
+    assert (await sender.post(transcript_data(ADA, ["Shall", "we", "start?"], start=1.0))).status == 200
+    await live.settle()
+    assert [p["text"] for p in forwarded(live)] == ["Shall we start?"]
+    assert {(e.record.platform, e.record.meeting_id) for e in await live.ledger()} == {("recall", BOT)}
 
 
 async def test_update_brings_the_email_and_chat_is_a_chat_segment(
