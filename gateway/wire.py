@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from gateway.events import (
     ConsentSubmitted,
@@ -100,19 +100,6 @@ class ConsentIn(_Event):
     platform: Literal["generic", "zoom", "recall", "meet"] = "generic"
     """Whose meeting and participant keys these are: consent for a meeting a platform adapter feeds in is
     keyed by that platform (a Recall bot id, a Meet conference record), not by ``generic``."""
-
-    @field_validator("channel")
-    @classmethod
-    def _not_the_gateways_own(cls, channel: str) -> str:
-        # The consent page and standing consent are recorded by the gateway itself: a caller claiming one
-        # would pass a policy that accepts consent only there, on the caller's word.
-        if channel in GATEWAY_CHANNELS:
-            raise ValueError(f"{channel} is recorded by the gateway itself, not through this API")
-        return channel
-
-
-GATEWAY_CHANNELS = frozenset({"consent_page", "standing"})
-"""Consent channels the gateway records itself (its consent page, its standing-consent API)."""
 
 
 EventIn = Annotated[

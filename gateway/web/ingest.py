@@ -58,9 +58,21 @@ async def post_events(request: web.Request) -> web.Response:
 def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
     """Validated events in order (None for an unknown type, ignored), and whether it was a single event."""
     event = _one_valid_event(body)
-    if event is not None:
-        return [event], True
-    return parse_general(body)
+    events, single = parse_general(body) if event is None else (list[EventIn | None]([event]), True)
+    for index, found in enumerate(events):
+        if isinstance(found, ConsentIn) and found.channel in GATEWAY_CHANNELS:
+            # The consent page and standing consent are recorded by the gateway itself: a caller claiming
+            # one would pass a policy that accepts consent only there, on the caller's word.
+            at = field_path(("channel",) if single else ("events", index, "channel"))
+            raise Problem(
+                400, "invalid-event", "Invalid event", detail=f"{at}: recorded by the gateway itself"
+            )
+    return events, single
+
+
+GATEWAY_CHANNELS = frozenset({"consent_page", "standing"})
+"""Consent channels the gateway records itself (its consent page, its standing-consent API), which an
+API caller cannot claim."""
 
 
 def parse_general(body: bytes) -> tuple[list[EventIn | None], bool]:
