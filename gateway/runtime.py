@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -57,6 +58,8 @@ log = structlog.get_logger("gateway.runtime")
 
 MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
+_UNHELD_SECONDS = 30.0
+"""How long delivery's request to hold a meeting the stored roster lacks is answered from memory."""
 _FORGOTTEN_ROSTERS = 1000
 """Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
 
@@ -217,6 +220,8 @@ class Gateway:
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unheld: dict[str, float] = {}
+        """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
         """Rosters of the latest meetings forgotten (bounded): a transcript a platform makes ready after
         the end (Teams) announces them again (``rejoins``)."""
@@ -336,13 +341,17 @@ class Gateway:
 
     # --- events -------------------------------------------------------------------------------------
 
-    async def handle(self, platform: str, event: MeetingEvent, now: datetime | None = None) -> Result:
-        result = await self._handle(platform, event, now)
+    async def handle(
+        self, platform: str, event: MeetingEvent, now: datetime | None = None, *, ask: bool = True
+    ) -> Result:
+        """Apply one event. ``ask=False``: a join that only brings back a roster the gateway had (a
+        transcript of a forgotten meeting) sends nobody a consent request again."""
+        result = await self._handle(platform, event, now, ask)
         for observer in self.observers:
             _safely(observer.on_event, platform, event, result)
         return result
 
-    async def _handle(self, platform: str, event: MeetingEvent, now: datetime | None) -> Result:
+    async def _handle(self, platform: str, event: MeetingEvent, now: datetime | None, ask: bool) -> Result:
         policy = self.policies.for_meeting(platform, event.meeting_id)
         if policy is None:
             log.warning("event.no_policy", platform=platform, meeting_id=event.meeting_id)
@@ -381,7 +390,7 @@ class Gateway:
                 step = Step(roster_log.fold(expired.state, change, self._latest.setdefault(key, Latest())))
             await self._commit(key, _merge(expired, step), now, merged)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
-            if isinstance(event, ParticipantJoined):
+            if isinstance(event, ParticipantJoined) and ask:
                 self.ask(policy, platform, event.meeting_id, event.participant_id, now)
                 if event.email and event.email_verified:
                     await self._standing_join(key, event, event.email, policy, now)
@@ -549,6 +558,11 @@ class Gateway:
         checks its content against the store's consent, and sends its text as decided."""
         if self.holds(meeting_id) or self.roster is None:
             return
+        if time.monotonic() < self._unheld.get(meeting_id, 0.0):
+            return  # looked for lately and not found: not a roster read before every retry
+        self._unheld[meeting_id] = time.monotonic() + _UNHELD_SECONDS
+        while len(self._unheld) > _FORGOTTEN_ROSTERS:
+            self._unheld.pop(next(iter(self._unheld)))
         for key in await self.roster.meetings():
             if key[1] != meeting_id or self.policies.for_meeting(*key) is None:
                 continue
@@ -585,10 +599,13 @@ class Gateway:
                      outcome=str(record.outcome), reason=record.reason)  # fmt: skip
             if record.outcome is not RecordOutcome.ACCEPTED:
                 return Result("rejected", record.reason, record.record_id)
+            before = holders
             holders = sorted(self._identities.get(record.subject, ()))
-            records = await self.store.standing_records(submitted.email) if holders else []
-            for key, participant_id in holders:
-                await self._standing_apply(key, participant_id, record, records, now)
+            joined_meanwhile = [(key[1], pid) for key, pid in holders if (key, pid) not in before]
+            with self._no_yes_for(joined_meanwhile if restricting else []):
+                records = await self.store.standing_records(submitted.email) if holders else []
+                for key, participant_id in holders:
+                    await self._standing_apply(key, participant_id, record, records, now)
         return Result("accepted", None, record.record_id)
 
     @contextlib.contextmanager
@@ -801,6 +818,9 @@ class Gateway:
                 if isinstance(event, MeetingEnded):
                     self._ended_at.setdefault(key, wall_clock())
         subjects.update(await self._standing_sources(platform, entries, subjects))
+        for participant_id, subject in subjects.items():
+            # a standing choice recorded from now on reaches them here, wherever the identity was learnt
+            self._identities.setdefault(subject, set()).add((key, participant_id))
         if subjects:
             return await self._missed_standing(key, state, entries, subjects)
         return state

@@ -194,7 +194,7 @@ class Teams:
             ended = state is None or state.ended
             if state is None:
                 for rejoined in gateway.rejoins(platform, ref.meeting_id, datetime.now(UTC)):
-                    await gateway.handle(platform, rejoined)
+                    await gateway.handle(platform, rejoined, ask=False)  # the meeting is over
                 state = gateway.meeting(platform, ref.meeting_id)
             roster = state.participants if state else {}
             found = segments(cues, roster, platform, ref, datetime.now(UTC))

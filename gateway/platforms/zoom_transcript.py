@@ -232,7 +232,7 @@ async def _apply(
     ended = state is None or state.ended
     if state is None:
         for joined in rosters.joins(job.meeting_id):
-            await gateway.handle(platform, joined)
+            await gateway.handle(platform, joined, ask=False)  # a roster brought back: nobody asked again
         state = gateway.meeting(platform, job.meeting_id)
     roster = dict(state.participants) if state is not None else {}
     events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)

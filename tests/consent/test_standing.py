@@ -420,3 +420,26 @@ async def test_no_yes_between_a_standing_withdrawal_and_its_meetings(world: Worl
     resume.set()
     await task
     assert not world.gateway.still_allowed("m1", "live", "p-ada")
+
+
+async def test_a_roster_brought_back_keeps_standing_identities_and_asks_nobody(world: World) -> None:
+    """A forgotten meeting's roster is announced again for a late transcript (``Gateway.rejoins``): the
+    participant whose consent there came from standing consent is that identity again, so a standing
+    withdrawal recorded after reaches the meeting; and nobody is sent a consent request for a meeting
+    that is over."""
+    asked: list[str] = []
+    world.gateway.consent_request = lambda policy, platform, meeting, pid, now: asked.append(pid)  # type: ignore[assignment,misc,return-value]
+    world.gateway.notify = lambda notice: None
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-ada")
+    await world.gateway.handle("generic", MeetingEnded("generic", "m1", world.tick()), now=world.now)
+    world.now += timedelta(hours=1)
+    await world.gateway.tick(world.now)
+    assert world.gateway.meeting("generic", "m1") is None
+    asked.clear()
+    for event in world.gateway.rejoins("generic", "m1", world.tick()):
+        await world.gateway.handle("generic", event, now=world.now, ask=False)
+    assert world.state("m1", "p-ada") is ConsentState.GIVEN and asked == []
+    await world.standing(ConsentChoice.WITHDRAWN)
+    assert world.state("m1", "p-ada") is ConsentState.WITHDRAWN
+    assert await world.say("m1", "p-ada") not in world.forwarded()
