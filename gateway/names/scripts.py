@@ -166,9 +166,14 @@ def _mapped(text: str) -> tuple[str, list[int] | None, list[int] | None]:
     """Normalised text, and per normalised character the original cluster's start and end (None when
     they are the character's own offsets, the usual case)."""
     folded = normalise(text)
-    if len(folded) == len(text) and _tails().search(text) is None:
-        # Without marks or joiners nothing composes or is dropped, so only an expansion ("ß" -> "ss")
-        # could move offsets, and equal lengths rule that out: every character maps to one.
+    if (
+        len(folded) == len(text)
+        and _tails().search(text) is None
+        and all(len(_normalise_cluster(ch)) == 1 for ch in set(text))
+    ):
+        # Without marks or joiners nothing composes or is dropped, and no character expands ("ß" -> "ss",
+        # "…" -> "...") or shrinks ("ﾃﾞ" -> "デ"): every character maps to one. Equal lengths alone are not
+        # enough, an expansion and a shrink elsewhere cancel out.
         return folded, None, None
     pieces: list[str] = []
     starts: list[int] = []

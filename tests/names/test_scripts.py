@@ -101,3 +101,14 @@ def test_labels_give_no_forms_and_latin_rosters_build_no_script_matcher() -> Non
     assert scrubber("Участник 1").scripts is None
     assert scrubber("Brian Nagel").scripts is None
     assert out(scrubber("Участник 1"), "участник сказал") == "участник сказал"
+
+
+def test_a_shrink_and_an_expansion_elsewhere_do_not_shift_the_span() -> None:
+    """Halfwidth kana with a voiced mark shrink when normalised ("ﾃﾞ" -> "デ") and an ellipsis expands
+    ("…" -> "..."): equal lengths overall, different offsets in between. The whole name is replaced, and
+    nothing around it."""
+    scrubber = NameScrubber.build([NameTarget("[participant 2]", ("田中太郎",))], [("Alice Smith",)])
+    for text in ("ﾃﾞｰﾀﾍﾞｰｽは田中太郎さんに…", "ﾃﾞｰﾀﾍﾞｰｽは田中太郎さんに…。", "…ﾃﾞ田中太郎"):
+        out, _ = scrubber.scrub(text)
+        assert "太郎" not in out and "田中" not in out
+        assert out == text.replace("田中太郎", "[participant 2]")
