@@ -58,7 +58,7 @@ log = structlog.get_logger("gateway.runtime")
 
 MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
-_UNHELD_SECONDS = 30.0
+_UNHELD_SECONDS = 5.0
 """How long delivery's request to hold a meeting the stored roster lacks is answered from memory."""
 _FORGOTTEN_ROSTERS = 1000
 """Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
@@ -390,8 +390,9 @@ class Gateway:
                 step = Step(roster_log.fold(expired.state, change, self._latest.setdefault(key, Latest())))
             await self._commit(key, _merge(expired, step), now, merged)
             await self._follow_shadow(expired.state, event, None, step.decisions, now)
-            if isinstance(event, ParticipantJoined) and ask:
-                self.ask(policy, platform, event.meeting_id, event.participant_id, now)
+            if isinstance(event, ParticipantJoined):
+                if ask:
+                    self.ask(policy, platform, event.meeting_id, event.participant_id, now)
                 if event.email and event.email_verified:
                     await self._standing_join(key, event, event.email, policy, now)
             if isinstance(event, MeetingEnded):
@@ -559,12 +560,14 @@ class Gateway:
         if self.holds(meeting_id) or self.roster is None:
             return
         if time.monotonic() < self._unheld.get(meeting_id, 0.0):
-            return  # looked for lately and not found: not a roster read before every retry
-        self._unheld[meeting_id] = time.monotonic() + _UNHELD_SECONDS
-        while len(self._unheld) > _FORGOTTEN_ROSTERS:
-            self._unheld.pop(next(iter(self._unheld)))
-        for key in await self.roster.meetings():
-            if key[1] != meeting_id or self.policies.for_meeting(*key) is None:
+            return  # looked for a moment ago and not found: not a roster read before every retry
+        found = [key for key in await self.roster.meetings() if key[1] == meeting_id]
+        if not found:  # only a read that worked and found nothing is remembered
+            self._unheld[meeting_id] = time.monotonic() + _UNHELD_SECONDS
+            while len(self._unheld) > _FORGOTTEN_ROSTERS:
+                self._unheld.pop(next(iter(self._unheld)))
+        for key in found:
+            if self.policies.for_meeting(*key) is None:
                 continue
             async with self._locks.setdefault(key, asyncio.Lock()):
                 if key not in self._states:

@@ -492,3 +492,34 @@ async def test_a_name_whose_consent_lapsed_after_the_decision_is_scrubbed_at_sen
         await gw.settle()
     finally:
         await store.close()
+
+
+async def test_a_failed_roster_read_is_not_remembered_as_a_miss(tmp_path: Path) -> None:
+    """Delivery asks to hold a meeting known only from storage; the roster read fails once. The next
+    attempt must read again and hold the meeting (a failure remembered as "not there" would leave its
+    content unscrubbed for a while)."""
+    store = open_store(await database_for(tmp_path))
+    await store.open()
+    try:
+        writer = Gateway(PolicySet([policy()]), store, CollectSink())
+        writer.roster = SharedRoster(store, keyring := Keyring.generate())
+        now = datetime.now(UTC)
+        await writer.handle("generic", ParticipantJoined("generic", "m1", "p1", "Ann Example", now))
+        gw = Gateway(PolicySet([policy()]), store, CollectSink())
+        gw.roster = SharedRoster(store, keyring)
+        real, calls = gw.roster.meetings, 0
+
+        async def flaky() -> list[tuple[str, str]]:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise StorageError("storage read failed (OperationalError)")
+            return await real()
+
+        gw.roster.meetings = flaky  # type: ignore[method-assign]
+        with pytest.raises(StorageError):
+            await gw.hold_meeting("m1")
+        await gw.hold_meeting("m1")
+        assert gw.holds("m1") and calls == 2
+    finally:
+        await store.close()

@@ -148,7 +148,9 @@ def _compile_quick(forms: frozenset[str]) -> re.Pattern[str]:
     return re.compile("|".join(map(re.escape, sorted(forms))))
 
 
-_CLUSTER_TAIL = f"{INVISIBLE}\u0640\u1160-\u11ff"  # plus tatweel, conjoining Hangul vowels and finals
+_CLUSTER_TAIL = f"{INVISIBLE}\u0640\u1160-\u11ff\uff9e\uff9f"
+"""Plus tatweel, conjoining Hangul vowels and finals, and halfwidth (semi-)voiced sound marks, which are
+spacing characters but compose with the kana before them under NFKC ("ﾃﾞ" -> "デ")."""
 
 
 @lru_cache(maxsize=1)

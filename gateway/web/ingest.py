@@ -15,7 +15,7 @@ import structlog
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from gateway.consent import chat, standing
+from gateway.consent import standing
 from gateway.events import ConsentSubmitted
 from gateway.runtime import Gateway, Result
 from gateway.store.base import StorageError
@@ -62,8 +62,8 @@ def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
     events, single = parse_general(body) if event is None else (list[EventIn | None]([event]), True)
     for index, found in enumerate(events):
         if isinstance(found, ConsentIn) and found.channel in GATEWAY_CHANNELS:
-            # The consent page, standing consent and chat commands are recorded by the gateway itself: a
-            # caller claiming one would pass a policy that accepts consent only there, on its own word.
+            # The consent page and standing consent are recorded by the gateway itself: a caller claiming
+            # one would pass a policy that accepts consent only there, on its own word.
             at = field_path(("channel",) if single else ("events", index, "channel"))
             raise Problem(
                 400, "invalid-event", "Invalid event", detail=f"{at}: recorded by the gateway itself"
@@ -71,9 +71,10 @@ def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
     return events, single
 
 
-GATEWAY_CHANNELS = frozenset({"consent_page", standing.CHANNEL, chat.CHANNEL})
-"""Consent channels the gateway records itself (its consent page, its standing-consent API, commands in
-chat messages it reads), which an API caller cannot claim: chat consent comes as a ``chat.message``."""
+GATEWAY_CHANNELS = frozenset({"consent_page", standing.CHANNEL})
+"""Consent channels only the gateway records (its consent page, its standing-consent API), which an API
+caller cannot claim. ``chat`` stays a caller's to relay (the threat model trusts relayed chat consent
+where a policy lists it); a policy that wants the participant to act directly restricts to the page."""
 
 
 def parse_general(body: bytes) -> tuple[list[EventIn | None], bool]:

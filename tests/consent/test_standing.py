@@ -443,3 +443,23 @@ async def test_a_roster_brought_back_keeps_standing_identities_and_asks_nobody(w
     await world.standing(ConsentChoice.WITHDRAWN)
     assert world.state("m1", "p-ada") is ConsentState.WITHDRAWN
     assert await world.say("m1", "p-ada") not in world.forwarded()
+
+
+async def test_a_verified_join_brought_back_without_asking_still_notes_the_identity(world: World) -> None:
+    """A late transcript announces a forgotten meeting's joins again without asking anyone (``ask=False``):
+    a verified e-mail among them is still noted, so a standing withdrawal recorded after reaches Ada's
+    consent there, although she gave it in the meeting, not through standing consent."""
+    await world.join("m1", "p-ada")
+    given_ = ConsentSubmitted(
+        "generic", "m1", "p-ada", ("summary",), ConsentChoice.GIVEN, "p-ada", "api", world.tick()
+    )
+    await world.gateway.handle("generic", given_, now=world.now)
+    await world.gateway.handle("generic", MeetingEnded("generic", "m1", world.tick()), now=world.now)
+    world.now += timedelta(hours=1)
+    await world.gateway.tick(world.now)
+    assert world.gateway.meeting("generic", "m1") is None
+    again = ParticipantJoined("generic", "m1", "p-ada", "Ada", world.tick(), ADA, True)
+    await world.gateway.handle("generic", again, now=world.now, ask=False)
+    assert world.state("m1", "p-ada") is ConsentState.GIVEN
+    await world.standing(ConsentChoice.WITHDRAWN)
+    assert world.state("m1", "p-ada") is ConsentState.WITHDRAWN

@@ -112,3 +112,12 @@ def test_a_shrink_and_an_expansion_elsewhere_do_not_shift_the_span() -> None:
         out, _ = scrubber.scrub(text)
         assert "太郎" not in out and "田中" not in out
         assert out == text.replace("田中太郎", "[participant 2]")
+
+
+def test_a_name_written_with_halfwidth_voiced_marks_is_scrubbed() -> None:
+    """Halfwidth voiced marks are spacing characters that compose with the kana before them under NFKC:
+    "田中ﾃﾞﾝ" is the name "田中デン", whole."""
+    scrubber = NameScrubber.build([NameTarget("[participant 2]", ("田中デン",))], [("Alice Smith",)])
+    for text in ("田中ﾃﾞﾝさんに…", "田中ﾃﾞﾝ", "ﾃﾞｰﾀは田中デンさんに…"):
+        out, _ = scrubber.scrub(text)
+        assert "[participant 2]" in out and "田中" not in out

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from gateway import audit
 from gateway.consent import ledger
 from tests.conftest import CHROMIUM_ARGS, require_chromium, tamper
-from tests.web.harness import MEETING, Dest, LiveGateway, chat, consent, event, joined, segment, serving
+from tests.web.harness import MEETING, Dest, LiveGateway, consent, event, joined, segment, serving
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 AUDITOR = "browser-auditor-token"
@@ -47,7 +47,7 @@ async def a_meeting(gw: LiveGateway) -> None:
     Each event is stamped as it is sent, as a platform would."""
 
     def by_chat(pid: str, purposes: tuple[str, ...]) -> dict[str, Any]:
-        return chat(f"cmd-{pid}", pid, "/consent " + " ".join(purposes))  # a command in the meeting's chat
+        return {**consent(pid, "given", purposes), "channel": "chat"}
 
     steps: list[Callable[[], dict[str, Any]]] = [
         lambda: joined("p-ada", "Ada Lovelace"),

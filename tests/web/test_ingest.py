@@ -187,7 +187,6 @@ INVALID = {
     # the gateway records these itself: a caller claiming one would pass a page-only policy on its word
     "consent claiming the page": ({**consent("p-ada", "given"), "channel": "consent_page"}, "channel"),
     "consent claiming standing consent": ({**consent("p-ada", "given"), "channel": "standing"}, "channel"),
-    "consent claiming a chat command": ({**consent("p-ada", "given"), "channel": "chat"}, "channel"),
     "batch member not an object": ({"events": [consent("p-ada", "given"), "segment"]}, "events[1]"),
     "type missing": (_without(segment("s1", "p-ada", "Hi."), "type"), "type"),
     "empty batch": ({"events": []}, "events"),
