@@ -220,6 +220,7 @@ class Gateway:
         self.consent_request: ConsentRequest | None = None
         """Set by the app: mints the consent link a participant is sent (see ``ask``)."""
         self._tasks: set[asyncio.Task[None]] = set()
+        """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self._unheld: dict[str, float] = {}
         """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
@@ -227,7 +228,6 @@ class Gateway:
         the end (Teams) announces them again (``rejoins``)."""
         self._restricting: dict[tuple[str, str], int] = {}
         """(meeting id, participant id) -> refusals or withdrawals of theirs being written now."""
-        """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self.wrote: Callable[[int], None] = _ignore
         """Told the ledger sequence number of every record this process wrote (already in its view):
         ``gateway.replication`` need not wait to read those back before calling the view fresh."""
