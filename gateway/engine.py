@@ -482,19 +482,9 @@ def rescrubbed(
     text, spans = scrubber.scrub(str(said))
     if not spans:
         return None
-    decision = Decision(
-        decision_id=decision_id(_stub(state, part), dest.id, Action.REDACT, now, "send"),
-        meeting_id=state.meeting_id,
-        segment_id=part.segment_id,
-        destination=dest.id,
-        action=Action.REDACT,
-        at=now,
-        policy_revision=policy.revision,
-        reasons=(f"names_scrubbed_at_send:{len(spans)}",),
-        rule_ids=(dest.rule_id, "redaction.mentions"),
-        participant_id=part.participant_id,
-    )
-    return text, decision
+    reasons = (f"names_scrubbed_at_send:{len(spans)}",)
+    rules = (dest.rule_id, "redaction.mentions")
+    return text, _part_decision(state, part, dest, policy, now, Action.REDACT, reasons, rules, "send")
 
 
 def _sent_at_end(
@@ -507,8 +497,24 @@ def _sent_at_end(
         if scrubbed
         else ("sent_at_meeting_end",)
     )
+    rules = (dest.rule_id, "redaction.mentions") if scrubbed else (dest.rule_id,)
+    return _part_decision(state, part, dest, policy, now, action, reasons, rules, "meeting_end")
+
+
+def _part_decision(
+    state: MeetingState,
+    part: Part,
+    dest: Destination,
+    policy: Policy,
+    now: datetime,
+    action: Action,
+    reasons: tuple[str, ...],
+    rules: tuple[str, ...],
+    stage: str,
+) -> Decision:
+    """A decision about a part decided once already (at meeting end, at send): ids only, never text."""
     return Decision(
-        decision_id=decision_id(_stub(state, part), dest.id, action, now, "meeting_end"),
+        decision_id=decision_id(_stub(state, part), dest.id, action, now, stage),
         meeting_id=state.meeting_id,
         segment_id=part.segment_id,
         destination=dest.id,
@@ -516,7 +522,7 @@ def _sent_at_end(
         at=now,
         policy_revision=policy.revision,
         reasons=reasons,
-        rule_ids=(dest.rule_id, "redaction.mentions") if scrubbed else (dest.rule_id,),
+        rule_ids=rules,
         participant_id=part.participant_id,
     )
 

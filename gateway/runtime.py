@@ -408,7 +408,7 @@ class Gateway:
         stored = self._states.get(key) or expired.state
         # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
         # content for the destinations it concerns in the same transaction (invariant 4)
-        restricting = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
+        restricting = _restricts(record)
         # from here until this view shows it, delivery gets no "yes" for them: the record is durable
         # (recorded) a few loop turns before this coroutine resumes to publish it
         with self._no_yes_for([(event.meeting_id, event.participant_id)] if restricting else []):
@@ -592,7 +592,7 @@ class Gateway:
             return Result("ignored", "no_policy_applies")
         now = now or wall_clock()
         record = standing.evaluate(submitted, policy, self._new_id())
-        restricting = record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
+        restricting = _restricts(record)
         holders = sorted(self._identities.get(record.subject, ()))
         # recorded before it reaches each meeting (a write, a read, each meeting's lock): meanwhile
         # delivery gets no "yes" for the identity's participants
@@ -1078,9 +1078,14 @@ def _erasure(
     return decisions, emit
 
 
+def _restricts(record: ConsentRecord) -> bool:
+    """An accepted refusal or withdrawal: it takes effect at once, and delivery waits while it is written."""
+    return record.outcome is RecordOutcome.ACCEPTED and record.choice is not ConsentChoice.GIVEN
+
+
 def _purge_for(record: ConsentRecord, policy: Policy) -> Purge | None:
     """For an accepted refusal or withdrawal: the destinations whose purposes it takes away."""
-    if record.outcome is not RecordOutcome.ACCEPTED or record.choice is ConsentChoice.GIVEN:
+    if not _restricts(record):
         return None
     taken = set(record.purposes)
     destinations = tuple(d.id for d in policy.destinations if taken.intersection(d.purposes))

@@ -78,6 +78,24 @@ async def post_standing(gw: LiveGateway, body: dict[str, object]) -> int:
         return resp.status
 
 
+ADA_VERIFIED = {"id": ADA, "name": "Ada Lovelace", "email": "ada@example.org", "email_verified": True}
+"""Ada's join, her e-mail vouched for by the platform: it can carry a standing consent."""
+
+
+def standing_policy(url: str) -> str:
+    return policy_yaml({DEST: url}, (Dest(DEST),)).replace(
+        "pending:",
+        "consent:\n  channels: [api, chat, consent_page, standing]\n"
+        "  standing: {allowed: true, max_days: 90}\npending:",
+    )
+
+
+def standing_body(decision: str) -> dict[str, object]:
+    """Ada's own standing choice for ``summary``, as the platform posts it."""
+    return {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
+            "decision": decision, "indicated_by": "ada@example.org", "at": now_iso()}  # fmt: skip
+
+
 async def test_a_standing_withdrawal_after_a_restart_reaches_the_meetings_the_identity_is_in(
     tmp_path: Path,
 ) -> None:
@@ -87,23 +105,16 @@ async def test_a_standing_withdrawal_after_a_restart_reaches_the_meetings_the_id
     async with FakeAIService(SIGNING_SECRET) as fake:
         keys = (SecretStr(new_key_spec()),)
         url = await database_for(tmp_path)
-        text = policy_yaml({DEST: fake.url}, (Dest(DEST),)).replace(
-            "pending:",
-            "consent:\n  channels: [api, chat, consent_page, standing]\n"
-            "  standing: {allowed: true, max_days: 90}\npending:",
-        )
-        ada = {"id": ADA, "name": "Ada Lovelace", "email": "ada@example.org", "email_verified": True}
-
-        def standing(decision: str) -> dict[str, object]:
-            return {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
-                    "decision": decision, "indicated_by": "ada@example.org", "at": now_iso()}  # fmt: skip
+        text = standing_policy(fake.url)
 
         async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
-            assert await post_standing(gw, standing("given")) == 200
-            await gw.send(event("participant.joined", participant=ada), segment("s1", ADA, "Before."))
+            assert await post_standing(gw, standing_body("given")) == 200
+            await gw.send(
+                event("participant.joined", participant=ADA_VERIFIED), segment("s1", ADA, "Before.")
+            )
             await gw.settle()
         async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
-            assert await post_standing(gw, standing("withdrawn")) == 200
+            assert await post_standing(gw, standing_body("withdrawn")) == 200
             await gw.send(segment("s2", ADA, "After the withdrawal."))
             await gw.settle()
             records = [e.record for e in await gw.store.ledger_entries(meeting_id=MEETING)]
@@ -124,17 +135,12 @@ async def test_a_standing_withdrawal_recorded_while_nobody_held_the_meeting_appl
     async with FakeAIService(SIGNING_SECRET) as fake:
         keys = (SecretStr(new_key_spec()),)
         url = await database_for(tmp_path)
-        text = policy_yaml({DEST: fake.url}, (Dest(DEST),)).replace(
-            "pending:",
-            "consent:\n  channels: [api, chat, consent_page, standing]\n"
-            "  standing: {allowed: true, max_days: 90}\npending:",
-        )
-        ada = {"id": ADA, "name": "Ada Lovelace", "email": "ada@example.org", "email_verified": True}
-        given = {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
-                 "decision": "given", "indicated_by": "ada@example.org", "at": now_iso()}  # fmt: skip
+        text = standing_policy(fake.url)
         async with serving_policy(tmp_path, text, fakes={DEST: fake}, database=url, outbox_keys=keys) as gw:
-            assert await post_standing(gw, given) == 200
-            await gw.send(event("participant.joined", participant=ada), segment("s1", ADA, "Before."))
+            assert await post_standing(gw, standing_body("given")) == 200
+            await gw.send(
+                event("participant.joined", participant=ADA_VERIFIED), segment("s1", ADA, "Before.")
+            )
             await gw.settle()
         # what the dying process left: the standing withdrawal committed, not yet applied to the meeting
         withdrawal = StandingSubmitted(
