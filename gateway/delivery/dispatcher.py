@@ -583,9 +583,10 @@ class Dispatcher:
         return bool(entry.parts)
 
     def _still(self, entry: _Entry, sent: tuple[Part, ...]) -> Still:
-        """For a transport that waits before its first byte: whether the body built from ``sent`` may still
-        go. No purge took a part since (a withdrawal recorded here or replicated), and the live view still
-        allows each part; a failing check is a no (fail closed)."""
+        """Asked by the transport right before the body's first byte (each waits first: a connection, the
+        loop turn the body is written in, a dial, a completion): whether the body built from ``sent`` may
+        still go. No purge took a part since (a withdrawal recorded here or replicated), and the live view
+        still allows each part; a failing check is a no (fail closed)."""
 
         def still() -> bool:
             if entry.parts is not sent:

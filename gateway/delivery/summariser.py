@@ -140,8 +140,8 @@ class Summariser:
         self, config: DestinationConfig, key: str, body: bytes, timestamp: int, still: Still = always
     ) -> Attempt:
         """One attempt; never raises for network trouble (cancellation still propagates). ``still`` is asked
-        between the completion and the summary's POST: a summary of content withdrawn while the model
-        wrote it is not sent (``CONSENT_CHANGED``), and not kept."""
+        right before the summary POST's first byte: a summary of content withdrawn while the model wrote
+        it (or while the POST connected) is not sent (``CONSENT_CHANGED``), and not kept."""
         found = transcript(body)
         if found is None:
             log.warning("delivery.summary_unusable_body", destination=config.id)
@@ -155,13 +155,13 @@ class Summariser:
             if isinstance(outcome, Attempt):
                 return outcome
             summary = outcome
-        if not still():  # no await from here to the POST
-            self._kept.pop(slot, None)
-            return Attempt(error=CONSENT_CHANGED)
         target = replace(config, kind="http", url=config.summary_url)
         attempt = await post(
-            self._session, target, key, summary_body(found, summary.text, summary.model), timestamp
+            self._session, target, key, summary_body(found, summary.text, summary.model), timestamp, still
         )
+        if attempt.error == CONSENT_CHANGED:  # asked right before the POST's first byte
+            self._kept.pop(slot, None)
+            return attempt
         self._keep(slot, summary, attempt)
         return attempt
 

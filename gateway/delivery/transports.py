@@ -35,14 +35,14 @@ class Transports:
         self, config: DestinationConfig, key: str, body: bytes, timestamp: int, still: Still = always
     ) -> Attempt:
         """One attempt to deliver ``body`` under ``key``; never raises for network trouble (cancellation
-        propagates). ``still``: asked right before the first byte where the transport waits first."""
+        propagates). ``still``: asked right before the body's first byte."""
         if config.kind == "websocket":
             if self._closed:
                 return Attempt(error="Closed")
             return await self.link(config).send(key, body, timestamp, still)
         if config.kind == "openai_summary":
             return await self._summariser.send(config, key, body, timestamp, still)
-        return await post(self._session, config, key, body, timestamp)
+        return await post(self._session, config, key, body, timestamp, still)
 
     def forget(self, meeting_id: str) -> None:
         """Drop what is kept in memory for retries of the meeting's items (call it on a withdrawal purge)."""

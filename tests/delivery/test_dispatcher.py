@@ -340,7 +340,8 @@ async def test_allowed_turning_false_mid_retry_sends_nothing_more(session, servi
         assert await h.dispatcher.drain(5)
     assert [r.status for r in service.received] == [503, 503, 200]
     assert [s["participant_id"] for s in service.received[2].body["segments"]] == ["bob"]
-    assert asked == ["alice", "bob"] * 3
+    # before each attempt, and again right before its body's first byte (``Still``) for the parts it holds
+    assert asked == ["alice", "bob"] * 4 + ["alice", "bob", "bob"]
     assert h.result("t1").parts_removed == 1
 
 
