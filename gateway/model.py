@@ -63,6 +63,9 @@ class Segment:
     start: float | None = None
     end: float | None = None
     kind: ContentKind = ContentKind.SPEECH
+    private: bool = False
+    """A chat message addressed to the bot or to one participant, not to the meeting: it is not meeting
+    content and is never forwarded (a consent command in it still counts: it is the sender's own)."""
 
 
 class ConsentState(enum.StrEnum):

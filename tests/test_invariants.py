@@ -121,6 +121,7 @@ def steps(draw: st.DrawFn) -> tuple[Any, ...]:
                 "say",
                 "say",
                 "chat",
+                "private",
                 "unattributed",
                 "wait",
                 "restart",
@@ -141,7 +142,7 @@ def steps(draw: st.DrawFn) -> tuple[Any, ...]:
         delegation = draw(st.sampled_from([None] * 4 + ["guardian", "admin"]))
         channel = draw(st.sampled_from(["api", "api", "chat", "consent_page", "standing"]))
         return (kind, pid, purposes, choice, by, delegation, channel)
-    if kind in ("say", "chat", "unattributed"):
+    if kind in ("say", "chat", "private", "unattributed"):
         words = draw(texts)
         named = draw(mentions)
         return (kind, pid, " ".join([words, *[f"thanks {n}" for n in named]]))
@@ -154,6 +155,13 @@ def steps(draw: st.DrawFn) -> tuple[Any, ...]:
 
 joins = st.just([("join", pid, OWN_NAMES[pid][0]) for pid in PIDS])
 meetings = st.tuples(joins, st.lists(steps(), min_size=1, max_size=40)).map(lambda t: t[0] + t[1])
+everyone_consents = st.just(
+    [("consent", pid, ("summary", "training"), ConsentChoice.GIVEN, pid, None, "api") for pid in PIDS]
+)
+consenting_meetings = st.tuples(joins, everyone_consents, st.lists(steps(), min_size=1, max_size=40)).map(
+    lambda t: t[0] + t[1] + t[2]
+)
+"""Meetings where everyone has consented before the random steps: content flows, unless a step stops it."""
 
 
 # --- the shell under observation ------------------------------------------------------------------------
@@ -275,12 +283,11 @@ def _events(program: list[tuple[Any, ...]]) -> list[MeetingEvent | Restart]:
                     "generic", MEETING, pid, purposes, choice, by, channel, now, delegation=delegation
                 )
             )
-        elif kind in ("say", "chat", "unattributed"):
+        elif kind in ("say", "chat", "private", "unattributed"):
             speaker = None if kind == "unattributed" else pid
-            kind_ = ContentKind.CHAT if kind == "chat" else ContentKind.SPEECH
-            out.append(
-                SegmentReceived("generic", Segment(MEETING, f"s{n}", speaker, step[2], now, kind=kind_))
-            )
+            kind_ = ContentKind.CHAT if kind in ("chat", "private") else ContentKind.SPEECH
+            segment = Segment(MEETING, f"s{n}", speaker, step[2], now, kind=kind_, private=kind == "private")
+            out.append(SegmentReceived("generic", segment))
     out.append(MeetingEnded("generic", MEETING, now + timedelta(seconds=1)))
     return out  # type: ignore[return-value]
 
@@ -395,6 +402,18 @@ def test_invariant_2_unattributed_text_never_leaves(program: list[Any]) -> None:
         if isinstance(e, SegmentReceived) and e.segment.participant_id is None
     }
     assert not unattributed & {part.segment_id for _, part in _parts(run)}
+
+
+@PROPS
+@given(consenting_meetings)
+def test_a_private_message_never_leaves(program: list[Any]) -> None:
+    """A chat message addressed to the bot or one participant is not meeting content: it never reaches any
+    destination, whoever sent it and whatever they consented to."""
+    run = _run_sync(program)
+    private = {
+        e.segment.segment_id for e in run.events if isinstance(e, SegmentReceived) and e.segment.private
+    }
+    assert not private & {part.segment_id for _, part in _parts(run)}
 
 
 @PROPS

@@ -189,7 +189,10 @@ def _participant(kind: str, env: ParticipantEnvelope, now: datetime) -> list[Mee
     if kind == "chat_message" and data.data is not None:
         stamp = data.timestamp.model_dump_json() if data.timestamp else ""
         sid = "chat-" + _digest(env.recording.id, pid, stamp)
-        return [SegmentReceived(PLATFORM, Segment(mid, sid, pid, data.data.text, at, kind=ContentKind.CHAT))]
+        # "everyone", or "only_bot": a direct message to the bot, which is not meeting content
+        private = data.data.to not in (None, "everyone")
+        segment = Segment(mid, sid, pid, data.data.text, at, kind=ContentKind.CHAT, private=private)
+        return [SegmentReceived(PLATFORM, segment)]
     return []
 
 

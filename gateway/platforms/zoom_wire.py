@@ -169,8 +169,6 @@ def _chat(envelope: Envelope, at: datetime) -> Work:
     payload = envelope.payload
     obj = _chat_object(payload)
     message = obj.chat_message
-    if message.recipient_type not in (None, "everyone"):
-        return Apply(())  # a private message is not meeting content: never forwarded
     segment = Segment(
         meeting_id=obj.uuid,
         segment_id=f"{obj.uuid}/chat/{message.message_id}",
@@ -180,6 +178,8 @@ def _chat(envelope: Envelope, at: datetime) -> Work:
         text=message.message_content,
         at=message.date_time or at,
         kind=ContentKind.CHAT,
+        # a private message is not meeting content: never forwarded (a consent command in it counts)
+        private=message.recipient_type not in (None, "everyone"),
     )
     return Apply((SegmentReceived(PLATFORM, segment),))
 

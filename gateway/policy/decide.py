@@ -29,6 +29,8 @@ def decide(
     segment: Segment, state: MeetingState, policy: Policy, dest: Destination, now: datetime
 ) -> Outcome:
     """Decide what ``dest`` may receive of ``segment`` now."""
+    if segment.private:
+        return _verdict(segment, dest, policy, now, Action.DROP, ("private_message",), ("private_message",))
     if segment.participant_id is None:
         return _verdict(segment, dest, policy, now, Action.DROP, ("unattributed",), ("unattributed",))
     mode_rule = policy.mode_rule(state.jurisdiction)

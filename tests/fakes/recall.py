@@ -45,14 +45,16 @@ def participant_event(
     *,
     relative: float = 0.0,
     chat: str | None = None,
+    to: str = "everyone",
     bot: str | None = BOT,
     recording: str = RECORDING,
 ) -> dict[str, Any]:
-    """A ``participant_events.<kind>`` payload (``chat`` fills ``data.data.data`` for chat messages)."""
+    """A ``participant_events.<kind>`` payload (``chat`` fills ``data.data.data`` for chat messages, sent
+    ``to`` everyone or ``only_bot``)."""
     data = {
         "participant": who,
         "timestamp": {"absolute": datetime.now(UTC).isoformat(), "relative": relative},
-        "data": {"text": chat, "to": "everyone"} if chat is not None else None,
+        "data": {"text": chat, "to": to} if chat is not None else None,
     }
     return {
         "event": f"participant_events.{kind}",

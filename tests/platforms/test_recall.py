@@ -118,6 +118,27 @@ async def test_update_brings_the_email_and_chat_is_a_chat_segment(
     assert (only["kind"], only["text"], only["participant_id"]) == ("chat", "Agenda is in the doc.", KEY_ADA)
 
 
+async def test_a_direct_message_to_the_bot_is_never_forwarded_but_its_command_counts(
+    live: LiveGateway, sender: RecallSender
+) -> None:
+    """A chat message ``to: only_bot`` is not meeting content: a consenting sender's is dropped as
+    ``private_message`` (recorded, without its text); a consent command in one is the sender's own and
+    counts, so Bea's ``/consent summary`` sent only to the bot lets her public chat through."""
+    await _meeting_with_consent(live, sender)
+    for doc in (
+        participant_event("chat_message", ADA, chat="Between us and the bot.", to="only_bot", relative=1.0),
+        participant_event("chat_message", BEA, chat="/consent summary", to="only_bot", relative=2.0),
+        participant_event("chat_message", BEA, chat="Now for everyone.", relative=3.0),
+    ):
+        assert (await sender.post(doc)).status == 200
+    await live.settle()
+    assert [(p["participant_id"], p["text"]) for p in forwarded(live)] == [(KEY_BEA, "Now for everyone.")]
+    ledger = [(e.record.subject, e.record.choice, e.record.channel) for e in await live.ledger()]
+    assert ledger[-1] == (KEY_BEA, ConsentChoice.GIVEN, "chat")
+    private = [d.participant_id for d in await live.decisions() if d.reasons == ("private_message",)]
+    assert private == [KEY_ADA]
+
+
 async def test_meeting_id_is_the_recording_without_a_bot(live: LiveGateway, sender: RecallSender) -> None:
     """A recording made without a bot is its own meeting."""
     reply = await sender.post(participant_event("join", ADA, bot=None))

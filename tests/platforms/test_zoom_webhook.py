@@ -197,6 +197,21 @@ async def test_private_and_unknown_sender_chat_is_never_forwarded(rig: ZoomRig) 
     await wait_for(_has(rig, 1), "the public chat message to arrive")
     await rig.gw.settle()
     assert texts(rig.gw) == [("16778241", "chat", "For everyone.")]
+    private = [d for d in await rig.gw.decisions() if d.segment_id.endswith("/chat/m-2")]
+    assert [d.reasons for d in private] == [("private_message",)]
+
+
+async def test_a_consent_command_in_a_direct_message_counts(rig: ZoomRig) -> None:
+    """A ``/consent summary`` sent privately is the sender's own choice: it is recorded, and their public
+    chat then flows; the direct message itself is never forwarded."""
+    await _start_with(rig, ("16778241", "Gwen Ap Rhys: Ops"))
+    await rig.accept(chat_event(UUID, "16778241", "m-1", "/consent summary", recipient_type="user"))
+    entries = await rig.gw.ledger()
+    assert [(e.record.subject, e.record.channel) for e in entries] == [("16778241", "chat")]
+    await rig.accept(chat_event(UUID, "16778241", "m-2", "For everyone."))
+    await wait_for(_has(rig, 1), "the public chat message to arrive")
+    await rig.gw.settle()
+    assert texts(rig.gw) == [("16778241", "chat", "For everyone.")]
 
 
 async def test_redeliveries_are_applied_once(rig: ZoomRig) -> None:
