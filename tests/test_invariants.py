@@ -162,6 +162,9 @@ consenting_meetings = st.tuples(joins, everyone_consents, st.lists(steps(), min_
     lambda t: t[0] + t[1] + t[2]
 )
 """Meetings where everyone has consented before the random steps: content flows, unless a step stops it."""
+any_meetings = st.one_of(meetings, consenting_meetings)
+"""What the invariants are checked on: in random meetings alone content flows in about one run in twelve,
+too seldom to catch what leaks once it flows."""
 
 
 # --- the shell under observation ------------------------------------------------------------------------
@@ -377,7 +380,7 @@ PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCh
 
 
 @PROPS
-@given(meetings)
+@given(any_meetings)
 def test_invariant_1_nothing_leaves_without_a_durable_given_record_for_every_purpose(
     program: list[Any],
 ) -> None:
@@ -392,7 +395,7 @@ def test_invariant_1_nothing_leaves_without_a_durable_given_record_for_every_pur
 
 
 @PROPS
-@given(meetings)
+@given(any_meetings)
 def test_invariant_2_unattributed_text_never_leaves(program: list[Any]) -> None:
     """Segments with no participant never reach any destination."""
     run = _run_sync(program)
@@ -417,7 +420,7 @@ def test_a_private_message_never_leaves(program: list[Any]) -> None:
 
 
 @PROPS
-@given(meetings)
+@given(any_meetings)
 def test_invariant_3_nobody_consents_for_someone_else_without_a_delegation(program: list[Any]) -> None:
     """Every accepted record indicated by someone other than its subject names an allowed delegation."""
     run = _run_sync(program)
@@ -429,7 +432,7 @@ def test_invariant_3_nobody_consents_for_someone_else_without_a_delegation(progr
 
 
 @PROPS
-@given(meetings, st.integers(min_value=1, max_value=30))
+@given(any_meetings, st.integers(min_value=1, max_value=30))
 def test_invariant_5_storage_failure_forwards_nothing_from_then_on(
     program: list[Any], fail_from: int
 ) -> None:
@@ -440,7 +443,7 @@ def test_invariant_5_storage_failure_forwards_nothing_from_then_on(
 
 
 @PROPS
-@given(meetings)
+@given(any_meetings)
 def test_invariant_6_no_transcript_text_in_logs_ledger_or_decision_log(program: list[Any]) -> None:
     """No word of any segment appears in operational logs, ledger rows or decision records."""
     run = _run_sync(program)
@@ -461,7 +464,7 @@ RESTARTED = [
 
 @PROPS
 @example(RESTARTED)
-@given(meetings)
+@given(any_meetings)
 def test_invariant_9_no_name_or_metadata_of_a_non_consenting_participant_leaves(program: list[Any]) -> None:
     """Forwarded text and labels carry no name of anyone not consenting then, and no e-mail at all."""
     run = _run_sync(program)
