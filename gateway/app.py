@@ -219,7 +219,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[STORE] = store or open_store(settings.database)
     app[MAX_BODY] = settings.max_body_bytes
     token = settings.ingest_token.get_secret_value() if settings.ingest_token else None
-    app[AUTH] = Authenticator(token, [s.get_secret_value() for s in settings.webhook_secrets])
+    app[AUTH] = Authenticator(
+        token, [s.get_secret_value() for s in settings.webhook_secrets], store=app[STORE], scope="events"
+    )
     configs = destination_configs(policies.policies, settings)
     _operations(app, settings, configs)
     app.cleanup_ctx.append(_storage)

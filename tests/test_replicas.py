@@ -7,6 +7,7 @@ their destination; each test gets its own fresh database. Waiting is bounded pol
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,7 @@ from tests.web.harness import (
     joined,
     policy_yaml,
     segment,
+    signed_headers,
     wait_for,
 )
 
@@ -156,6 +158,24 @@ async def test_a_withdrawal_through_one_replica_stops_the_other(tmp_path: Path) 
         for n in range(5):
             actions = {d.action for d in decisions if d.segment_id == f"after{n}"}
             assert Action.DROP in actions and not actions & {Action.FORWARD, Action.REDACT}, (n, actions)
+
+
+async def test_a_delivery_one_replica_accepted_is_a_replay_on_the_other(tmp_path: Path) -> None:
+    """Ada's signed consent (msg-1) and withdrawal go through A. A copy of msg-1 sent to B within its
+    signature window is refused there too (409): B's memory never saw it, the store's claim did. Accepted,
+    it would have undone her withdrawal."""
+    async with replicas(tmp_path) as ([a, b], _):
+        given = json.dumps({"events": [joined(ADA, "Ada Lovelace"), consent(ADA, "given")]}).encode()
+        withdrawn = json.dumps(consent(ADA, "withdrawn")).encode()
+        captured = signed_headers(given, "msg-1")
+        assert (await a.post_raw(given, captured, auth=False)).status == 200
+        assert (await a.post_raw(withdrawn, signed_headers(withdrawn, "msg-2"), auth=False)).status == 200
+        reply = await b.post_raw(given, captured, auth=False)
+        assert reply.status == 409 and reply.doc["type"].endswith("/replayed")
+        await b.send(segment("b1", ADA, "After the withdrawal."))
+        await b.settle()
+        assert [e.record.choice.value for e in await b.ledger()] == ["given", "withdrawn"]
+        assert a.fake.segments() == []
 
 
 async def test_a_replica_that_cannot_confirm_its_view_holds_and_recovers(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ from gateway.platforms.config import PlatformsConfigError, RecallInstall, env_se
 from gateway.runtime import Result
 from gateway.store.base import StorageError
 from gateway.web.auth import Authenticator
-from gateway.web.keys import GATEWAY, MAX_BODY
+from gateway.web.keys import GATEWAY, MAX_BODY, STORE
 from gateway.web.problems import Problem, invalid
 
 log = structlog.get_logger("gateway.platforms.recall")
@@ -229,7 +229,7 @@ def _digest(*parts: str) -> str:
 async def webhook(request: web.Request) -> web.Response:
     body = await request.read()
     auth = request.app[RECALL_AUTH]
-    caller = auth.check(request.headers, body)
+    caller = await auth.check(request.headers, body)
     try:
         results = await _apply(request.app, parse(body, datetime.now(UTC)))
     except BaseException:
@@ -240,7 +240,7 @@ async def webhook(request: web.Request) -> web.Response:
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """Recall connects here; the upgrade is signed over an empty body. One event per text message."""
-    request.app[RECALL_AUTH].check(request.headers, b"")
+    await request.app[RECALL_AUTH].check(request.headers, b"")
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
     async for msg in ws:
@@ -294,6 +294,8 @@ def setup(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """Add the Recall.ai routes; all installations share them (any installation's secret verifies)."""
-    app[RECALL_AUTH] = Authenticator(None, secrets_of(installs, environ), clock)
+    app[RECALL_AUTH] = Authenticator(
+        None, secrets_of(installs, environ), clock, store=app.get(STORE), scope="recall"
+    )
     app.router.add_post(WEBHOOK_PATH, webhook)
     app.router.add_get(WS_PATH, stream)

@@ -44,11 +44,15 @@ from gateway.platforms.zoom_wire import (
     dedup_key,
     parse,
 )
-from gateway.web.keys import GATEWAY
+from gateway.web.keys import GATEWAY, STORE
 from gateway.web.problems import Problem, invalid
+from gateway.web.replays import DeliveryClaims, Replays
 
 log = structlog.get_logger("gateway.platforms.zoom")
 TOLERANCE_SECONDS = 300
+REDELIVERY_WINDOW = 2 * 3600.0
+"""How long an accepted delivery's key stays claimed in the shared store: Zoom retries a delivery it
+thinks failed 5, 25 and 85 minutes after the first attempt."""
 
 
 # --- signatures (published formulas, PLATFORMS.md) -------------------------------------------------------
@@ -118,10 +122,19 @@ def _refuse(reason: str) -> Problem:
 class ZoomWebhooks:
     """Everything the Zoom route needs: installations, seen deliveries, background tasks, RTMS streams."""
 
-    def __init__(self, installs: Sequence[Install], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        installs: Sequence[Install],
+        clock: Callable[[], float] = time.time,
+        store: DeliveryClaims | None = None,
+    ) -> None:
+        """``store``: where accepted deliveries are claimed for every replica (None: this process only)."""
         self.installs = tuple(installs)
         self.clock = clock
         self.deliveries = Deliveries()
+        self.replays = Replays("zoom", REDELIVERY_WINDOW, store, clock)
+        """The deliveries' keys in the shared store: one accepted by another replica (or before a restart)
+        is a duplicate here too."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.session: aiohttp.ClientSession | None = None
         self.rtms: zoom_rtms.RtmsStreams | None = None
@@ -149,7 +162,7 @@ ZOOM = web.AppKey("zoom", ZoomWebhooks)
 
 def setup(app: web.Application, apps: Sequence[ZoomApp]) -> None:
     """Add the Zoom webhook route and its background work (transcript downloads, RTMS streams)."""
-    app[ZOOM] = ZoomWebhooks(installs_from(apps))
+    app[ZOOM] = ZoomWebhooks(installs_from(apps), store=app.get(STORE))
     app.router.add_post("/platforms/zoom/webhook", webhook)
     app.cleanup_ctx.append(_background)
 
@@ -193,10 +206,19 @@ async def webhook(request: web.Request) -> web.Response:
     key = (install.app.id, *dedup_key(envelope))
     if not zoom.deliveries.reserve(key):
         return web.json_response({"status": "duplicate"})
+    shared = "\x1f".join(key)
+    try:
+        fresh = await zoom.replays.claim(shared)
+    except BaseException:
+        zoom.deliveries.release(key)
+        raise
+    if not fresh:  # accepted by another replica, or before a restart: it stays reserved here too
+        return web.json_response({"status": "duplicate"})
     try:
         await _perform(request.app, install, work)
     except BaseException:
         zoom.deliveries.release(key)
+        zoom.replays.release(shared)
         raise
     return web.json_response({"status": "accepted"})
 

@@ -58,6 +58,15 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StorageError unless storage answers now (readiness)."""
 
+    async def claim_delivery(self, key: str, now: float, until: float) -> bool:
+        """Claim a signed delivery's key (``gateway.store.deliveries``) until ``until``; False while an
+        earlier claim of it is live: a replay, whichever replica accepted it."""
+        ...
+
+    async def release_delivery(self, key: str) -> None:
+        """Give a claim up: its delivery was not accepted, so the sender's retry of it is no replay."""
+        ...
+
     async def append_consent(self, record: ConsentRecord, purge: Purge | None = None) -> LedgerEntry:
         """Chain and durably write one record; returns once committed. With ``purge``, the participant's
         queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4)."""

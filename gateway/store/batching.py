@@ -63,7 +63,25 @@ class OutcomesWrite:
             self.future.set_result(None)
 
 
-Write = ConsentWrite | DecisionsWrite | OutcomesWrite
+@dataclass(slots=True)
+class DeliveryWrite:
+    """A signed delivery's id claimed until ``until`` (or, ``release``, given up) in the next commit
+    (``gateway.store.deliveries``)."""
+
+    key: str
+    until: float
+    now: float
+    future: asyncio.Future[bool] = field(repr=False)
+    release: bool = False
+    claimed: bool | None = None
+    """Set inside the transaction: whether the claim is this caller's (always True for a release)."""
+
+    def resolve(self) -> None:
+        if self.claimed is not None and not self.future.done():
+            self.future.set_result(self.claimed)
+
+
+Write = ConsentWrite | DecisionsWrite | OutcomesWrite | DeliveryWrite
 
 GATHER_SECONDS = 0.002
 """How long the writer waits for more writes before a commit, only while the previous commit was shared by
@@ -82,13 +100,17 @@ class Batch:
     items: list[tuple[object, ...]]
     parts: list[tuple[object, ...]]
     outcomes: list[outbox.Finished]
+    deliveries: list[DeliveryWrite]
+    """Claims and releases of signed delivery ids, run first, each on its own."""
 
 
 def split(writes: Sequence[Write]) -> Batch:
-    batch = Batch([], [], [], [], [])
+    batch = Batch([], [], [], [], [], [])
     for write in writes:
         if isinstance(write, ConsentWrite):
             batch.consents.append(write)
+        elif isinstance(write, DeliveryWrite):
+            batch.deliveries.append(write)
         elif isinstance(write, DecisionsWrite):
             batch.decisions += write.rows
             batch.items += write.items
@@ -199,6 +221,19 @@ class GroupCommit(ABC):
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._submit(OutcomesWrite(list(done), future))
         return future
+
+    async def claim_delivery(self, key: str, now: float, until: float) -> bool:
+        """Claim a signed delivery's key until ``until``; False while an earlier claim of it is live (a
+        replay). Durable before it returns, like every write here."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._submit(DeliveryWrite(key, until, now, future))
+        return await future
+
+    async def release_delivery(self, key: str) -> None:
+        """Give up a claim (its delivery was not accepted): the sender's retry of it is no replay."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._submit(DeliveryWrite(key, 0.0, 0.0, future, release=True))
+        await future
 
     def _submit(self, write: Write) -> None:
         if not self._writer_running():

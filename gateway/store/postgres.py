@@ -23,9 +23,9 @@ import structlog
 
 from gateway.consent import ledger
 from gateway.roster_log import StoredChange
-from gateway.store import outbox, reads, rows
+from gateway.store import deliveries, outbox, reads, rows
 from gateway.store.base import StorageError
-from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
+from gateway.store.batching import DeliveryWrite, GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored as _column
 from gateway.store.reads import SELECT_SEALED_HEADERS, SQLReads
 
@@ -102,7 +102,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER roster_notify AFTER INSERT ON roster_log
             FOR EACH ROW EXECUTE FUNCTION roster_notify()""",
     ),
+    # 5: signed delivery ids claimed while their signatures verify (gateway.store.deliveries): a delivery one
+    # replica accepted is a replay on every other
+    deliveries.POSTGRES_TABLE,
 )
+_CLAIM_DELIVERY = outbox.numbered(deliveries.CLAIM)
+_FORGET_EXPIRED_DELIVERIES = outbox.numbered(deliveries.FORGET_EXPIRED)
+_RELEASE_DELIVERY = outbox.numbered(deliveries.RELEASE)
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
@@ -183,6 +189,20 @@ _COMMIT_ATTEMPTS = 3
 """Runs of a group commit that PostgreSQL aborts to break a deadlock, before its callers get StorageError."""
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+async def _deliveries(conn: asyncpg.Connection, writes: Sequence[DeliveryWrite]) -> None:
+    now = max((write.now for write in writes if not write.release), default=None)
+    if now is not None:  # claims that can no longer matter go as new ones come: the table stays small
+        await conn.execute(_FORGET_EXPIRED_DELIVERIES, now)
+    for write in writes:
+        if write.release:
+            await conn.execute(_RELEASE_DELIVERY, write.key)
+            write.claimed = True
+        else:
+            write.claimed = (
+                await conn.fetchval(_CLAIM_DELIVERY, write.key, write.until, write.now) is not None
+            )
 
 
 def _error_name(exc: BaseException) -> str:
@@ -330,6 +350,8 @@ class PostgresStore(GroupCommit, SQLReads):
 
     async def _insert(self, conn: asyncpg.Connection, writes: list[Write]) -> None:
         batch = split(writes)
+        if batch.deliveries:
+            await _deliveries(conn, batch.deliveries)
         if batch.consents:
             # held until COMMIT: another process extending the chain waits here, then reads our head
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)

@@ -24,9 +24,9 @@ import aiosqlite
 
 from gateway.consent import ledger
 from gateway.roster_log import StoredChange
-from gateway.store import outbox, reads, rows
+from gateway.store import deliveries, outbox, reads, rows
 from gateway.store.base import StorageError
-from gateway.store.batching import GroupCommit, Write, chain, consent_effects, split
+from gateway.store.batching import DeliveryWrite, GroupCommit, Write, chain, consent_effects, split
 from gateway.store.columns import stored, unstored
 from gateway.store.reads import SELECT_SEALED_HEADERS, SQLReads
 
@@ -83,6 +83,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             sealed BLOB NOT NULL)""",
         "CREATE INDEX roster_log_meeting ON roster_log (meeting_id, platform, seq)",
     ),
+    # 4: signed delivery ids claimed while their signatures verify (gateway.store.deliveries): a replay is
+    # refused after a restart too
+    deliveries.SQLITE_TABLE,
 )
 
 _WAL_CHECKPOINT_PAGES = 8192
@@ -116,6 +119,20 @@ _INSERT_DECISION = (
     " (decision_id, meeting_id, participant_id, destination, action, at, record_json)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _deliveries(conn: sqlite3.Connection, writes: Sequence[DeliveryWrite]) -> None:
+    now = max((write.now for write in writes if not write.release), default=None)
+    if now is not None:  # claims that can no longer matter go as new ones come: the table stays small
+        conn.execute(deliveries.FORGET_EXPIRED, (now,))
+    for write in writes:
+        if write.release:
+            conn.execute(deliveries.RELEASE, (write.key,))
+            write.claimed = True
+        else:
+            write.claimed = bool(
+                conn.execute(deliveries.CLAIM, (write.key, write.until, write.now)).fetchall()
+            )
 
 
 def _error_name(exc: BaseException) -> str:
@@ -284,6 +301,8 @@ class SQLiteStore(GroupCommit, SQLReads):
         conn.execute("BEGIN IMMEDIATE")
         try:
             batch = split(writes)
+            if batch.deliveries:
+                _deliveries(conn, batch.deliveries)
             if batch.consents:
                 conn.executemany(_INSERT_LEDGER, chain(batch.consents, self._ledger_head(conn), stored))
                 upserts, purges = consent_effects(batch.consents, stored)

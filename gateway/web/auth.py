@@ -1,7 +1,8 @@
 """Who may send events: a bearer token, or a Standard Webhooks signature over the raw body.
 
 Checked on the raw bytes before anything is parsed. A signed delivery whose id was already accepted within
-the timestamp window is a replay and is refused with 409. Refusals are logged without the body.
+the timestamp window (by this process, another replica sharing the store, or this process before a restart:
+``gateway.web.replays``) is a replay and is refused with 409. Refusals are logged without the body.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import structlog
 
 from gateway import signing
 from gateway.web.problems import Problem
+from gateway.web.replays import DeliveryClaims, Replays
 
 log = structlog.get_logger("gateway.auth")
 _TOLERANCE = 300
+REPLAY_WINDOW = 2 * _TOLERANCE
+"""How long an accepted id is refused again: longer than a signature over it verifies (the timestamp may be
+up to the tolerance in the future, and up to it in the past)."""
 
 
 class Authenticator:
@@ -25,13 +30,18 @@ class Authenticator:
         token: str | None,
         webhook_secrets: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        *,
+        store: DeliveryClaims | None = None,
+        scope: str = "events",
     ) -> None:
+        """``store``: where accepted delivery ids are claimed for every replica (None: this process only);
+        ``scope``: the endpoint, so that ids of different endpoints' senders never collide there."""
         self._token = token.encode() if token else None
         self._secrets = tuple(webhook_secrets)
         self._clock = clock
-        self._seen: dict[str, float] = {}
+        self.replays = Replays(scope, REPLAY_WINDOW, store, clock)
 
-    def check(self, headers: Mapping[str, str], body: bytes) -> str:
+    async def check(self, headers: Mapping[str, str], body: bytes) -> str:
         """The caller's identity for the record, or a 401/409 Problem."""
         scheme, _, credentials = headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self._token is not None:  # schemes are case-insensitive (RFC 9110)
@@ -39,10 +49,10 @@ class Authenticator:
                 return "bearer"
             return self._refuse("bad_token")
         if self._secrets and _signed(headers):
-            return self._check_signature(headers, body)
+            return await self._check_signature(headers, body)
         return self._refuse("missing_credentials")
 
-    def _check_signature(self, headers: Mapping[str, str], body: bytes) -> str:
+    async def _check_signature(self, headers: Mapping[str, str], body: bytes) -> str:
         now = int(self._clock())
         result = signing.verify(self._secrets, headers, body, now, tolerance=_TOLERANCE)
         if not result.ok:
@@ -50,29 +60,18 @@ class Authenticator:
         # the id the signature covers: a header beside it (a webhook-id added to a signed svix-* set) is
         # the sender's to choose, and keying replays on it would let a captured delivery be sent again
         msg_id = result.msg_id or ""
-        self._forget_old(now)
-        if msg_id in self._seen:
+        if not await self.replays.claim(msg_id):
             log.warning("ingest.replayed", msg_id=msg_id)
             raise Problem(
                 409, "replayed", "This delivery was already accepted", detail="webhook-id seen before"
             )
-        self._seen[msg_id] = now
         return f"webhook:{msg_id}"
 
     def release(self, caller: str) -> None:
         """Forget the delivery id of a request that was not accepted (bad body, storage down): the
         platform's retry of it is not a replay and must not be refused as one."""
         if caller.startswith("webhook:"):
-            self._seen.pop(caller.removeprefix("webhook:"), None)
-
-    def _forget_old(self, now: int) -> None:
-        # ids older than the timestamp window can never verify again, so the set stays bounded; dicts keep
-        # insertion order, so the oldest are at the front and the loop stops at the first young one
-        while self._seen:
-            msg_id, seen = next(iter(self._seen.items()))
-            if now - seen <= 2 * _TOLERANCE:
-                return
-            del self._seen[msg_id]
+            self.replays.release(caller.removeprefix("webhook:"))
 
     def _refuse(self, reason: str) -> str:
         log.warning("ingest.unauthenticated", reason=reason)

@@ -34,7 +34,7 @@ _ACCEPTED_BODY = json.dumps({"results": [{"status": "accepted"}]})
 async def post_events(request: web.Request) -> web.Response:
     body = await request.read()
     auth = request.app[AUTH]
-    caller = auth.check(request.headers, body)
+    caller = await auth.check(request.headers, body)
     try:
         batch, single = parse_batch(body)
         results = await apply(request.app[GATEWAY], batch, caller)
@@ -157,7 +157,7 @@ def _result_json(result: Result) -> dict[str, Any]:
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """One JSON event (or ``{"events": [...]}``) per text message; each gets a results or problem reply."""
-    caller = request.app[AUTH].check(request.headers, b"")
+    caller = await request.app[AUTH].check(request.headers, b"")
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
     async for msg in ws:

@@ -40,7 +40,7 @@ class StandingConsentIn(BaseModel):
 async def post_standing(request: web.Request) -> web.Response:
     body = await request.read()
     auth = request.app[AUTH]
-    caller = auth.check(request.headers, body)
+    caller = await auth.check(request.headers, body)
     try:
         doc = _parse(body)
         submitted = StandingSubmitted(

@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from gateway.events import ParticipantJoined
 from gateway.platforms.zoom_wire import Deliveries, Envelope, parse
+from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, meeting_event, participant_event, signed, zoom_signature
@@ -212,6 +214,24 @@ async def test_a_consent_command_in_a_direct_message_counts(rig: ZoomRig) -> Non
     await wait_for(_has(rig, 1), "the public chat message to arrive")
     await rig.gw.settle()
     assert texts(rig.gw) == [("16778241", "chat", "For everyone.")]
+
+
+async def test_a_redelivery_after_a_restart_is_still_a_duplicate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gwen consents in chat, then opts out. Zoom, which never got the first answer, redelivers the consent
+    25 minutes later, after the gateway restarted (or to another replica): the delivery's key is claimed in
+    the store, so it is acknowledged as a duplicate and not applied. Applied, it would undo her opt-out."""
+    consented = chat_event(UUID, "16778241", "m-1", "/consent summary", ts=1795852900000)
+    keys = (SecretStr(new_key_spec()),)
+    async with zoom_gateway(tmp_path, monkeypatch, outbox_keys=keys) as before:
+        await _start_with(before, ("16778241", "Gwen Ap Rhys: Ops"))
+        await before.accept(consented, chat_event(UUID, "16778241", "m-2", "/optout", ts=1795852901000))
+        ledger = await before.gw.ledger()
+    async with zoom_gateway(tmp_path, monkeypatch, outbox_keys=keys, database=before.gw.database) as after:
+        again = await after.send(consented)
+        assert again.status == 200 and again.doc == {"status": "duplicate"}
+        assert await after.gw.ledger() == ledger
 
 
 async def test_redeliveries_are_applied_once(rig: ZoomRig) -> None:

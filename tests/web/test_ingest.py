@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from gateway.model import RecordOutcome
+from gateway.sealing import new_key_spec
 from tests.web.harness import (
     INGEST_TOKEN,
     MEETING,
@@ -23,6 +26,7 @@ from tests.web.harness import (
     event,
     joined,
     segment,
+    serving,
     signed_headers,
 )
 
@@ -139,6 +143,27 @@ async def test_a_replay_with_a_legacy_signature_and_a_new_webhook_id_is_still_40
     for n in range(2):
         reply = await gateway.post_raw(first, {**legacy, "webhook-id": f"fresh-{n}"}, auth=False)
         assert_problem(reply, 409)
+
+
+async def test_a_captured_consent_replayed_after_a_restart_is_still_409(tmp_path: Path) -> None:
+    """Ada consents (msg-1), then withdraws (msg-2). The gateway restarts, and someone who captured msg-1
+    sends it again within its signature window: the id is claimed in the store, not only in the memory the
+    restart lost, so it is refused, and Ada stays withdrawn."""
+    given = body_of({"events": [joined("p-ada", "Ada Lovelace"), consent("p-ada", "given")]})
+    withdrawn = body_of(consent("p-ada", "withdrawn"))
+    captured = signed_headers(given, "msg-1")
+    keys = (SecretStr(new_key_spec()),)  # the roster sealed before the restart is read after it
+    async with serving(tmp_path, outbox_keys=keys) as before:
+        assert (await before.post_raw(given, captured, auth=False)).status == 200
+        assert (
+            await before.post_raw(withdrawn, signed_headers(withdrawn, "msg-2"), auth=False)
+        ).status == 200
+        ledger = await before.ledger()
+    async with serving(tmp_path, database=before.database, outbox_keys=keys) as after:
+        assert_problem(await after.post_raw(given, captured, auth=False), 409)
+        await after.settle()
+        assert await after.ledger() == ledger
+        assert [e.record.choice.value for e in ledger] == ["given", "withdrawn"]
 
 
 async def test_signed_delivery_refused_for_bad_input_is_not_a_replay_on_retry(gateway: LiveGateway) -> None:
