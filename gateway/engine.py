@@ -211,6 +211,8 @@ def evaluate_consent(
 ) -> ConsentRecord:
     """Turn a consent request into the ledger record it deserves: accepted, or rejected with a reason."""
     reason, delegation = _refusal(event, policy)
+    if reason is None and _superseded(state, event):
+        reason = "superseded"
     expires = None
     max_age = policy.spec.consent.max_age_days
     if event.choice is ConsentChoice.GIVEN and max_age is not None:
@@ -262,6 +264,21 @@ def _refusal(event: ConsentSubmitted, policy: Policy) -> tuple[str | None, str |
     if delegation is None or event.channel not in delegation.channels:
         return "indicated_by_other", None
     return None, delegation.name
+
+
+def _superseded(state: MeetingState, event: ConsentSubmitted) -> bool:
+    """Consent given at a time before a refusal or withdrawal this meeting already received for one of its
+    purposes (even one since followed by a newer consent): the participant's later choice stands. A
+    platform's redelivery of an old consent (hours after the first attempt), a delivery that overtook an
+    earlier one, or a captured request sent again once its id is forgotten would otherwise undo the
+    withdrawal. Refusals and withdrawals always apply (fail closed)."""
+    if event.choice is not ConsentChoice.GIVEN:
+        return False
+    for purpose in event.purposes:
+        restricted_at = state.consent(event.participant_id, purpose).restricted_at
+        if restricted_at is not None and restricted_at > event.at:
+            return True
+    return False
 
 
 def _notice_of(policy: Policy, purposes: Iterable[str]) -> str | None:

@@ -37,6 +37,10 @@ class ConsentEntry:
     state: ConsentState
     record_id: str
     expires_at: datetime | None = None
+    since: datetime | None = None
+    """When the choice behind it was made (its record's ``at``)."""
+    restricted_at: datetime | None = None
+    """The latest time a refusal or withdrawal of this purpose was made, of all this meeting folded in."""
 
     def at(self, now: datetime) -> ConsentState:
         if self.state is ConsentState.GIVEN and self.expires_at is not None and now >= self.expires_at:
@@ -166,9 +170,13 @@ def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
         and not record.delegation
     ):
         return state  # backstop for invariant 3, whatever wrote the record
-    entry = ConsentEntry(_STATE_OF_CHOICE[record.choice], record.record_id, record.expires_at)
+    choice = _STATE_OF_CHOICE[record.choice]
     consents = dict(state.consents)
     for purpose in record.purposes:
+        restricted_at = consents.get((record.subject, purpose), UNKNOWN).restricted_at
+        if choice is not ConsentState.GIVEN and (restricted_at is None or record.at > restricted_at):
+            restricted_at = record.at
+        entry = ConsentEntry(choice, record.record_id, record.expires_at, record.at, restricted_at)
         consents[(record.subject, purpose)] = entry
     return _bump(state, consents=MappingProxyType(consents))
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway import engine
 from gateway.events import (
     ConsentSubmitted,
@@ -146,6 +149,54 @@ def test_a_refusal_or_withdrawal_is_recorded_through_any_channel_and_for_any_pur
     assert refused.outcome is RecordOutcome.ACCEPTED
     assert m.consent("a", ("summary",), "withdrawn", by="host").reason == "indicated_by_other"
     assert m.consent("a", (), "withdrawn").reason == "unknown_purpose"
+
+
+def test_consent_given_before_a_withdrawal_already_held_is_superseded() -> None:
+    """Ada consents at 10:00:05 and withdraws at 10:00:10; the consent of 10:00:05 arrives again (a
+    redelivery hours later, or a delivery that overtook the withdrawal): it is recorded as rejected,
+    ``superseded``, and she stays withdrawn. A consent made after the withdrawal applies as usual."""
+    m = Meeting()
+    m.join("ada", "Ada Lovelace")
+    assert m.consent("ada", ("summary",), t=5).outcome is RecordOutcome.ACCEPTED
+    m.consent("ada", ("summary",), "withdrawn", t=10)
+    late = m.consent("ada", ("summary", "training"), t=5)
+    assert (late.outcome, late.reason) == (RecordOutcome.REJECTED, "superseded")
+    assert m.state.consent("ada", "summary").state is ConsentState.WITHDRAWN
+    m.say("s1", "ada", "After the withdrawal.", t=20)
+    assert m.last("s1").action is Action.DROP
+    again = m.consent("ada", ("summary",), t=30)
+    assert again.outcome is RecordOutcome.ACCEPTED
+    assert m.state.consent("ada", "summary").state is ConsentState.GIVEN
+
+
+def test_a_withdrawal_older_than_the_consent_it_follows_still_applies() -> None:
+    """Fail closed: a refusal or withdrawal applies whatever its time; only consent can be superseded."""
+    m = Meeting()
+    m.consent("ada", ("summary",), t=10)
+    assert m.consent("ada", ("summary",), "withdrawn", t=5).outcome is RecordOutcome.ACCEPTED
+    assert m.state.consent("ada", "summary").state is ConsentState.WITHDRAWN
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["given", "withdrawn", "refused"]), st.integers(min_value=0, max_value=20)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_consent_never_stands_on_a_choice_older_than_a_restriction_received(
+    choices: list[tuple[str, int]],
+) -> None:
+    """Whatever order a participant's choices arrive in (each with the time it was made), if they end up
+    consenting, the consent that stands was made after every refusal or withdrawal the gateway received."""
+    m = Meeting()
+    for choice, t in choices:
+        m.consent("ada", ("summary",), choice, t=t)
+    entry = m.state.consent("ada", "summary")
+    if entry.state is ConsentState.GIVEN:
+        restrictions = [at(t) for choice, t in choices if choice != "given"]
+        assert entry.since is not None and all(entry.since >= r for r in restrictions)
 
 
 def test_consent_expires_after_the_policy_max_age() -> None:

@@ -17,6 +17,8 @@ from pydantic import SecretStr
 
 from gateway.model import RecordOutcome
 from gateway.sealing import new_key_spec
+from gateway.web.keys import AUTH
+from gateway.web.replays import Replays
 from tests.web.harness import (
     INGEST_TOKEN,
     MEETING,
@@ -25,6 +27,7 @@ from tests.web.harness import (
     consent,
     event,
     joined,
+    now_iso,
     segment,
     serving,
     signed_headers,
@@ -164,6 +167,26 @@ async def test_a_captured_consent_replayed_after_a_restart_is_still_409(tmp_path
         await after.settle()
         assert await after.ledger() == ledger
         assert [e.record.choice.value for e in ledger] == ["given", "withdrawn"]
+
+
+async def test_a_consent_redelivered_after_the_withdrawal_that_followed_it_is_refused(
+    gateway: LiveGateway,
+) -> None:
+    """The sender redelivers Ada's consent, re-signed under its id, long after she withdrew (past the
+    replay window: a platform's retry hours later). It carries the time she consented, before her
+    withdrawal, so it is recorded as rejected (``superseded``) and her words stay dropped."""
+    given = body_of({"events": [joined("p-ada", "Ada Lovelace"), consent("p-ada", "given")]})
+    assert (await gateway.post_raw(given, signed_headers(given, "msg-1"), auth=False)).status == 200
+    assert (await gateway.post({**consent("p-ada", "withdrawn"), "at": now_iso()})).status == 200
+    gateway.app[AUTH].replays = Replays("events", 0.0)  # the claim on the first delivery has run out
+    reply = await gateway.post_raw(given, signed_headers(given, "msg-1"), auth=False)
+    assert reply.status == 200
+    assert [r.get("reason") for r in reply.doc["results"]] == [None, "superseded"]
+    await gateway.send(segment("s1", "p-ada", "After the withdrawal."))
+    await gateway.settle()
+    assert gateway.fake.segments() == []
+    assert [(e.record.choice.value, e.record.reason) for e in await gateway.ledger()] == [
+        ("given", None), ("withdrawn", None), ("given", "superseded")]  # fmt: skip
 
 
 async def test_signed_delivery_refused_for_bad_input_is_not_a_replay_on_retry(gateway: LiveGateway) -> None:
