@@ -145,6 +145,13 @@ class DispatchSink:
         if self.gateway is not None:
             await self.gateway.hold_meeting(meeting_id)
 
+    def scrubber_now(self, meeting_id: str, destination: str) -> object:
+        """What names are scrubbed under now for the destination (None for a meeting not held here)."""
+        gateway = self.gateway
+        if gateway is None or not gateway.holds(meeting_id):
+            return None
+        return gateway.scrubber_now(meeting_id, destination)
+
     def scrubbed_now(self, destination: str, part: Part, stamp: object) -> Part:
         """The part as it may leave now: names of those who do not consent now scrubbed again (unchanged
         for a meeting this process does not hold)."""
@@ -304,6 +311,7 @@ def _delivery(
                 on_purge=transports.forget,
                 rewrite=lambda dest, part, stamp: sink_ref[0].scrubbed_now(dest, part, stamp),
                 prepare=lambda meeting_id: sink_ref[0].prepare(meeting_id),
+                scrubbing=lambda meeting_id, destination: sink_ref[0].scrubber_now(meeting_id, destination),
             )
             sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)

@@ -268,7 +268,7 @@ class Gateway:
             return False
         return engine.still_allowed(state, dest, participant_id, wall_clock())
 
-    def _scrubber_now(self, meeting_id: str, destination: str) -> object:
+    def scrubber_now(self, meeting_id: str, destination: str) -> object:
         """The name scrubber delivery to ``destination`` would use now, where one platform holds the
         meeting (None otherwise): one is compiled per change of who is in it or who consents, and cached."""
         platforms = self._platforms.get(meeting_id, ())
@@ -290,7 +290,7 @@ class Gateway:
         (``engine.rescrubbed``), unless ``stamp``, the scrubber its text went through when decided, is the
         one in use now. Each change is logged with a decision record, written in the background (what
         leaves has fewer names than the record of its first decision, never more)."""
-        if stamp is not None and stamp is self._scrubber_now(meeting_id, destination):
+        if stamp is not None and stamp is self.scrubber_now(meeting_id, destination):
             return part
         for platform in self._platforms.get(meeting_id, ()):
             key = (platform, meeting_id)

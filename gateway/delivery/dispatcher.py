@@ -66,6 +66,10 @@ Rewrite = Callable[[str, Part, object], Part]
 was scrubbed under, None if not known, as for an item recovered from the store or a batch mixing stamps),
 asked with ``Allowed`` before every attempt: the names of those who do not consent now scrubbed again
 (``Gateway.scrubbed_now``)."""
+Scrubbing = Callable[[str, str], object]
+"""``(meeting_id, destination)`` -> what names are scrubbed under now (an object that changes whenever who
+is in the meeting or who consents does; None if not known): a body whose names were scrubbed under one may
+not leave under another (``Gateway.scrubber_now``)."""
 Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
 """``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
@@ -150,6 +154,7 @@ class Dispatcher:
         holds: Callable[[str], bool] | None = None,
         rewrite: Rewrite | None = None,
         prepare: Callable[[str], Awaitable[None]] | None = None,
+        scrubbing: Scrubbing | None = None,
     ) -> None:
         """``clock``: wall time (signature timestamps, ``Retry-After`` dates, retention); ``rng``: backoff
         jitter; ``outbox``: durable storage of items (see the module doc); ``blocked``: the store's consent
@@ -157,7 +162,8 @@ class Dispatcher:
         how one attempt goes out (default: signed HTTP POST); ``purposes_of``: a destination's purposes now
         (default: its config's; the live policies' when serving, since a reload may change them);
         ``rewrite``: each allowed part as it may leave now (default: unchanged); ``prepare``: awaited with
-        the meeting id before every attempt's checks (the app holds a meeting known only from storage)."""
+        the meeting id before every attempt's checks (the app holds a meeting known only from storage);
+        ``scrubbing``: asked when an attempt's body is built and again right before its first byte."""
         self._session = session
         self._destinations = dict(destinations)
         self._allowed = allowed
@@ -171,6 +177,7 @@ class Dispatcher:
         """Whether this process holds a meeting's consent view (None: always); else the store is asked."""
         self._rewrite = rewrite
         self._prepare = prepare
+        self._scrubbing = scrubbing
         self._on_purge = on_purge
         """Told the meeting id after a purge (transports drop what they cached of it, e.g. summaries)."""
         self._purposes_of = purposes_of or (lambda destination: self._destinations[destination].purposes)
@@ -585,14 +592,25 @@ class Dispatcher:
     def _still(self, entry: _Entry, sent: tuple[Part, ...]) -> Still:
         """Asked by the transport right before the body's first byte (each waits first: a connection, the
         loop turn the body is written in, a dial, a completion): whether the body built from ``sent`` may
-        still go. No purge took a part since (a withdrawal recorded here or replicated), and the live view
-        still allows each part; a failing check is a no (fail closed)."""
+        still go. No purge took a part since (a withdrawal recorded here or replicated), the live view
+        still allows each part, and the names in it were scrubbed under what is scrubbed now: someone only
+        mentioned in it who withdrew meanwhile is not named by it (their name goes in the body built again).
+        Made when the body is built, with no await since its parts were scrubbed; a failing check is a no
+        (fail closed)."""
+        meeting, destination = entry.item.meeting_id, entry.item.destination
+        scrubbing = self._scrubbing
+        try:
+            scrubbed_under = scrubbing(meeting, destination) if scrubbing is not None else None
+        except Exception:
+            return lambda: False
 
         def still() -> bool:
             if entry.parts is not sent:
                 return False
             try:
-                return all(self._allowed(entry.item.destination, part) is not False for part in sent)
+                if scrubbing is not None and scrubbing(meeting, destination) is not scrubbed_under:
+                    return False
+                return all(self._allowed(destination, part) is not False for part in sent)
             except Exception:
                 return False
 

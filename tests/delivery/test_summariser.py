@@ -308,6 +308,35 @@ async def test_the_gateway_summarises_only_consented_words(tmp_path, openai, web
     assert "Wen declined" not in json.dumps([r.user for r in openai.requests])
 
 
+async def test_a_summary_naming_someone_who_withdrew_while_the_model_wrote_is_written_again(
+    tmp_path, openai, webhook, monkeypatch
+) -> None:
+    """Only Wen speaks, naming Ada; both consent. Ada withdraws while the model writes the summary of a
+    transcript that names her: that summary is not posted. The transcript is built again without her
+    name, and the summary of that one is what arrives."""
+    monkeypatch.setenv("NOTES_API_KEY", API_KEY)
+    monkeypatch.setenv("NOTES_SECRET", SECRET)
+    async with serving_policy(tmp_path, _policy(openai.base_url, webhook.url)) as gw:
+        await gw.send(joined("p-ada", "Ada Lovelace"), joined("p-wen", "Wen Zhou"))
+        await gw.send(consent("p-ada", "given"), consent("p-wen", "given"))
+        await gw.send(segment("s1", "p-wen", "Ada Lovelace owns the budget review."))
+        openai.hang_next(1, 1.0)
+        await gw.send(event("meeting.ended"))
+
+        async def asked() -> bool:
+            return len(openai.requests) == 1
+
+        await wait_for(asked, "the completion request")
+        await gw.send(consent("p-ada", "withdrawn"))
+        await wait_for(_arrived(webhook), "the summary")
+        await gw.settle()
+    assert [r.user for r in openai.requests] == [
+        "Wen Zhou: Ada Lovelace owns the budget review.",
+        "Wen Zhou: [participant 1] owns the budget review.",
+    ]
+    assert len(webhook.accepted()) == 1
+
+
 async def test_a_withdrawal_while_the_model_writes_stops_that_summary(
     tmp_path, openai, webhook, monkeypatch
 ) -> None:

@@ -338,5 +338,23 @@ async def test_a_withdrawal_while_the_link_dials_stops_the_frame(tmp_path, desti
     assert [f.body["segment_id"] for f in destination.frames] == ["s2"]
 
 
+async def test_a_name_in_a_frame_is_scrubbed_if_its_owner_withdraws_while_the_link_dials(
+    tmp_path, destination, monkeypatch
+) -> None:
+    """Wen mentions Ada, who consents, so the frame is built naming her; it waits while the link dials and
+    Ada withdraws meanwhile. Wen still consents, so the frame goes, but built again: without Ada's name."""
+    monkeypatch.setenv("WS_DESTINATION_SECRET", SECRET)
+    destination.handshake_seconds = 1.0
+    async with serving_policy(tmp_path, _policy(destination.url)) as gw:
+        await gw.send(joined("p-ada", "Ada Lovelace"), joined("p-wen", "Wen Zhou"))
+        await gw.send(consent("p-ada", "given"), consent("p-wen", "given"))
+        await gw.send(segment("s1", "p-wen", "Ada Lovelace has the numbers."))
+        await until(lambda: destination.handshakes_begun > 0)
+        await gw.send(consent("p-ada", "withdrawn"))
+        await until(lambda: bool(destination.frames))
+        await gw.settle()
+    assert [f.body["text"] for f in destination.frames] == ["[participant 1] has the numbers."]
+
+
 async def _equal(found: Awaitable[object], expected: object) -> bool:
     return await found == expected
