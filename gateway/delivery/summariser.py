@@ -26,7 +26,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.delivery.http import CONSENT_CHANGED, Attempt, Still, always, post
+from gateway.delivery.http import CONSENT_CHANGED, Attempt, GatedBody, Still, always, post
 from gateway.delivery.items import DestinationConfig
 from gateway.delivery.retry import Verdict, classify
 
@@ -140,8 +140,9 @@ class Summariser:
         self, config: DestinationConfig, key: str, body: bytes, timestamp: int, still: Still = always
     ) -> Attempt:
         """One attempt; never raises for network trouble (cancellation still propagates). ``still`` is asked
-        right before the summary POST's first byte: a summary of content withdrawn while the model wrote
-        it (or while the POST connected) is not sent (``CONSENT_CHANGED``), and not kept."""
+        right before the completion request's first byte (the provider receives the words too) and right
+        before the summary POST's: content withdrawn meanwhile does not reach the model, and a summary of
+        content withdrawn while the model wrote it is not sent (``CONSENT_CHANGED``), and not kept."""
         found = transcript(body)
         if found is None:
             log.warning("delivery.summary_unusable_body", destination=config.id)
@@ -151,7 +152,7 @@ class Summariser:
         summary = self._kept.get(slot)
         if summary is None or summary.digest != digest:
             self._kept.pop(slot, None)  # a summary of other content must not outlive it here
-            outcome = await self._complete(config, found, digest)
+            outcome = await self._complete(config, found, digest, still)
             if isinstance(outcome, Attempt):
                 return outcome
             summary = outcome
@@ -180,17 +181,20 @@ class Summariser:
             self._kept.popitem(last=False)
 
     async def _complete(
-        self, config: DestinationConfig, found: Transcript, digest: str
+        self, config: DestinationConfig, found: Transcript, digest: str, still: Still
     ) -> _Summary | Attempt:
+        """Ask the model; the transcript leaves only if ``still`` says yes right before its first byte (the
+        model's provider is a recipient of the words too)."""
         url = config.url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         timeout = aiohttp.ClientTimeout(total=config.completion_timeout, sock_connect=config.connect_timeout)
+        gated = GatedBody(completion_request(config, found.text), still)
         try:
             async with self._session.post(
                 url,
-                data=completion_request(config, found.text),
+                data=gated,
                 headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
@@ -203,6 +207,8 @@ class Summariser:
                     )
                     return Attempt(status=response.status, retry_after=response.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if gated.stopped:
+                return Attempt(error=CONSENT_CHANGED)
             log.info("delivery.summary_completion_failed", destination=config.id, error=type(exc).__name__)
             return Attempt(error=type(exc).__name__)
         return _summary(config, raw, digest)

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from gateway.delivery.http import Attempt
+from gateway.delivery.http import CONSENT_CHANGED, Attempt
 from gateway.delivery.items import DestinationConfig, Item, Part, body, idempotency_key
 from gateway.delivery.retry import Verdict, classify
 from gateway.delivery.summariser import transcript
@@ -248,6 +248,23 @@ async def test_no_transcript_or_summary_text_reaches_the_logs(transports, openai
     assert len(logs) >= 2
     text = repr(logs)
     assert all(word not in text for word in ("Hello all", "figures", "Ada Lovelace", "3 lines", PROMPT))
+
+
+async def test_the_transcript_goes_to_the_model_only_if_still_allowed_at_its_first_byte(
+    transports, openai, webhook
+) -> None:
+    """The model's provider receives the words too: a withdrawal between the dispatcher's check and the
+    completion request's first byte (a slow connect to the provider) sends the model nothing, and the
+    attempt is CONSENT_CHANGED (the dispatcher builds the transcript again at once)."""
+    asked: list[int] = []
+
+    def still() -> bool:
+        asked.append(len(openai.requests))
+        return False
+
+    attempt = await transports.send(config(openai, webhook), "k1", transcript_body(), now(), still)
+    assert attempt == Attempt(error=CONSENT_CHANGED)
+    assert asked == [0] and openai.requests == [] and webhook.received == []
 
 
 async def test_http_destinations_still_get_one_signed_post(transports, webhook) -> None:
