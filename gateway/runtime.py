@@ -591,7 +591,11 @@ class Gateway:
         if policy is None:
             return Result("ignored", "no_policy_applies")
         now = now or wall_clock()
-        record = standing.evaluate(submitted, policy, self._new_id())
+        # only consent can be superseded by a choice already recorded; a restriction applies whatever came
+        # before
+        given = submitted.choice is ConsentChoice.GIVEN
+        prior = await self.store.standing_records(submitted.email) if given else []
+        record = standing.evaluate(submitted, policy, self._new_id(), prior)
         restricting = _restricts(record)
         holders = sorted(self._identities.get(record.subject, ()))
         # recorded before it reaches each meeting (a write, a read, each meeting's lock): meanwhile

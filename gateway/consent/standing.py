@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from gateway import engine
 from gateway.events import ConsentSubmitted
-from gateway.meeting import MeetingState
+from gateway.meeting import MeetingState, with_records
 from gateway.model import ConsentChoice, ConsentRecord, ConsentState, Purpose, RecordOutcome
 from gateway.policy.compiled import Policy
 
@@ -50,8 +50,12 @@ class StandingSubmitted:
     delegation: str | None = None
 
 
-def evaluate(submitted: StandingSubmitted, policy: Policy, record_id: str) -> ConsentRecord:
-    """The ledger record a standing request deserves under ``policy``: accepted, or rejected with a reason."""
+def evaluate(
+    submitted: StandingSubmitted, policy: Policy, record_id: str, prior: Iterable[ConsentRecord] = ()
+) -> ConsentRecord:
+    """The ledger record a standing request deserves under ``policy``: accepted, or rejected with a reason.
+    ``prior``: the identity's standing records so far, against which a consent made before a refusal or
+    withdrawal already recorded is ``superseded`` (a resent old request must not undo the later choice)."""
     subject = subject_for(submitted.email)
     by_self = submitted.indicated_by.strip().casefold() == submitted.email.strip().casefold()
     event = ConsentSubmitted(
@@ -68,8 +72,9 @@ def evaluate(submitted: StandingSubmitted, policy: Policy, record_id: str) -> Co
         evidence=submitted.evidence,
         expires_at=submitted.at + timedelta(days=policy.spec.consent.standing.max_days),
     )
+    mine = (r for r in prior if r.platform == submitted.platform and r.subject == subject)
     record = engine.evaluate_consent(
-        engine.new_meeting(submitted.platform, STANDING_MEETING), event, policy, record_id
+        with_records(engine.new_meeting(submitted.platform, STANDING_MEETING), mine), event, policy, record_id
     )
     if (
         record.outcome is RecordOutcome.ACCEPTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +26,10 @@ from gateway.sinks import CollectSink
 from gateway.store import open_store
 from gateway.store.base import Store
 from tests.conftest import database_for
+from tests.fakes.ai_service import FakeAIService
+from tests.test_roster_restart import ADA_VERIFIED, DEST, post_standing, standing_policy
+from tests.web.harness import SIGNING_SECRET, segment, serving_policy
+from tests.web.harness import event as generic_event
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 ADA = "Ada.Lovelace@Example.org"
@@ -103,6 +107,48 @@ def test_derive_only_what_still_holds() -> None:
     assert standing.derive(state, "p-ada", [given], policy, T0 + timedelta(days=31)) == ()
     other = new_meeting("zoom", "m1")
     assert standing.derive(other, "p-ada", [given], policy, T0) == ()
+
+
+def test_a_standing_consent_made_before_a_recorded_withdrawal_is_superseded() -> None:
+    """A resent standing consent (a retry of an earlier request, or one that overtook the withdrawal) made
+    before the identity's standing withdrawal is rejected as ``superseded``; one made after it applies."""
+    policy = _policy()
+    given = standing.evaluate(_submitted(), policy, "r1")
+    withdrawn = standing.evaluate(
+        _submitted(ConsentChoice.WITHDRAWN, at=T0 + timedelta(minutes=5)), policy, "r2"
+    )
+    again = standing.evaluate(_submitted(), policy, "r3", [given, withdrawn])
+    assert (again.outcome, again.reason) == (RecordOutcome.REJECTED, "superseded")
+    later = standing.evaluate(_submitted(at=T0 + timedelta(minutes=6)), policy, "r4", [given, withdrawn])
+    assert later.outcome is RecordOutcome.ACCEPTED
+    elsewhere = standing.evaluate(replace(_submitted(), platform="zoom"), policy, "r5", [given, withdrawn])
+    assert elsewhere.outcome is RecordOutcome.ACCEPTED  # another platform's choices are its own
+
+
+async def test_an_old_standing_consent_resent_after_the_withdrawal_lets_nothing_through(
+    tmp_path: Path,
+) -> None:
+    """Through the API: given 10 minutes ago, withdrawn 5 minutes ago, then the 10-minute-old request again
+    (403 superseded). Ada's next meeting forwards nothing of hers."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        t_given = datetime.now(UTC) - timedelta(minutes=10)
+        t_withdrawn = datetime.now(UTC) - timedelta(minutes=5)
+
+        def body(decision: str, at: datetime) -> dict[str, object]:
+            return {"platform": "generic", "email": "ada@example.org", "purposes": ["summary"],
+                    "decision": decision, "indicated_by": "ada@example.org",
+                    "at": at.isoformat()}  # fmt: skip
+
+        async with serving_policy(tmp_path, standing_policy(fake.url), fakes={DEST: fake}) as gw:
+            assert await post_standing(gw, body("given", t_given)) == 200
+            assert await post_standing(gw, body("withdrawn", t_withdrawn)) == 200
+            assert await post_standing(gw, body("given", t_given)) == 403
+            await gw.send(
+                generic_event("participant.joined", "m-next", participant=ADA_VERIFIED),
+                segment("s1", "p-ada", "Said after the standing withdrawal.", "m-next"),
+            )
+            await gw.settle()
+        assert fake.segments() == []
 
 
 def test_a_changed_notice_is_asked_again() -> None:
