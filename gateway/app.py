@@ -162,12 +162,14 @@ class DispatchSink:
 
     def allowed(self, destination: str, meeting_id: str, participant_id: str) -> bool | None:
         """The live consent view's answer; None for a meeting this process does not hold (recovered
-        content), which the dispatcher then checks against the store's latest consent."""
+        content), which the dispatcher then checks against the store's latest consent; False for one
+        the stored roster has but no loaded policy covers."""
         gateway = self.gateway
         if gateway is None:
             return False
         if not gateway.holds(meeting_id):
-            return None
+            # a meeting no policy covers any more sends nothing; one merely not held: the store decides
+            return False if gateway.ungoverned(meeting_id) else None
         return gateway.still_allowed(meeting_id, destination, participant_id)
 
 

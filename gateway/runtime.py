@@ -223,6 +223,8 @@ class Gateway:
         """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self._unheld: dict[str, float] = {}
         """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
+        self._ungoverned: dict[str, tuple[MeetingKey, ...]] = {}
+        """Meetings the stored roster has that no loaded policy covers (``hold_meeting``), with their keys."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
         """Rosters of the latest meetings forgotten (bounded): a transcript a platform makes ready after
         the end (Teams) announces them again (``rejoins``)."""
@@ -566,13 +568,26 @@ class Gateway:
             self._unheld[meeting_id] = time.monotonic() + _UNHELD_SECONDS
             while len(self._unheld) > _FORGOTTEN_ROSTERS:
                 self._unheld.pop(next(iter(self._unheld)))
-        for key in found:
-            if self.policies.for_meeting(*key) is None:
-                continue
+        governed = [key for key in found if self.policies.for_meeting(*key) is not None]
+        if found and not governed:
+            # its content was queued under a policy that covered it; none does now (a policy narrowed
+            # before a restart): nothing of it may leave, as for a meeting held when a reload dropped it
+            self._ungoverned[meeting_id] = tuple(found)
+            while len(self._ungoverned) > _FORGOTTEN_ROSTERS:
+                self._ungoverned.pop(next(iter(self._ungoverned)))
+        for key in governed:
+            self._ungoverned.pop(meeting_id, None)
             async with self._locks.setdefault(key, asyncio.Lock()):
                 if key not in self._states:
                     self._publish(key, await self._load(key))
                     log.info("meeting.held_for_delivery", meeting_id=meeting_id)
+
+    def ungoverned(self, meeting_id: str) -> bool:
+        """Whether the stored roster has this meeting, not held here, and no loaded policy covers it now."""
+        keys = self._ungoverned.get(meeting_id)
+        if keys is None or self.holds(meeting_id):
+            return False
+        return all(self.policies.for_meeting(*key) is None for key in keys)
 
     async def _standing_join(
         self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime

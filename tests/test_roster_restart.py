@@ -194,3 +194,43 @@ async def test_words_recovered_after_a_restart_are_scrubbed_against_consent_as_i
 
             await wait_for(arrived, "the recovered segment")
         assert [p["text"] for p in fake.segments()] == ["I checked it with [participant 2]."]
+
+
+async def test_queued_content_of_a_meeting_no_policy_covers_after_a_restart_is_not_sent(
+    tmp_path: Path,
+) -> None:
+    """Ada's segment is queued while the destination is down. The operator narrows the policy's
+    ``applies_to`` so it no longer covers the meeting, and restarts: nothing of the meeting may leave now
+    (as after a live reload), and it does not, though the stored consent still says given. Her withdrawal,
+    which no policy governs, is answered ``ignored``."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        keys = (SecretStr(new_key_spec()),)
+        url = await database_for(tmp_path)
+        base = policy_yaml({DEST: fake.url}, (Dest(DEST),))
+        covering = base.replace("mode: per_speaker", "mode: per_speaker\napplies_to: {meetings: ['m-*']}")
+        narrowed = base.replace("mode: per_speaker", "mode: per_speaker\napplies_to: {meetings: ['team-*']}")
+        assert covering != base and MEETING.startswith("m-")
+        fake.fail_next(1000, 503)
+        async with serving_policy(
+            tmp_path, covering, fakes={DEST: fake}, database=url, outbox_keys=keys
+        ) as gw:
+            await gw.send(
+                joined(ADA, "Ada Lovelace"), consent(ADA, "given"), segment("s1", ADA, "Ada's words.")
+            )
+
+            async def tried() -> bool:
+                return len(fake.received) >= 1
+
+            await wait_for(tried, "a first (failed) attempt")
+        fake.recover()
+        async with serving_policy(
+            tmp_path, narrowed, fakes={DEST: fake}, database=url, outbox_keys=keys
+        ) as gw:
+            [withdrawal] = await gw.send(consent(ADA, "withdrawn"))
+            assert withdrawal == {"status": "ignored", "reason": "no_policy_applies"}
+
+            async def dropped() -> bool:
+                return [r["status"] for r in await gw.store.outbox_report()] == ["dropped"]
+
+            await wait_for(dropped, "the queued item to be dropped")
+        assert fake.accepted() == []
