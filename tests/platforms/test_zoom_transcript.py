@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from gateway.platforms import vtt
+from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, participant_event, transcript_completed
@@ -176,3 +178,32 @@ async def test_transcript_after_the_core_forgot_the_meeting_is_still_attributed_
             rows = texts(rig.gw, dest)
             assert [(pid, kind) for pid, kind, _ in rows] == [("16778242", "speech")], dest
             assert "Gwen" not in rows[0][2], dest
+
+
+async def test_a_late_transcript_after_a_restart_scrubs_who_joined_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob joins and never consents; the gateway restarts mid-meeting; Alice joins and consents; the meeting
+    ends and is forgotten; then the recorded transcript arrives, Alice naming Bob. The roster brought back
+    for it is the gateway's (read back from the store after the restart), not only the joins this process's
+    webhooks saw: Bob's name and address are scrubbed."""
+    keys = (SecretStr(new_key_spec()),)
+    async with zoom_gateway(tmp_path, monkeypatch, outbox_keys=keys) as first:
+        await first.accept(fixture("meeting.started.json"))
+        await first.accept(participant_event("meeting.participant_joined", UUID, "16778250", "Bob Nakamura",
+                                             email="bob.nakamura@example.org"))  # fmt: skip
+    async with zoom_gateway(tmp_path, monkeypatch, outbox_keys=keys, database=first.gw.database) as rig:
+        await rig.accept(participant_event("meeting.participant_joined", UUID, "16778251", "Alice Moreau"))
+        await rig.accept(chat_event(UUID, "16778251", "c-1", "/consent summary"))
+        await rig.accept(fixture("meeting.ended.json"))
+        gateway = rig.gw.app[GATEWAY]
+        await gateway.tick(datetime.now(UTC) + timedelta(minutes=11))  # ended meetings are forgotten
+        assert gateway.meeting("zoom", UUID) is None
+        cue = "Alice Moreau: Bob Nakamura will send the numbers, mail bob.nakamura@example.org."
+        url = rig.zoom.add_transcript("late", f"WEBVTT\n\n1\n00:00:01.000 --> 00:00:04.000\n{cue}\n", TOKEN)
+        await rig.accept(transcript_completed(UUID, url, TOKEN))
+        await _downloaded(rig)
+        await rig.gw.settle()
+    assert [t for _, _, t in texts(rig.gw)] == [
+        "[participant 1] will send the numbers, mail [participant 1]."
+    ]
