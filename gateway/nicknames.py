@@ -280,6 +280,15 @@ ROLE_NAMES: frozenset[str] = _words(
 )
 """Display-name words that name a role rather than a person ("The Chair", "Speaker 1", "Operator")."""
 
+DEVICE_WORDS: frozenset[str] = _words(
+    """
+    iphone ipad ipod android phone mobile cell tablet laptop desktop pc mac macbook computer galaxy pixel
+    device room ext extension line dial call user team zoom teams meet webex no nr number
+    """
+)
+"""Words that, beside a number in a display name, label a device, a room or a line rather than name a person
+("Bea's iPhone 14", "Bea Okafor - Room 12", "User 42")."""
+
 CONNECTIVES: frozenset[str] = _words(
     """
     i im ill ive id we you he she they it its and but so or nor because if when then also as at on in of

@@ -219,6 +219,29 @@ def test_parse_roles_give_no_name() -> None:
         assert parse_display_name(label).parts == (), label
 
 
+def test_a_number_beside_a_name_leaves_the_name() -> None:
+    """A second device ("Bea Okafor 2"), a phone or room label beside the name: the name is still there, and
+    is scrubbed; labels and dial-in numbers alone give none."""
+    for display in ("Bea Okafor 2", "Bea Okafor (2)", "Bea Okafor iPhone 14", "Bea Okafor - Room 12",
+                    "Bea Okafor | Team 7", "Bea Okafor2", "Bea Okafor - ext 4411"):  # fmt: skip
+        assert parse_display_name(display).parts == ("Bea", "Okafor"), display
+    for label in (
+        "User 42",
+        "Guest 2",
+        "Participant 3",
+        "Caller 07",
+        "SPEAKER_01",
+        "+1 415-555-0199",
+        "Room 12",
+    ):
+        assert parse_display_name(label).parts == (), label
+    scrubber = NameScrubber.build([NameTarget("[participant 2]", ("Bea Okafor 2",), ())], [("Ada Lovelace",)])
+    assert (
+        scrubber.scrub("Bea Okafor sent it; thanks Bea.")[0]
+        == "[participant 2] sent it; thanks [participant 2]."
+    )
+
+
 def test_parse_email_typo_and_single_names() -> None:
     """E-mail names, a possessive typo in source data and single names parse to name parts."""
     assert parse_display_name("jane.doe@example.com").parts == ("jane", "doe")

@@ -40,7 +40,10 @@ def parse_display_name(raw: str) -> ParsedName:
         text = _PAREN.sub(" ", text)
     words = [w for w in (_clean_word(w) for w in _WORD.findall(text.split("(")[0])) if w]
     if any(ch.isdigit() for w in words for ch in w):
-        return ParsedName()  # "Speaker 1", "User 42": a label, not a name
+        # "Bea Okafor 2", "Bea's iPhone 14", "Bea Okafor - Room 12": the name is still there beside the
+        # number, which with the device and room words is no part of it; "Speaker 1", "User 42" and a
+        # dial-in number leave no name
+        words = [w for w in map(_without_digits, words) if w and token_key(w) not in nd.DEVICE_WORDS]
     words = [w for i, w in enumerate(words) if not _is_noise_word(w, inside=0 < i < len(words) - 1)]
     if not words or all(token_key(w) in nd.ROLE_NAMES for w in words):
         return ParsedName()
@@ -49,6 +52,14 @@ def parse_display_name(raw: str) -> ParsedName:
         given = token_key(single) in nd.KNOWN_GIVEN_NAMES
         return ParsedName(given=(single,)) if given else ParsedName(family=(single,))
     return ParsedName(given=(words[0],), family=tuple(words[1:]))
+
+
+def _without_digits(word: str) -> str:
+    """The word without its digits ("Okafor2" is "Okafor"); nothing if fewer than two letters remain."""
+    if not any(ch.isdigit() for ch in word):
+        return word
+    kept = "".join(ch for ch in word if not ch.isdigit()).strip("-_.+#")
+    return kept if sum(ch.isalpha() for ch in kept) >= 2 else ""
 
 
 def _email_to_name(raw: str) -> str:
