@@ -19,6 +19,7 @@ at all (logged). So are other failures: a transcript that cannot be fetched or p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import html
 import os
@@ -34,7 +35,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
-from gateway.events import MeetingEnded, SegmentReceived
+from gateway.events import MeetingEnded, ParticipantJoined, SegmentReceived
 from gateway.model import Participant, Segment
 from gateway.platforms import vtt
 from gateway.platforms.config import TeamsInstall, env_secret
@@ -125,6 +126,26 @@ def segments(
     return out
 
 
+def unknown_voices(
+    cues: Sequence[vtt.Cue], roster: Mapping[str, Participant], platform: str, meeting_id: str, at: datetime
+) -> list[ParticipantJoined]:
+    """Joins for the voices no roster participant bears (the roster missed them: a dial-in, a join the
+    gateway never heard of). Their own cues stay unattributed; joined, they are named on the roster, so
+    what others say about them is scrubbed like the name of anyone who has not consented. The id is a
+    hash of the name: nobody can consent for it, and the same voice is the same participant again."""
+    voices: dict[str, str] = {}
+    for cue in cues:
+        voice = " ".join(html.unescape(cue.voice).split()) if cue.voice else ""
+        if voice and not vtt.bears_name(roster, voice):
+            voices.setdefault(voice.casefold(), voice)
+    return [ParticipantJoined(platform, meeting_id, _voice_id(voice), voice, at) for voice in voices.values()]
+
+
+def _voice_id(voice: str) -> str:
+    digest = hashlib.sha256(voice.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"teams-voice:{digest}"
+
+
 # --- the adapter (I/O) -----------------------------------------------------------------------------------
 
 
@@ -190,6 +211,7 @@ class Teams:
             # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
             # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
             # that had ended is ended again after, so meeting-end destinations get the transcript too
+            await gateway.hold_meeting(ref.meeting_id)  # one the stored roster has, not read back here yet
             state = gateway.meeting(platform, ref.meeting_id)
             ended = state is None or state.ended
             if state is None:
@@ -200,6 +222,8 @@ class Teams:
             found = segments(cues, roster, platform, ref, datetime.now(UTC))
             unattributed = sum(1 for s in found if s.segment.participant_id is None)
             log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
+            for voice in unknown_voices(cues, roster, platform, ref.meeting_id, datetime.now(UTC)):
+                await gateway.handle(platform, voice, ask=False)  # nobody to ask: no way to reach them
             for event in found:
                 await gateway.handle(platform, event)
             if ended and found:

@@ -100,6 +100,12 @@ def by_name(roster: Mapping[str, Participant], name: str) -> str | None:
     return next(iter(owners)) if len(owners) == 1 else None
 
 
+def bears_name(roster: Mapping[str, Participant], name: str) -> bool:
+    """Whether any participant bears ``name`` (now or earlier), compared as ``by_name`` does."""
+    wanted = _same_name(name)
+    return any(_same_name(n) == wanted for p in roster.values() for n in p.names)
+
+
 def _same_name(name: str) -> str:
     return " ".join(name.split()).casefold()
 

@@ -111,6 +111,23 @@ async def test_a_transcript_ready_after_the_meeting_was_forgotten_is_still_attri
     ]
 
 
+async def test_a_voice_the_roster_lacks_is_scrubbed_from_what_others_say(world: World) -> None:
+    """Carol speaks in the transcript, but the integration's roster never had her (a dial-in, a join the
+    gateway did not hear of). Her own cue stays unattributed and is not forwarded; her name in Ada's words
+    is scrubbed like that of anyone who has not consented, and nobody is asked for consent on her behalf."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n"
+        "0:0:1.0 --> 0:0:2.0\n<v Carol Danvers>I would rather not be recorded.</v>\n\n"
+        "0:0:3.0 --> 0:0:4.0\n<v Ada Lovelace>Noted, Carol Danvers. Carol, we will follow up.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [(p["participant_id"], p["text"]) for p in forwarded(world.live)] == [
+        ("p-ada", "Noted, [participant 2]. [participant 2], we will follow up.")
+    ]
+    assert [e.record.subject for e in await world.live.ledger()] == ["p-ada"]
+
+
 async def test_transcript_logs_carry_ids_and_counts_never_words(world: World) -> None:
     """Invariant 6 on the Graph path: an applied transcript and one that cannot be parsed are both logged,
     and neither log line holds a word of them."""
