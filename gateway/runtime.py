@@ -60,6 +60,8 @@ MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
 _UNHELD_SECONDS = 5.0
 """How long delivery's request to hold a meeting the stored roster lacks is answered from memory."""
+LATE_END_SECONDS = 0.5
+"""How long after the first part kept after a meeting's end it is ended again (``_end_again_soon``)."""
 _FORGOTTEN_ROSTERS = 1000
 """Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
 
@@ -223,6 +225,8 @@ class Gateway:
         """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self._unheld: dict[str, float] = {}
         """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
+        self._ending_again: set[MeetingKey] = set()
+        """Meetings to be ended again shortly, for parts kept after their end (``_end_again_soon``)."""
         self._ungoverned: dict[str, tuple[MeetingKey, ...]] = {}
         """Meetings the stored roster has that no loaded policy covers (``hold_meeting``), with their keys."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
@@ -793,6 +797,32 @@ class Gateway:
         self._publish(key, step.state)
         for emit in step.emits:
             self.sink.submit(emit)
+        if after.ended and after.batches and (before is None or after.batches is not before.batches):
+            self._end_again_soon(key)
+
+    def _end_again_soon(self, key: MeetingKey) -> None:
+        """Parts kept for a meeting-end transcript after the meeting ended (a consent within the pending
+        window but after the end releasing held words, a late segment) missed the transcript: shortly
+        after (so that what arrives together goes together), the meeting is ended again and they go in a
+        transcript of their own, as a platform's late transcript does. Else they would wait until they
+        expired."""
+        if key in self._ending_again:
+            return
+        self._ending_again.add(key)
+        self._background(self._end_again(key))
+
+    async def _end_again(self, key: MeetingKey) -> None:
+        try:
+            await asyncio.sleep(LATE_END_SECONDS)
+        finally:
+            self._ending_again.discard(key)
+        state = self._states.get(key)
+        if state is None or not state.ended or not state.batches:
+            return  # sent meanwhile (an adapter ended it again), or purged
+        try:
+            await self.handle(key[0], MeetingEnded(key[0], key[1], wall_clock()), ask=False)
+        except StorageError:
+            log.error("meeting_end.late_parts_unsent", meeting_id=key[1])  # they stay stored, and expire
 
     def _publish(self, key: MeetingKey, state: MeetingState) -> None:
         """Make ``state`` the meeting's live view (what delivery and the admin API read)."""

@@ -149,3 +149,37 @@ async def test_a_meeting_id_used_again_after_its_end_gets_a_transcript_of_its_ow
             assert {r["status"] for r in items} == {stored.DELIVERED}
             await gw.send(event("meeting.ended"))  # a platform resending the end: nothing new to send
             assert len(transcripts(fake)) == 2
+
+
+async def test_words_released_by_a_consent_after_the_end_get_a_transcript_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """Ada speaks before deciding (held), the meeting ends, and she consents within the pending window: her
+    words missed the meeting-end transcript, so the meeting is ended again for them shortly after, and
+    they arrive in a transcript of their own instead of waiting in the outbox until they expire."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST, delivery="meeting_end"),), window=60)
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}) as gw:
+            await gw.send(joined(ADA, "Ada Lovelace"), segment("a1", ADA, "Before deciding."))
+            await gw.send(event("meeting.ended"))
+            assert transcripts(fake) == []  # nothing consented at the end
+            await gw.send(consent(ADA, "given"))
+            assert [p["segment_id"] for p in await one_transcript(fake)] == ["a1"]
+            assert {r["status"] for r in await batched_rows(gw)} == {"merged"}
+
+
+async def test_a_segment_arriving_after_the_end_is_sent_in_a_transcript_of_its_own(tmp_path: Path) -> None:
+    """A late segment of a consenting speaker (a platform's delivery delayed past the end) goes too."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        text = policy_yaml({DEST: fake.url}, (Dest(DEST, delivery="meeting_end"),))
+        async with serving_policy(tmp_path, text, fakes={DEST: fake}) as gw:
+            await gw.send(joined(ADA, "Ada Lovelace"), consent(ADA, "given"), segment("a1", ADA, "In time."))
+            await gw.send(event("meeting.ended"))
+            assert [p["segment_id"] for p in await one_transcript(fake)] == ["a1"]
+            await gw.send(segment("a2", ADA, "Late."), segment("a3", ADA, "Later."))
+
+            async def second() -> bool:
+                return len(transcripts(fake)) == 2
+
+            await wait_for(second, "the late transcript")
+            assert [[p["segment_id"] for p in t] for t in transcripts(fake)] == [["a1"], ["a2", "a3"]]
