@@ -14,6 +14,10 @@ every revision goes through the core afresh (consent and scrubbing are decided p
 segment with id ``{meeting uuid}/rtms/{sentence_id}/rev{n}`` (n = 1, 2, ...). A destination tells a revision
 from a new sentence by that id: the part before ``/rev`` names the sentence, and a higher ``n`` supersedes
 every lower one it received. A frame without ``user_id`` (or with 0) is unattributed.
+
+Every frame carries its speaker's current display name, and no webhook reports a rename: a frame whose name
+differs from the one the gateway was last told for that speaker is preceded by a ``ParticipantRenamed``, so
+that the core scrubs the new name as well as the old ones.
 """
 
 from __future__ import annotations
@@ -35,7 +39,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from gateway.events import MeetingEvent, ParticipantJoined, ParticipantLeft, SegmentReceived
+from gateway.events import (
+    MeetingEvent,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantRenamed,
+    SegmentReceived,
+)
 from gateway.model import Segment
 from gateway.store.base import StorageError
 
@@ -140,20 +150,29 @@ def _user(content: dict[str, Any]) -> str | None:
     return str(user) if isinstance(user, int | str) else None
 
 
+def _same_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
 def transcript_events(
-    meeting_uuid: str, content: dict[str, Any], sentences: Sentences, known: set[str]
+    meeting_uuid: str,
+    content: dict[str, Any],
+    sentences: Sentences,
+    known: set[str],
+    names: dict[str, str] | None = None,
 ) -> list[MeetingEvent]:
-    """A msg_type 17 frame: the speaker's join when first seen, then the segment of this revision."""
+    """A msg_type 17 frame: the speaker's join when first seen, or rename when their name changed, then the
+    segment of this revision. ``names``: the name (``_same_name``) the gateway was last told per speaker;
+    a known speaker missing from it (known from the roster by id only) is told the frame's name."""
     text = content.get("data")
     if not isinstance(text, str) or not text.strip():
         return []
     at = _when(content.get("timestamp") or content.get("start_time"))
     user = _user(content)
-    events: list[MeetingEvent] = []
     name = content.get("user_name")
-    if user is not None and user not in known and isinstance(name, str):
-        known.add(user)
-        events.append(ParticipantJoined(PLATFORM, meeting_uuid, user, name[:512], at))
+    events: list[MeetingEvent] = []
+    if user is not None and isinstance(name, str):
+        events += _speaker(meeting_uuid, user, name[:512], at, known, {} if names is None else names)
     sentence = content.get("sentence_id")
     base = str(sentence) if isinstance(sentence, int | str) and not isinstance(sentence, bool) else None
     base = base or f"t{content.get('timestamp')}-{user}"
@@ -162,7 +181,24 @@ def transcript_events(
     return events
 
 
-def participant_events(meeting_uuid: str, content: dict[str, Any], known: set[str]) -> list[MeetingEvent]:
+def _speaker(
+    meeting_uuid: str, user: str, name: str, at: datetime, known: set[str], names: dict[str, str]
+) -> list[MeetingEvent]:
+    """The join of a speaker first seen; the rename of a known one whose frames carry another name."""
+    same = _same_name(name)
+    if user not in known:
+        known.add(user)
+        names[user] = same
+        return [ParticipantJoined(PLATFORM, meeting_uuid, user, name, at)]
+    if not same or names.get(user) == same:
+        return []
+    names[user] = same
+    return [ParticipantRenamed(PLATFORM, meeting_uuid, user, name, at)]
+
+
+def participant_events(
+    meeting_uuid: str, content: dict[str, Any], known: set[str], names: dict[str, str] | None = None
+) -> list[MeetingEvent]:
     """A msg_type 6 frame: joins (event_type 3) and leaves (4); other event types are ignored."""
     kind = content.get("event_type")
     people = content.get("participants")
@@ -175,9 +211,11 @@ def participant_events(meeting_uuid: str, content: dict[str, Any], known: set[st
         if user is None:
             continue
         if kind == EVENT_JOIN:
-            name = person.get("user_name")
+            name = str(person.get("user_name") or "")[:512]
             known.add(user)
-            events.append(ParticipantJoined(PLATFORM, meeting_uuid, user, str(name or "")[:512], at))
+            if names is not None and (same := _same_name(name)):
+                names[user] = same
+            events.append(ParticipantJoined(PLATFORM, meeting_uuid, user, name, at))
         else:
             events.append(ParticipantLeft(PLATFORM, meeting_uuid, user, at))
     return events
@@ -212,6 +250,8 @@ class Stream:
     client_secret: str = field(repr=False)
     sentences: Sentences = field(default_factory=Sentences)
     known: set[str] = field(default_factory=set)
+    names: dict[str, str] = field(default_factory=dict)
+    """The name (``_same_name``) the gateway was last told per participant id: what a rename is told from."""
     connections: int = 0
 
     def signature(self) -> str:
@@ -348,10 +388,11 @@ class RtmsStreams:
             elif stops(message):
                 raise _Ended()
             elif kind == 6:
-                await self._apply(participant_events(uuid, content, stream.known))
+                await self._apply(participant_events(uuid, content, stream.known, stream.names))
             elif kind == 17:
                 stream.known.update(self.roster(uuid))
-                await self._apply(transcript_events(uuid, content, stream.sentences, stream.known))
+                events = transcript_events(uuid, content, stream.sentences, stream.known, stream.names)
+                await self._apply(events)
 
     async def _apply(self, events: list[MeetingEvent]) -> None:
         for event in events:

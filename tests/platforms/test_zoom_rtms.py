@@ -159,6 +159,32 @@ async def test_transcript_frames_follow_consent_and_revisions_are_decided_afresh
     assert len(texts(rtms.rig.gw)) == 2
 
 
+@pytest.mark.parametrize("first_seen", ["in_a_frame", "in_a_join_webhook"])
+async def test_a_renamed_speaker_is_scrubbed_under_the_new_name_and_the_old(
+    rtms: Rtms, first_seen: str
+) -> None:
+    """A decliner first seen as a device, whose later frames carry their real name, is scrubbed under both."""
+    rig = rtms.rig
+    await rig.accept(fixture("meeting.started.json"))
+    await rig.accept(participant_event("meeting.participant_joined", UUID, str(GWEN), "Gwen Rhys"))
+    if first_seen == "in_a_join_webhook":
+        await rig.accept(participant_event("meeting.participant_joined", UUID, str(TOMAS), "iPad (2)"))
+    await rig.accept(chat_event(UUID, str(GWEN), "c-1", "/consent summary"))
+    await rtms.started()
+    await rtms.until(lambda: rtms.fake.ready_count() == 1, "ready")
+    await rtms.fake.send_media(transcript_frame(TOMAS, "iPad (2)", "Can you hear me", 1, 1795852812100))
+    await rtms.fake.send_media(transcript_frame(TOMAS, "Tomás Ó Briain", "I renamed", 2, 1795852813100))
+    said = "Thanks iPad (2), or rather Tomás Ó Briain: over to you, Tomás."
+    await rtms.fake.send_media(transcript_frame(GWEN, "Gwen Rhys", said, 3, 1795852814100))
+    await wait_for(_texts_reach(rtms, 1), "Gwen's words")
+    await rig.gw.settle()
+    ((speaker, _, text),) = texts(rig.gw)
+    assert speaker == str(GWEN)
+    assert "Tomás" not in text and "Briain" not in text and "iPad" not in text, text
+    state = rig.gw.app[GATEWAY].meeting("zoom", UUID)
+    assert state is not None and state.participants[str(TOMAS)].names == ("Tomás Ó Briain", "iPad (2)")
+
+
 async def test_participant_events_and_unattributed_frames(rtms: Rtms) -> None:
     """RTMS joins (msg_type 6, event_type 3) add participants; a frame without user_id is unattributed."""
     await rtms.started("meeting.rtms_started.object.json")
