@@ -9,13 +9,20 @@ Keys. The meeting id is the bot id (what the integration got back when it create
 channels can name it), or the recording id for recordings made without a bot. Recall's participant ids are
 numbers scoped to one recording, so the participant key is ``"{recording id}:{participant id}"``.
 
-Events: ``participant_events.join`` / ``update`` (the e-mail arrives here, not on join) / ``leave`` become
-roster events; ``participant_events.chat_message`` a chat segment; ``transcript.data`` one utterance (its
-words joined with single spaces). ``transcript.partial_data`` is acknowledged and ignored: partial results are
-superseded by the final ``transcript.data`` of the same words, and forwarding both would send words twice.
-``speech_on`` / ``speech_off`` and unknown events are acknowledged and ignored. Bot status webhooks, if the
-operator points them here too, start (``bot.in_call_recording``) and end (``bot.done``) the meeting, which
-flushes ``meeting_end`` destinations.
+Events: ``participant_events.join`` / ``leave`` become roster events; ``participant_events.chat_message`` a
+chat segment; ``transcript.data`` one utterance (its words joined with single spaces).
+``transcript.partial_data`` is acknowledged and ignored: partial results are superseded by the final
+``transcript.data`` of the same words, and forwarding both would send words twice. ``speech_on`` /
+``speech_off`` and unknown events are acknowledged and ignored. Bot status webhooks, if the operator points
+them here too, start (``bot.in_call_recording``) and end (``bot.done``) the meeting, which flushes
+``meeting_end`` destinations.
+
+Whom a delivery names. An ``update`` (the e-mail arrives there, not on join, often with the name null), an
+utterance and a chat message name their participant too. The join may have been missed, or sent to another
+endpoint, and a name or e-mail the roster lacks is never scrubbed from others' words. So what such a
+delivery tells is announced before its events (``announce``): someone the roster lacks joins and is asked
+for consent like any joiner; for someone known, only a new e-mail (a join that keeps the known name) or a
+new name (a rename) is told, and nobody is asked again.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -39,8 +47,10 @@ from gateway.events import (
     MeetingStarted,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantRenamed,
     SegmentReceived,
 )
+from gateway.meeting import MeetingState
 from gateway.model import ContentKind, Segment
 from gateway.platforms.config import PlatformsConfigError, RecallInstall, env_secret
 from gateway.runtime import Result
@@ -154,8 +164,22 @@ class TranscriptMessage(_Obj):
 # --- parsing (pure) --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One delivery: its events, and the participant it names (as a join), for ``announce``."""
+
+    events: list[MeetingEvent] = field(default_factory=list)
+    named: ParticipantJoined | None = None
+
+
 def parse(body: bytes, now: datetime) -> list[MeetingEvent]:
-    """The internal events of one delivery (raises a 400 ``Problem`` naming the field)."""
+    """The internal events of one delivery (raises a 400 ``Problem`` naming the field), without what
+    ``announce`` would add: that depends on the roster."""
+    return read(body, now).events
+
+
+def read(body: bytes, now: datetime) -> Parsed:
+    """One delivery parsed (raises a 400 ``Problem`` naming the field)."""
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -174,39 +198,42 @@ def parse(body: bytes, now: datetime) -> list[MeetingEvent]:
             return _bot(kind, BotMessage.model_validate(doc).data, now)
     except ValidationError as exc:
         raise invalid(exc) from None
-    return []  # transcript.partial_data and events the gateway does not use
+    return Parsed()  # transcript.partial_data and events the gateway does not use
 
 
-def _participant(kind: str, env: ParticipantEnvelope, now: datetime) -> list[MeetingEvent]:
+def _participant(kind: str, env: ParticipantEnvelope, now: datetime) -> Parsed:
     data, mid = env.data, env.meeting_id
     who = data.participant
     pid = env.key(who)
     at = (data.timestamp.absolute if data.timestamp else None) or now
-    if kind == "join" or (kind == "update" and who.name is not None):
-        return [ParticipantJoined(PLATFORM, mid, pid, who.name or "", at, who.email)]
+    joined = ParticipantJoined(PLATFORM, mid, pid, who.name or "", at, who.email)
+    if kind == "join":
+        return Parsed([joined])
+    if kind == "update":
+        return Parsed(named=joined)
     if kind == "leave":
-        return [ParticipantLeft(PLATFORM, mid, pid, at)]
+        return Parsed([ParticipantLeft(PLATFORM, mid, pid, at)])
     if kind == "chat_message" and data.data is not None:
         stamp = data.timestamp.model_dump_json() if data.timestamp else ""
         sid = "chat-" + _digest(env.recording.id, pid, stamp)
         # "everyone", or "only_bot": a direct message to the bot, which is not meeting content
         private = data.data.to not in (None, "everyone")
         segment = Segment(mid, sid, pid, data.data.text, at, kind=ContentKind.CHAT, private=private)
-        return [SegmentReceived(PLATFORM, segment)]
-    return []
+        return Parsed([SegmentReceived(PLATFORM, segment)], _named(joined))
+    return Parsed()
 
 
-def _bot(kind: str, env: BotEnvelope, now: datetime) -> list[MeetingEvent]:
+def _bot(kind: str, env: BotEnvelope, now: datetime) -> Parsed:
     at = (env.data.updated_at if env.data else None) or now
     if kind == "bot.in_call_recording":
-        return [MeetingStarted(PLATFORM, env.bot.id, at)]
-    return [MeetingEnded(PLATFORM, env.bot.id, at)]
+        return Parsed([MeetingStarted(PLATFORM, env.bot.id, at)])
+    return Parsed([MeetingEnded(PLATFORM, env.bot.id, at)])
 
 
-def _transcript(env: TranscriptEnvelope, now: datetime) -> list[MeetingEvent]:
+def _transcript(env: TranscriptEnvelope, now: datetime) -> Parsed:
     words = env.data.words
     if not words:
-        return []
+        return Parsed()
     first, last = words[0].start_timestamp, words[-1].end_timestamp
     start = first.relative if first else None
     end = last.relative if last else None
@@ -216,7 +243,34 @@ def _transcript(env: TranscriptEnvelope, now: datetime) -> list[MeetingEvent]:
     # The id is stable across redeliveries, so downstream idempotency keys dedupe them; it carries no text.
     sid = "utt-" + _digest(env.recording.id, pid or "", repr(start), repr(end), str(len(words)))
     text = " ".join(w.text.strip() for w in words if w.text.strip())
-    return [SegmentReceived(PLATFORM, Segment(env.meeting_id, sid, pid, text, at, start, end))]
+    segment = SegmentReceived(PLATFORM, Segment(env.meeting_id, sid, pid, text, at, start, end))
+    if who is None or pid is None:
+        return Parsed([segment])
+    joined = ParticipantJoined(PLATFORM, env.meeting_id, pid, who.name or "", at, who.email)
+    return Parsed([segment], _named(joined))
+
+
+def _named(joined: ParticipantJoined) -> ParticipantJoined | None:
+    """A speaker or sender without a name or e-mail gives nothing to scrub: nobody to announce."""
+    return joined if joined.name or joined.email else None
+
+
+def announce(state: MeetingState | None, named: ParticipantJoined) -> tuple[MeetingEvent | None, bool]:
+    """What the roster must be told about a participant a delivery names (``named``), and whether to ask
+    them for consent. Nothing, for someone known under that name and e-mail: an utterance or update of a
+    known participant changes nothing, and asks nobody again. Presence is left alone unless an e-mail is
+    new (a late utterance, after a leave, must not bring anyone back)."""
+    known = state.participants.get(named.participant_id) if state is not None else None
+    if known is None:
+        return named, True
+    new_name = named.name not in ("", known.name, *known.former_names)
+    if named.email and named.email != known.email:
+        # an empty name leaves the known one (meeting.joined and roster_log.fold both keep it)
+        return replace(named, name=named.name if new_name else ""), False
+    if new_name:
+        renamed = ParticipantRenamed(PLATFORM, named.meeting_id, named.participant_id, named.name, named.at)
+        return renamed, False
+    return None, False
 
 
 def _digest(*parts: str) -> str:
@@ -231,7 +285,7 @@ async def webhook(request: web.Request) -> web.Response:
     auth = request.app[RECALL_AUTH]
     caller = await auth.check(request.headers, body)
     try:
-        results = await _apply(request.app, parse(body, datetime.now(UTC)))
+        results = await _apply(request.app, read(body, datetime.now(UTC)))
     except BaseException:
         auth.release(caller)  # not accepted: Recall's retry of this delivery is not a replay
         raise
@@ -248,7 +302,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
             log.warning("recall.ws.not_text", kind=msg.type.name)
             continue
         try:
-            await _apply(request.app, parse(msg.data.encode(), datetime.now(UTC)))
+            await _apply(request.app, read(msg.data.encode(), datetime.now(UTC)))
         except Problem as exc:
             log.warning("recall.ws.invalid", detail=exc.detail)
         except StorageError:
@@ -256,12 +310,18 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _apply(app: web.Application, events: Sequence[MeetingEvent]) -> list[Result]:
+async def _apply(app: web.Application, parsed: Parsed) -> list[Result]:
     gateway = app[GATEWAY]
+    events: list[tuple[MeetingEvent, bool]] = [(event, True) for event in parsed.events]
+    if parsed.named is not None:
+        # Read outside the meeting's lock: two deliveries racing for someone new may both ask them, which
+        # sends a second link and changes no consent; the roster change itself folds in twice harmlessly.
+        told, ask = announce(gateway.meeting(PLATFORM, parsed.named.meeting_id), parsed.named)
+        events[:0] = [(told, ask)] if told is not None else []
     results = []
-    for event in events:
+    for event, ask in events:
         log.info("recall.event", kind=type(event).__name__, meeting_id=event.meeting_id)
-        results.append(await gateway.handle(PLATFORM, event))
+        results.append(await gateway.handle(PLATFORM, event, ask=ask))
     return results
 
 

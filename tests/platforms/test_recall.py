@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,11 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from gateway import meeting
 from gateway.app import create_app
+from gateway.events import ParticipantJoined, ParticipantRenamed
 from gateway.model import ConsentChoice
+from gateway.notify import Notice
 from gateway.platforms import meet, recall, teams
 from gateway.platforms.config import PlatformsConfigError, RecallInstall, parse_platforms
 from gateway.settings import Settings
@@ -41,7 +45,7 @@ ENV = {"RECALL_SECRET": SECRET, "RECALL_OLD_SECRET": OLD_SECRET}
 INSTALL = RecallInstall(id="main", webhook_secret_envs=("RECALL_SECRET", "RECALL_OLD_SECRET"))
 DATA = Path(__file__).resolve().parents[1] / "data" / "recall"
 ADA, BEA = participant(100, "Ada Lovelace"), participant(200, "Bea Okafor")
-KEY_ADA, KEY_BEA = f"{RECORDING}:100", f"{RECORDING}:200"
+KEY_ADA, KEY_BEA, KEY_CAROL = f"{RECORDING}:100", f"{RECORDING}:200", f"{RECORDING}:300"
 
 
 def _setup(app: web.Application) -> None:
@@ -116,6 +120,74 @@ async def test_update_brings_the_email_and_chat_is_a_chat_segment(
     await live.settle()
     (only,) = forwarded(live)
     assert (only["kind"], only["text"], only["participant_id"]) == ("chat", "Agenda is in the doc.", KEY_ADA)
+
+
+async def test_a_speaker_known_only_from_their_words_joins_and_is_asked_once(
+    live: LiveGateway, sender: RecallSender
+) -> None:
+    """Carol, whose join never arrived, is put on the roster by her ``transcript.data`` and asked for consent
+    once; her name is scrubbed from Ada's words. Naming Ada again (update, utterance) asks nobody again and
+    leaves her consent as it was."""
+    asked = _consent_requests(live)
+    await _meeting_with_consent(live, sender)
+    carol = participant(300, "Carol Danvers")
+    for doc in (
+        transcript_data(carol, ["Please", "do", "not", "record", "me."], start=1.0),
+        participant_event("chat_message", carol, chat="Still me.", relative=2.0),
+        transcript_data(carol, ["Really."], start=3.0),
+        participant_event("update", ADA, relative=4.0),
+        transcript_data(ADA, ["Thanks,", "Carol", "Danvers."], start=5.0),
+    ):
+        assert (await sender.post(doc)).status == 200
+    await live.settle()
+    assert asked == [KEY_ADA, KEY_BEA, KEY_CAROL]
+    state = live.app[GATEWAY].meeting(recall.PLATFORM, BOT)
+    assert state is not None and state.participants[KEY_CAROL].name == "Carol Danvers"
+    assert [(p["participant_id"], p["text"]) for p in forwarded(live)] == [
+        (KEY_ADA, "Thanks, [participant 3].")
+    ]
+
+
+async def test_an_update_without_a_name_brings_the_email_and_keeps_the_name(
+    live: LiveGateway, sender: RecallSender
+) -> None:
+    """An ``update`` whose name is null still brings Bea's e-mail, without wiping her name: both are scrubbed
+    from Ada's words, as Bea refused. The update asks nobody again."""
+    asked = _consent_requests(live)
+    await _meeting_with_consent(live, sender)
+    bea_mail = participant(200, None, "bea@example.org")
+    assert (await sender.post(participant_event("update", bea_mail))).status == 200
+    state = live.app[GATEWAY].meeting(recall.PLATFORM, BOT)
+    assert state is not None
+    assert (state.participants[KEY_BEA].name, state.participants[KEY_BEA].email) == (
+        "Bea Okafor", "bea@example.org",
+    )  # fmt: skip
+    words = ["Bea", "Okafor", "will", "read", "bea@example.org", "later."]
+    assert (await sender.post(transcript_data(ADA, words))).status == 200
+    await live.settle()
+    assert [p["text"] for p in forwarded(live)] == ["[participant 2] will read [participant 2] later."]
+    assert asked == [KEY_ADA, KEY_BEA]
+
+
+def test_announce_tells_only_what_the_roster_lacks() -> None:
+    """Someone new joins and is asked; for someone known only a new e-mail (a join without the name) or a new
+    name (a rename) is told, never an old name, and nobody is asked again."""
+    at = datetime.now(UTC)
+    state = meeting.joined(meeting.MeetingState(recall.PLATFORM, BOT), KEY_ADA, "Ada", None)
+    state = meeting.left(meeting.renamed(state, KEY_ADA, "Ada L."), KEY_ADA)
+
+    def named(pid: str, name: str, email: str | None = None) -> ParticipantJoined:
+        return ParticipantJoined(recall.PLATFORM, BOT, pid, name, at, email)
+
+    assert recall.announce(None, named(KEY_BEA, "Bea")) == (named(KEY_BEA, "Bea"), True)
+    assert recall.announce(state, named(KEY_BEA, "Bea")) == (named(KEY_BEA, "Bea"), True)
+    for same in ("Ada L.", "Ada", ""):  # a late utterance must not bring back a participant who left
+        assert recall.announce(state, named(KEY_ADA, same)) == (None, False)
+    assert recall.announce(state, named(KEY_ADA, "Ada", "a@example.org")) == (
+        named(KEY_ADA, "", "a@example.org"), False,
+    )  # fmt: skip
+    renamed = ParticipantRenamed(recall.PLATFORM, BOT, KEY_ADA, "Ada K.", at)
+    assert recall.announce(state, named(KEY_ADA, "Ada K.")) == (renamed, False)
 
 
 async def test_a_direct_message_to_the_bot_is_never_forwarded_but_its_command_counts(
@@ -343,6 +415,20 @@ def test_platforms_file_sections_validate_strictly() -> None:
     )  # fmt: skip
     with pytest.raises(PlatformsConfigError, match=r"recall\.0\.secret"):
         parse_platforms({"recall": [{"id": "main", "webhook_secret_envs": ["A"], "secret": "x"}]})
+
+
+def _consent_requests(live: LiveGateway) -> list[str]:
+    """Whom the gateway sends a consent request from now on, in order (the notices still go out)."""
+    gateway, asked = live.app[GATEWAY], list[str]()
+    forward = gateway.notify
+
+    def notify(notice: Notice) -> None:
+        if notice.kind == "consent_request":
+            asked.append(notice.participant_id)
+        forward(notice)
+
+    gateway.notify = notify
+    return asked
 
 
 def _roster_has(live: LiveGateway, key: str) -> Any:
