@@ -266,13 +266,19 @@ def _refusal(event: ConsentSubmitted, policy: Policy) -> tuple[str | None, str |
     return None, delegation.name
 
 
+CONSENT_PAGE = "consent_page"
+"""The channel of choices made on the gateway's own consent page (``gateway.web.consent_page``)."""
+
+
 def _superseded(state: MeetingState, event: ConsentSubmitted) -> bool:
     """Consent given at a time before a refusal or withdrawal this meeting already received for one of its
     purposes (even one since followed by a newer consent): the participant's later choice stands. A
     platform's redelivery of an old consent (hours after the first attempt), a delivery that overtook an
     earlier one, or a captured request sent again once its id is forgotten would otherwise undo the
-    withdrawal. Refusals and withdrawals always apply (fail closed)."""
-    if event.choice is not ConsentChoice.GIVEN:
+    withdrawal. Refusals and withdrawals always apply (fail closed). Consent given on the consent page is
+    never superseded: the gateway stamps it with its own clock as it happens, after everything the meeting
+    holds was received, while a relayed restriction's time is the sender's clock (possibly ahead)."""
+    if event.choice is not ConsentChoice.GIVEN or event.channel == CONSENT_PAGE:
         return False
     for purpose in event.purposes:
         restricted_at = state.consent(event.participant_id, purpose).restricted_at

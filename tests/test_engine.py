@@ -169,6 +169,18 @@ def test_consent_given_before_a_withdrawal_already_held_is_superseded() -> None:
     assert m.state.consent("ada", "summary").state is ConsentState.GIVEN
 
 
+def test_consent_on_the_consent_page_is_never_superseded() -> None:
+    """The page stamps its choices with the gateway's clock as they happen; a relayed withdrawal may carry a
+    platform clock running ahead. A "yes" on the page after that withdrawal was received is the later
+    choice, whatever the times say."""
+    with_page = BASE.replace("channels: [api, chat]", "channels: [api, chat, consent_page]")
+    m = Meeting(parse_policy(with_page.encode(), "t.yaml"))
+    m.consent("ada", ("summary",), "withdrawn", t=10)  # a platform clock ahead of the gateway's
+    page = m.consent("ada", ("summary",), t=5, channel="consent_page", notice_version="s1")
+    assert page.outcome is RecordOutcome.ACCEPTED
+    assert m.state.consent("ada", "summary").state is ConsentState.GIVEN
+
+
 def test_a_withdrawal_older_than_the_consent_it_follows_still_applies() -> None:
     """Fail closed: a refusal or withdrawal applies whatever its time; only consent can be superseded."""
     m = Meeting()

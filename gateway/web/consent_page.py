@@ -32,6 +32,7 @@ import structlog
 from aiohttp import web
 from markupsafe import Markup
 
+from gateway import engine
 from gateway.consent.changes import plan, withdraw_all
 from gateway.consent.links import LinkScope
 from gateway.events import ConsentSubmitted
@@ -44,7 +45,7 @@ from gateway.web.consent_text import LANGUAGE_NAMES, TEXT, negotiate, words
 from gateway.web.keys import GATEWAY, LINKS, RECEIPTS, STORE
 
 log = structlog.get_logger("gateway.consent_page")
-CHANNEL = "consent_page"
+CHANNEL = engine.CONSENT_PAGE
 FORM_MAX_AGE = timedelta(hours=12)
 
 _ENV = jinja2.Environment(
