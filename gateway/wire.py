@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from gateway.events import (
     ConsentSubmitted,
@@ -21,6 +21,7 @@ from gateway.events import (
     ParticipantRenamed,
     SegmentReceived,
 )
+from gateway.instant import Instant
 from gateway.model import ConsentChoice, ContentKind, Segment
 
 Id = Annotated[str, Field(min_length=1, max_length=256)]
@@ -32,7 +33,7 @@ Seconds = Annotated[float, Field(ge=0, le=1e7)]
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     meeting_id: Id
-    at: AwareDatetime
+    at: Instant
 
 
 class MeetingStartedIn(_Event):

@@ -35,10 +35,11 @@ from typing import Annotated, Any, TypeVar
 import aiohttp
 import structlog
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
 from gateway.events import MeetingEvent, ParticipantJoined, SegmentReceived
+from gateway.instant import Instant
 from gateway.model import Segment
 from gateway.platforms.config import MeetInstall, env_secret
 from gateway.store.base import StorageError
@@ -78,7 +79,7 @@ class MeetParticipant(_Obj):
     signedinUser: User | None = None
     anonymousUser: User | None = None
     phoneUser: User | None = None
-    earliestStartTime: AwareDatetime | None = None
+    earliestStartTime: Instant | None = None
 
     @property
     def display_name(self) -> str:
@@ -90,8 +91,8 @@ class Entry(_Obj):
     name: Name
     participant: Name | None = None
     text: Annotated[str, Field(max_length=100_000)] = ""
-    startTime: AwareDatetime | None = None
-    endTime: AwareDatetime | None = None
+    startTime: Instant | None = None
+    endTime: Instant | None = None
 
 
 class Transcript(_Obj):

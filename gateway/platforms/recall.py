@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from aiohttp import WSMsgType, web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from gateway import signing
 from gateway.events import (
@@ -50,6 +50,7 @@ from gateway.events import (
     ParticipantRenamed,
     SegmentReceived,
 )
+from gateway.instant import Instant
 from gateway.meeting import MeetingState
 from gateway.model import ContentKind, Segment
 from gateway.platforms.config import PlatformsConfigError, RecallInstall, env_secret
@@ -85,7 +86,7 @@ class Ref(_Obj):
 
 
 class Stamp(_Obj):
-    absolute: AwareDatetime | None = None
+    absolute: Instant | None = None
     relative: Seconds | None = None
 
 
@@ -143,7 +144,7 @@ class ParticipantMessage(_Obj):
 
 
 class BotStatus(_Obj):
-    updated_at: AwareDatetime | None = None
+    updated_at: Instant | None = None
 
 
 class BotEnvelope(_Obj):

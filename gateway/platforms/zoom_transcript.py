@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.events import MeetingEnded, ParticipantJoined, SegmentReceived
+from gateway.instant import Instant
 from gateway.model import Participant, Segment
 from gateway.platforms import vtt
 from gateway.store.base import StorageError
@@ -51,12 +52,12 @@ class RecordingFile(_Wire):
     id: Annotated[str, BeforeValidator(_id_text), Field(max_length=256)] | None = None
     download_url: Annotated[str, Field(max_length=4096)] | None = None
     status: str | None = None
-    recording_start: AwareDatetime | None = None
+    recording_start: Instant | None = None
 
 
 class RecordingObject(_Wire):
     uuid: Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
-    start_time: AwareDatetime | None = None
+    start_time: Instant | None = None
     recording_files: Annotated[list[RecordingFile], Field(max_length=1000)] = []
 
 

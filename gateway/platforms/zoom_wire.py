@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.events import (
     MeetingEnded,
@@ -27,6 +27,7 @@ from gateway.events import (
     ParticipantLeft,
     SegmentReceived,
 )
+from gateway.instant import Instant
 from gateway.model import ContentKind, Segment
 from gateway.platforms import zoom_rtms, zoom_transcript
 
@@ -64,8 +65,8 @@ class MeetingObject(_Wire):
     uuid: ZoomId
     id: ZoomId | None = None
     topic: Name | None = None
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
+    start_time: Instant | None = None
+    end_time: Instant | None = None
 
 
 class ZoomParticipant(_Wire):
@@ -73,8 +74,8 @@ class ZoomParticipant(_Wire):
     user_name: Name
     id: Annotated[str, BeforeValidator(_id_text)] | None = None
     email: Annotated[str, Field(max_length=320)] | None = None
-    join_time: AwareDatetime | None = None
-    leave_time: AwareDatetime | None = None
+    join_time: Instant | None = None
+    leave_time: Instant | None = None
 
 
 class ParticipantObject(MeetingObject):
@@ -86,7 +87,7 @@ class ChatMessage(_Wire):
     message_id: ZoomId
     message_content: Annotated[str, Field(max_length=100_000)]
     sender_name: Name | None = None
-    date_time: AwareDatetime | None = None
+    date_time: Instant | None = None
     recipient_type: str | None = None
 
 

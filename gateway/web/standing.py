@@ -12,9 +12,10 @@ import json
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.consent.standing import StandingSubmitted
+from gateway.instant import Instant
 from gateway.model import ConsentChoice
 from gateway.web.ingest import caller_evidence
 from gateway.web.keys import AUTH, GATEWAY
@@ -31,7 +32,7 @@ class StandingConsentIn(BaseModel):
     purposes: Annotated[list[Short], Field(min_length=1, max_length=32)]
     decision: ConsentChoice
     indicated_by: Annotated[str, Field(min_length=1, max_length=320)]
-    at: AwareDatetime
+    at: Instant
     notice_version: Short | None = None
     delegation: Short | None = None
     evidence: Annotated[str, Field(max_length=256)] | None = None

@@ -120,6 +120,10 @@ async def test_malformed_json_and_schema_violations_are_400_naming_the_field(rig
     assert reply.status == 400 and reply.doc["detail"].startswith("payload.object.uuid")
     reply = await rig.send({"event": 5, "payload": {}})
     assert reply.status == 400 and reply.doc["detail"].startswith("event")
+    doc = participant_event("meeting.participant_joined", UUID, "16778240", "Ana")
+    doc["payload"]["object"]["participant"]["join_time"] = "9999-12-31T23:59:59Z"  # would overflow later
+    reply = await rig.send(doc)
+    assert reply.status == 400 and reply.doc["detail"].startswith("payload.object.participant.join_time")
     await _nothing_stored(rig)
 
 

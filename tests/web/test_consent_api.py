@@ -311,6 +311,11 @@ async def test_standing_consent_bad_input_changes_nothing(watched: Watched) -> N
     del body["email"]
     status, doc = await post_standing(watched.live, body)
     assert status == 400 and doc["errors"][0]["field"] == "email"
+    # a time whose expiry would overflow the calendar is refused at the door, not a 500 later
+    status, doc = await post_standing(
+        watched.live, {**standing_body("given"), "at": "9999-12-01T00:00:00+00:00"}
+    )
+    assert status == 400 and doc["errors"][0]["field"] == "at"
     status, _ = await post_standing(watched.live, standing_body("given"), auth=False)
     assert status == 401
     assert await watched.live.ledger() == []

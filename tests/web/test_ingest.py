@@ -229,6 +229,13 @@ INVALID = {
                     {**segment("s1", "p-ada", ""), "text": 42}]},
         "events[2].text"),
     "naive datetime": ({**segment("s1", "p-ada", "Hi."), "at": "2026-11-27T08:00:00"}, "at"),
+    # parse, then overflow once converted to UTC or given an expiry: refused before anything is applied
+    "a time before year 1 in UTC, after a join": (
+        {"events": [joined("p-ada", "Ada Lovelace"),
+                    {**consent("p-ada", "given"), "at": "0001-01-01T00:00:00+01:00"}]},
+        "events[1].at"),
+    "a time at the end of the calendar": (
+        {**segment("s1", "p-ada", "Hi."), "at": "9999-12-31T23:00:00+00:00"}, "at"),
     "unknown field": ({**segment("s1", "p-ada", "Hi."), "speaker_name": "Ada"}, "speaker_name"),
     "consent purposes not a list": ({**consent("p-ada", "given"), "purposes": "summary"}, "purposes"),
     "unknown consent decision": ({**consent("p-ada", "given"), "decision": "maybe"}, "decision"),
