@@ -52,6 +52,8 @@ def load_policy(path: str | Path) -> Policy:
         raw = path.read_bytes()
     except OSError as exc:
         raise PolicyError([PolicyIssue(str(path), 0, 0, "", f"cannot read: {exc.strerror}")]) from None
+    except ValueError:  # a path no file can have (an embedded NUL)
+        raise PolicyError([PolicyIssue(repr(str(path)), 0, 0, "", "cannot read: not a valid path")]) from None
     return parse_policy(raw, str(path))
 
 

@@ -336,6 +336,13 @@ async def policy_status(request: web.Request) -> web.Response:
 
 
 async def policy_reload(request: web.Request) -> web.Response:
+    # it takes nothing: a parameter it does not know (a "dry_run" it would ignore) must not reload for real
+    if request.query:
+        raise Problem(
+            400, "invalid-query", "Invalid query", detail=f"{sorted(request.query)[0]}: unknown parameter"
+        )
+    if (await request.read()).strip():
+        raise Problem(400, "invalid-body", "Invalid body", detail="body: the reload takes no body")
     outcome = request.app[POLICIES].reload(request.app[GATEWAY])
     if not outcome.ok:
         raise Problem(

@@ -284,12 +284,30 @@ async def test_policy_status_reload_and_refused_reload(gw: LiveGateway) -> None:
     assert doc["last_reload"]["ok"] is False
 
 
+async def test_a_reload_with_a_parameter_it_does_not_take_changes_nothing(gw: LiveGateway) -> None:
+    """``?dry_run=true`` (or a body) is not something reload knows: 400 naming it, and no reload, rather
+    than a real reload the operator did not ask for."""
+    _, _, doc = await call(gw, "GET", "/admin/v1/policy")
+    old = doc["policies"][0]["revision"]
+    gw.policy_path.write_text(gw.policy_path.read_text() + "# changed on disk, not yet reloaded\n")
+    status, ctype, doc = await call(gw, "POST", "/admin/v1/policy/reload?dry_run=true")
+    assert (status, ctype) == (400, PROBLEM_JSON) and doc["detail"].startswith("dry_run")
+    status, _, doc = await call(gw, "POST", "/admin/v1/policy/reload", json={"dry_run": True})
+    assert status == 400 and doc["detail"].startswith("body")
+    _, _, doc = await call(gw, "GET", "/admin/v1/policy")
+    assert doc["policies"][0]["revision"] == old
+
+
 async def test_shadow_body_is_validated(gw: LiveGateway) -> None:
     """A shadow request without ``paths``, or naming a missing file, changes nothing and says why."""
     status, ctype, doc = await call(gw, "POST", "/admin/v1/policy/shadow", json={"path": "x"})
     assert (status, ctype) == (400, PROBLEM_JSON)
     status, _, doc = await call(gw, "POST", "/admin/v1/policy/shadow", json={"paths": ["/nonexistent.yaml"]})
     assert status == 422 and "cannot read" in doc["detail"]
+    status, _, doc = await call(
+        gw, "POST", "/admin/v1/policy/shadow", json={"paths": ["policies/a\x00.yaml"]}
+    )
+    assert status == 422 and "cannot read" in doc["detail"]  # no file can have that path: not a 500
     _, _, doc = await call(gw, "GET", "/admin/v1/policy")
     assert doc["shadow"] == []
 
