@@ -290,14 +290,16 @@ async def webhook(request: web.Request) -> web.Response:
     except BaseException:
         auth.release(caller)  # not accepted: Recall's retry of this delivery is not a replay
         raise
+    auth.accepted(caller)
     return web.json_response({"results": [_result_json(r) for r in results]})
 
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
     """Recall connects here; the upgrade is signed over an empty body. One event per text message."""
-    await request.app[RECALL_AUTH].check(request.headers, b"")
+    caller = await request.app[RECALL_AUTH].check(request.headers, b"")
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
+    request.app[RECALL_AUTH].accepted(caller)
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             log.warning("recall.ws.not_text", kind=msg.type.name)

@@ -220,6 +220,7 @@ async def webhook(request: web.Request) -> web.Response:
         zoom.deliveries.release(key)
         zoom.replays.release(shared)
         raise
+    zoom.replays.confirm(shared)
     return web.json_response({"status": "accepted"})
 
 

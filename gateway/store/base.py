@@ -67,6 +67,10 @@ class Store(Protocol):
         """Give a claim up: its delivery was not accepted, so the sender's retry of it is no replay."""
         ...
 
+    async def extend_delivery(self, key: str, until: float) -> None:
+        """Keep a claim until ``until``: its delivery was applied."""
+        ...
+
     async def append_consent(self, record: ConsentRecord, purge: Purge | None = None) -> LedgerEntry:
         """Chain and durably write one record; returns once committed. With ``purge``, the participant's
         queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4)."""

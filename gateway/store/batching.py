@@ -65,16 +65,18 @@ class OutcomesWrite:
 
 @dataclass(slots=True)
 class DeliveryWrite:
-    """A signed delivery's id claimed until ``until`` (or, ``release``, given up) in the next commit
-    (``gateway.store.deliveries``)."""
+    """A signed delivery's id claimed until ``until``, given up (``release``), or kept until ``until``
+    (``extend``), in the next commit (``gateway.store.deliveries``)."""
 
     key: str
     until: float
     now: float
     future: asyncio.Future[bool] = field(repr=False)
     release: bool = False
+    extend: bool = False
     claimed: bool | None = None
-    """Set inside the transaction: whether the claim is this caller's (always True for a release)."""
+    """Set inside the transaction: whether the claim is this caller's (always True for a release or an
+    extension)."""
 
     def resolve(self) -> None:
         if self.claimed is not None and not self.future.done():
@@ -233,6 +235,12 @@ class GroupCommit(ABC):
         """Give up a claim (its delivery was not accepted): the sender's retry of it is no replay."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._submit(DeliveryWrite(key, 0.0, 0.0, future, release=True))
+        await future
+
+    async def extend_delivery(self, key: str, until: float) -> None:
+        """Keep a claim until ``until`` (its delivery was applied)."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._submit(DeliveryWrite(key, until, 0.0, future, extend=True))
         await future
 
     def _submit(self, write: Write) -> None:

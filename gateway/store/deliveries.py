@@ -28,6 +28,8 @@ CLAIM = (
 """A row back: claimed now (new, or the earlier claim had expired). None: a live claim holds it."""
 FORGET_EXPIRED = "DELETE FROM deliveries WHERE until < ?"
 RELEASE = "DELETE FROM deliveries WHERE key = ?"
+EXTEND = "UPDATE deliveries SET until = ? WHERE key = ?"
+"""A claim made for as long as applying its delivery may take, kept for its full window once applied."""
 
 
 def key_of(scope: str, delivery_id: str) -> str:

@@ -109,6 +109,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 _CLAIM_DELIVERY = outbox.numbered(deliveries.CLAIM)
 _FORGET_EXPIRED_DELIVERIES = outbox.numbered(deliveries.FORGET_EXPIRED)
 _RELEASE_DELIVERY = outbox.numbered(deliveries.RELEASE)
+_EXTEND_DELIVERY = outbox.numbered(deliveries.EXTEND)
 
 _INSERT_LEDGER = (
     "INSERT INTO ledger (seq, record_id, meeting_id, subject, at, record_json, prev_hash, hash)"
@@ -192,12 +193,15 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asynci
 
 
 async def _deliveries(conn: asyncpg.Connection, writes: Sequence[DeliveryWrite]) -> None:
-    now = max((write.now for write in writes if not write.release), default=None)
+    now = max((write.now for write in writes if not write.release and not write.extend), default=None)
     if now is not None:  # claims that can no longer matter go as new ones come: the table stays small
         await conn.execute(_FORGET_EXPIRED_DELIVERIES, now)
     for write in writes:
         if write.release:
             await conn.execute(_RELEASE_DELIVERY, write.key)
+            write.claimed = True
+        elif write.extend:
+            await conn.execute(_EXTEND_DELIVERY, write.until, write.key)
             write.claimed = True
         else:
             write.claimed = (

@@ -122,12 +122,15 @@ _INSERT_DECISION = (
 
 
 def _deliveries(conn: sqlite3.Connection, writes: Sequence[DeliveryWrite]) -> None:
-    now = max((write.now for write in writes if not write.release), default=None)
+    now = max((write.now for write in writes if not write.release and not write.extend), default=None)
     if now is not None:  # claims that can no longer matter go as new ones come: the table stays small
         conn.execute(deliveries.FORGET_EXPIRED, (now,))
     for write in writes:
         if write.release:
             conn.execute(deliveries.RELEASE, (write.key,))
+            write.claimed = True
+        elif write.extend:
+            conn.execute(deliveries.EXTEND, (write.until, write.key))
             write.claimed = True
         else:
             write.claimed = bool(

@@ -67,6 +67,11 @@ class Authenticator:
             )
         return f"webhook:{msg_id}"
 
+    def accepted(self, caller: str) -> None:
+        """The request of a signed delivery was applied: its id stays claimed for the whole window."""
+        if caller.startswith("webhook:"):
+            self.replays.confirm(caller.removeprefix("webhook:"))
+
     def release(self, caller: str) -> None:
         """Forget the delivery id of a request that was not accepted (bad body, storage down): the
         platform's retry of it is not a replay and must not be refused as one."""

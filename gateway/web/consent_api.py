@@ -52,7 +52,7 @@ async def receipt_key(request: web.Request) -> web.Response:
 
 async def consent_link(request: web.Request) -> web.Response:
     """``GET /v1/meetings/{meeting_id}/participants/{participant_id}/consent-link`` (ingest credentials)."""
-    await request.app[AUTH].check(request.headers, b"")
+    request.app[AUTH].accepted(await request.app[AUTH].check(request.headers, b""))
     meeting_id, participant_id = request.match_info["meeting_id"], request.match_info["participant_id"]
     notice = request.app[NOTIFIER].latest_link(meeting_id, participant_id, wall_clock())
     if notice is None:

@@ -41,6 +41,7 @@ async def post_events(request: web.Request) -> web.Response:
     except BaseException:
         auth.release(caller)  # not accepted, so the platform's retry of this delivery is not a replay
         raise
+    auth.accepted(caller)
     if single and results[0].status == "rejected":
         raise Problem(
             403,
@@ -160,6 +161,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     caller = await request.app[AUTH].check(request.headers, b"")
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
+    request.app[AUTH].accepted(caller)
     async for msg in ws:
         if msg.type is not WSMsgType.TEXT:
             await ws.send_json({"error": Problem(400, "invalid-event", "Send JSON text messages").document()})

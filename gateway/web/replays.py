@@ -3,9 +3,14 @@
 A delivery id accepted once is refused again for ``window`` seconds: by this process from memory, and by
 every replica sharing the store (and this process after a restart) from its claim there
 (``gateway.store.deliveries``). The memory answers first, so a replay to the same process costs no write.
-A delivery that was not accepted after all (a bad body, storage down) is released, so the sender's retry of
-it is applied; a release the store did not take is remembered, so this process's next claim of the id
-still succeeds.
+
+A claim is made before the delivery is applied, for ``TENTATIVE_SECONDS`` only; once the delivery has been
+applied it is kept for the whole window (``confirm``). A delivery that was not accepted after all (a bad
+body, storage down) is released, so the sender's retry of it is applied; if that release does not reach
+the store (storage still down, a crash), the claim lapses by itself well before any platform retries (Zoom
+after 5 minutes, Svix after 5 seconds then 5 minutes), so no retry of an unapplied delivery, a withdrawal
+say, is taken for a duplicate. A release the store did not take is also remembered here, so this process's
+next claim of the id succeeds at once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import structlog
 from gateway.store.deliveries import key_of
 
 log = structlog.get_logger("gateway.replays")
+TENTATIVE_SECONDS = 60.0
+"""How long a claim lives before its delivery is confirmed applied."""
 
 
 class DeliveryClaims(Protocol):
@@ -28,6 +35,8 @@ class DeliveryClaims(Protocol):
     async def claim_delivery(self, key: str, now: float, until: float) -> bool: ...
 
     async def release_delivery(self, key: str) -> None: ...
+
+    async def extend_delivery(self, key: str, until: float) -> None: ...
 
 
 class Replays:
@@ -47,6 +56,7 @@ class Replays:
         self._seen: dict[str, float] = {}
         self._unreleased: set[str] = set()
         """Ids released here whose claim the store may still hold (its release failed)."""
+        self._confirming: set[asyncio.Task[None]] = set()
         self._releasing: dict[str, asyncio.Task[None]] = {}
         """Releases under way, by id: a retry of the delivery waits for its release before claiming."""
 
@@ -67,10 +77,28 @@ class Replays:
             return True
         key = key_of(self._scope, delivery_id)
         try:
-            return await self._store.claim_delivery(key, now, now + self._window)
+            return await self._store.claim_delivery(key, now, now + min(TENTATIVE_SECONDS, self._window))
         except BaseException:
             self._seen.pop(delivery_id, None)
             raise
+
+    def confirm(self, delivery_id: str) -> None:
+        """The delivery was applied: its claim is kept for the whole window (in the background; should that
+        write fail, the claim lapses after ``TENTATIVE_SECONDS``, and only a replay after that, which this
+        process still refuses from memory, could be taken by another replica)."""
+        if self._store is None or self._window <= TENTATIVE_SECONDS:
+            return
+        until = self._clock() + self._window
+        task = asyncio.get_running_loop().create_task(self._extend(delivery_id, until))
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _extend(self, delivery_id: str, until: float) -> None:
+        assert self._store is not None
+        try:
+            await self._store.extend_delivery(key_of(self._scope, delivery_id), until)
+        except Exception as exc:
+            log.warning("replays.confirm_failed", scope=self._scope, error=type(exc).__name__)
 
     def release(self, delivery_id: str) -> None:
         """Give a claim up: the delivery was not accepted."""
@@ -89,9 +117,9 @@ class Replays:
             log.warning("replays.release_failed", scope=self._scope, error=type(exc).__name__)
 
     async def settle(self) -> None:
-        """Wait for releases under way (tests, shutdown)."""
-        while self._releasing:
-            await asyncio.gather(*self._releasing.values(), return_exceptions=True)
+        """Wait for releases and confirmations under way (tests, shutdown)."""
+        while self._releasing or self._confirming:
+            await asyncio.gather(*self._releasing.values(), *self._confirming, return_exceptions=True)
 
     def _forget_old(self, now: float) -> None:
         # ids older than the window are forgotten, so memory stays bounded; dicts keep insertion order, so

@@ -59,6 +59,7 @@ async def post_standing(request: web.Request) -> web.Response:
     except BaseException:
         auth.release(caller)
         raise
+    auth.accepted(caller)
     if result.status == "ignored":
         raise Problem(409, "no-policy", "No loaded policy governs this platform", detail="platform")
     if result.status == "rejected":

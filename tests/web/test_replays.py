@@ -9,7 +9,7 @@ import pytest
 
 from gateway.store import open_store
 from gateway.store.base import Store
-from gateway.web.replays import Replays
+from gateway.web.replays import TENTATIVE_SECONDS, Replays
 
 
 class Clock:
@@ -32,6 +32,8 @@ async def test_an_id_is_claimed_once_here_and_for_every_other_process(store: Sto
     clock = Clock()
     here, there = Replays("events", 600, store, clock), Replays("events", 600, store, clock)
     assert await here.claim("msg-1")
+    here.confirm("msg-1")
+    await here.settle()
     assert not await here.claim("msg-1")  # from memory
     assert not await there.claim("msg-1")  # from the store: another replica, or after a restart
     assert await Replays("recall", 600, store, clock).claim("msg-1")  # another endpoint's senders
@@ -52,6 +54,8 @@ async def test_after_the_window_an_id_is_new_again(store: Store) -> None:
     clock = Clock()
     replays = Replays("events", 600, store, clock)
     assert await replays.claim("msg-1")
+    replays.confirm("msg-1")
+    await replays.settle()
     clock.now += 601
     assert await replays.claim("msg-1")
     assert not await Replays("events", 600, store, clock).claim("msg-1")
@@ -66,3 +70,19 @@ async def test_a_store_that_cannot_answer_accepts_nothing(store: Store) -> None:
         await replays.claim("msg-1")
     await store.open()
     assert await replays.claim("msg-1")
+
+
+async def test_a_claim_whose_delivery_was_never_applied_lapses_before_any_retry(store: Store) -> None:
+    """The claim lives a minute until the delivery is confirmed applied. One that never is (storage went
+    down after the claim, and the release did not reach the store either; a crash) lapses by itself, so
+    the platform's retry minutes later, on a restarted process or another replica, is applied, not taken
+    for a duplicate; a confirmed one is kept for the whole window."""
+    clock = Clock()
+    here = Replays("zoom", 7200, store, clock)
+    assert await here.claim("optout") and await here.claim("consent")
+    here.confirm("consent")
+    await here.settle()
+    clock.now += TENTATIVE_SECONDS + 1
+    restarted = Replays("zoom", 7200, store, clock)
+    assert await restarted.claim("optout")  # Zoom's redelivery 5 minutes later is applied
+    assert not await restarted.claim("consent")  # the applied one is still a duplicate
