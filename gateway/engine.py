@@ -266,6 +266,8 @@ def _refusal(event: ConsentSubmitted, policy: Policy) -> tuple[str | None, str |
     return None, delegation.name
 
 
+CLOCK_SKEW = timedelta(seconds=30)
+"""How far the clocks behind two channels' times may disagree (``_superseded``)."""
 CONSENT_PAGE = "consent_page"
 """The channel of choices made on the gateway's own consent page (``gateway.web.consent_page``)."""
 
@@ -277,12 +279,19 @@ def _superseded(state: MeetingState, event: ConsentSubmitted) -> bool:
     earlier one, or a captured request sent again once its id is forgotten would otherwise undo the
     withdrawal. Refusals and withdrawals always apply (fail closed). Consent given on the consent page is
     never superseded: the gateway stamps it with its own clock as it happens, after everything the meeting
-    holds was received, while a relayed restriction's time is the sender's clock (possibly ahead)."""
+    holds was received, while a relayed restriction's time is the sender's clock (possibly ahead). A
+    restriction relayed through another channel than the consent supersedes it only if it leads by more
+    than ``CLOCK_SKEW``: their times come from different clocks."""
     if event.choice is not ConsentChoice.GIVEN or event.channel == CONSENT_PAGE:
         return False
     for purpose in event.purposes:
-        restricted_at = state.consent(event.participant_id, purpose).restricted_at
-        if restricted_at is not None and restricted_at > event.at:
+        entry = state.consent(event.participant_id, purpose)
+        if entry.restricted_at is None:
+            continue
+        # times relayed through one channel are on one clock; across channels (the page's gateway clock, a
+        # platform's chat, an integration's API) they may disagree by seconds, so only a clear lead counts
+        margin = timedelta(0) if entry.restricted_channel == event.channel else CLOCK_SKEW
+        if entry.restricted_at - event.at > margin:
             return True
     return False
 

@@ -41,6 +41,8 @@ class ConsentEntry:
     """When the choice behind it was made (its record's ``at``)."""
     restricted_at: datetime | None = None
     """The latest time a refusal or withdrawal of this purpose was made, of all this meeting folded in."""
+    restricted_channel: str = ""
+    """The channel of that refusal or withdrawal: whose clock its time is on."""
 
     def at(self, now: datetime) -> ConsentState:
         if self.state is ConsentState.GIVEN and self.expires_at is not None and now >= self.expires_at:
@@ -173,10 +175,13 @@ def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
     choice = _STATE_OF_CHOICE[record.choice]
     consents = dict(state.consents)
     for purpose in record.purposes:
-        restricted_at = consents.get((record.subject, purpose), UNKNOWN).restricted_at
+        prior = consents.get((record.subject, purpose), UNKNOWN)
+        restricted_at, restricted_channel = prior.restricted_at, prior.restricted_channel
         if choice is not ConsentState.GIVEN and (restricted_at is None or record.at > restricted_at):
-            restricted_at = record.at
-        entry = ConsentEntry(choice, record.record_id, record.expires_at, record.at, restricted_at)
+            restricted_at, restricted_channel = record.at, record.channel
+        entry = ConsentEntry(
+            choice, record.record_id, record.expires_at, record.at, restricted_at, restricted_channel
+        )
         consents[(record.subject, purpose)] = entry
     return _bump(state, consents=MappingProxyType(consents))
 

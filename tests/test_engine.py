@@ -181,6 +181,19 @@ def test_consent_on_the_consent_page_is_never_superseded() -> None:
     assert m.state.consent("ada", "summary").state is ConsentState.GIVEN
 
 
+def test_across_channels_only_a_clear_lead_supersedes() -> None:
+    """A withdrawal on the page (the gateway's clock) and a consent in chat a moment later, on a platform
+    clock a few seconds behind: the consent stands. A chat consent made well before the withdrawal (a
+    redelivery) is still superseded."""
+    with_page = BASE.replace("channels: [api, chat]", "channels: [api, chat, consent_page]")
+    m = Meeting(parse_policy(with_page.encode(), "t.yaml"))
+    m.consent("ada", ("summary",), "withdrawn", t=10, channel="consent_page")
+    assert m.consent("ada", ("summary",), t=8, channel="chat").outcome is RecordOutcome.ACCEPTED
+    m.consent("ada", ("summary",), "withdrawn", t=100, channel="consent_page")
+    late = m.consent("ada", ("summary",), t=20, channel="chat")
+    assert (late.outcome, late.reason) == (RecordOutcome.REJECTED, "superseded")
+
+
 def test_a_withdrawal_older_than_the_consent_it_follows_still_applies() -> None:
     """Fail closed: a refusal or withdrawal applies whatever its time; only consent can be superseded."""
     m = Meeting()
