@@ -26,6 +26,7 @@ from gateway.delivery.transports import Transports
 from gateway.engine import Emit
 from gateway.meeting import Part as MeetingPart
 from gateway.metrics import METRICS, Metrics, metrics_handler
+from gateway.names import NameScrubber
 from gateway.platforms import setup_platforms
 from gateway.platforms.config import load_platforms
 from gateway.policy.compiled import Destination, Policy
@@ -145,12 +146,14 @@ class DispatchSink:
         if self.gateway is not None:
             await self.gateway.hold_meeting(meeting_id)
 
-    def scrubber_now(self, meeting_id: str, destination: str) -> object:
-        """What names are scrubbed under now for the destination (None for a meeting not held here)."""
+    def scrubbing_now(self, meeting_id: str, destination: str) -> object:
+        """What names are scrubbed for the destination now, as a value compared by equality (a join or
+        leave that changes nobody's names or consent leaves it equal); None for a meeting not held here."""
         gateway = self.gateway
         if gateway is None or not gateway.holds(meeting_id):
             return None
-        return gateway.scrubber_now(meeting_id, destination)
+        scrubber = gateway.scrubber_now(meeting_id, destination)
+        return scrubber.signature if isinstance(scrubber, NameScrubber) else scrubber
 
     def scrubbed_now(self, destination: str, part: Part, stamp: object) -> Part:
         """The part as it may leave now: names of those who do not consent now scrubbed again (unchanged
@@ -313,7 +316,7 @@ def _delivery(
                 on_purge=transports.forget,
                 rewrite=lambda dest, part, stamp: sink_ref[0].scrubbed_now(dest, part, stamp),
                 prepare=lambda meeting_id: sink_ref[0].prepare(meeting_id),
-                scrubbing=lambda meeting_id, destination: sink_ref[0].scrubber_now(meeting_id, destination),
+                scrubbing=lambda meeting_id, destination: sink_ref[0].scrubbing_now(meeting_id, destination),
             )
             sink = DispatchSink(dispatcher, outbox, configs)
             sink_ref.append(sink)

@@ -67,13 +67,15 @@ was scrubbed under, None if not known, as for an item recovered from the store o
 asked with ``Allowed`` before every attempt: the names of those who do not consent now scrubbed again
 (``Gateway.scrubbed_now``)."""
 Scrubbing = Callable[[str, str], object]
-"""``(meeting_id, destination)`` -> what names are scrubbed under now (an object that changes whenever who
-is in the meeting or who consents does; None if not known): a body whose names were scrubbed under one may
-not leave under another (``Gateway.scrubber_now``)."""
+"""``(meeting_id, destination)`` -> what names are scrubbed now, compared by equality (it changes when
+someone's names or consent do; None if not known): a body whose names were scrubbed under one may not leave
+under another (``DispatchSink.scrubbing_now``)."""
 Blocked = Callable[[str, tuple[str, ...], tuple[str, ...]], Awaitable[set[str]]]
 """``(meeting_id, participant_ids, purposes)`` -> who of them the store says may not be sent for now."""
 OnResult = Callable[[Item, Result], None]
 """Told once per submitted item how it ended (with the item as submitted)."""
+CHANGED_AT_ONCE = 3
+"""Attempts in a row stopped by a consent change (``CONSENT_CHANGED``) that are tried again at once."""
 _RECOVER_BATCH = 500
 """Items claimed from the store per query (``Outbox.recover``'s default limit)."""
 LaneKey = tuple[str, str]
@@ -492,6 +494,7 @@ class Dispatcher:
         config = self._destinations[entry.item.destination]
         breaker = self._breakers.setdefault(config.id, _Breaker())
         number = 0
+        changed = 0  # attempts in a row stopped because consent or the names to scrub changed meanwhile
         while config.max_attempts is None or number < config.max_attempts:
             await self._wait_for_circuit(entry, breaker)
             if self._clock() >= entry.expires_at:
@@ -511,13 +514,19 @@ class Dispatcher:
                     breaker.succeeded()  # the destination answered: it is up, it refused this item
                     return _result(entry, Status.FAILED, f"rejected_{attempt.status}")
             if attempt.error == CONSENT_CHANGED:
-                # stopped before its first byte, because a withdrawal took a part of it: not an attempt
-                # and not the destination's fault; what is still allowed goes at once, in a body built
-                # again (each time a part has gone, so this ends)
+                # stopped before its first byte, because a withdrawal took a part of it or changed whose
+                # names are scrubbed: not the destination's fault, and what is still allowed goes at once,
+                # in a body built again. Not an attempt either, a few times in a row; beyond that (a
+                # meeting whose consents keep changing) it waits its backoff like any failed attempt, so a
+                # summariser's model is not asked again and again
                 log.info("delivery.consent_changed_in_flight", **_ids(entry.item), attempt=number)
-                number -= 1
-                continue
-            if attempt.error != "allowed_check_failed":
+                changed += 1
+                if changed <= CHANGED_AT_ONCE:
+                    number -= 1
+                    continue
+            else:
+                changed = 0
+            if attempt.error not in ("allowed_check_failed", CONSENT_CHANGED):
                 breaker.failed(config, time.monotonic())
             if config.max_attempts is None or number < config.max_attempts:
                 delay = min(self._delay(config, attempt, number), max(entry.expires_at - self._clock(), 0.0))
@@ -608,7 +617,7 @@ class Dispatcher:
             if entry.parts is not sent:
                 return False
             try:
-                if scrubbing is not None and scrubbing(meeting, destination) is not scrubbed_under:
+                if scrubbing is not None and scrubbing(meeting, destination) != scrubbed_under:
                     return False
                 return all(self._allowed(destination, part) is not False for part in sent)
             except Exception:

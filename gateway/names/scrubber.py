@@ -63,6 +63,8 @@ class NameScrubber:
     addresses: Addresses | None = None
     """Targets' e-mail addresses and handles, matched first: an address absorbs the names inside it."""
     fuzzy_cache: dict[str, tuple[Entry, ...]] = field(default_factory=dict, compare=False)
+    signature: tuple[object, ...] = field(default=(), compare=False)
+    """What it was built from (targets and others): two scrubbers with equal signatures scrub alike."""
 
     @classmethod
     def build(cls, targets: Sequence[NameTarget], others: Sequence[Sequence[str]] = ()) -> NameScrubber:
@@ -82,7 +84,11 @@ class NameScrubber:
             for unit in (address, handle(address, known[person][0] | known[person][1]))
             if unit
         ]
-        return cls(placeholders, known, exact, tokens, pattern, initials, scripts, Addresses.build(units))
+        signature = (tuple(targets), tuple(tuple(o) for o in others))
+        return cls(
+            placeholders, known, exact, tokens, pattern, initials, scripts, Addresses.build(units),
+            signature=signature,
+        )  # fmt: skip
 
     def scrub(self, text: str) -> tuple[str, tuple[Span, ...]]:
         """Replace target mentions; return the new text and the replaced ranges in original offsets."""

@@ -354,6 +354,33 @@ async def test_a_summary_naming_someone_who_withdrew_while_the_model_wrote_is_wr
     assert len(webhook.accepted()) == 1
 
 
+async def test_leaves_while_the_model_writes_change_no_name_and_ask_the_model_nothing_more(
+    tmp_path, openai, webhook, monkeypatch
+) -> None:
+    """Guests leave while the model writes the summary: whose names are scrubbed did not change, so the
+    summary goes as written; the transcript is sent to the model once."""
+    monkeypatch.setenv("NOTES_API_KEY", API_KEY)
+    monkeypatch.setenv("NOTES_SECRET", SECRET)
+    async with serving_policy(tmp_path, _policy(openai.base_url, webhook.url)) as gw:
+        await gw.send(
+            joined("p-ada", "Ada Lovelace"), joined("p-g1", "Gus Guest"), joined("p-g2", "Gia Guest")
+        )
+        await gw.send(consent("p-ada", "given"), segment("s1", "p-ada", "Thanks Gus, the budget is done."))
+        openai.hang_next(1, 0.6)
+        await gw.send(event("meeting.ended"))
+
+        async def asked() -> bool:
+            return len(openai.requests) == 1
+
+        await wait_for(asked, "the completion request")
+        await gw.send(
+            event("participant.left", participant_id="p-g1"), event("participant.left", participant_id="p-g2")
+        )
+        await wait_for(_arrived(webhook), "the summary")
+        await gw.settle()
+    assert [r.user for r in openai.requests] == ["Ada Lovelace: Thanks [participant 2], the budget is done."]
+
+
 async def test_a_withdrawal_while_the_model_writes_stops_that_summary(
     tmp_path, openai, webhook, monkeypatch
 ) -> None:
