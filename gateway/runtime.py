@@ -61,7 +61,7 @@ _FORGET_AFTER = timedelta(minutes=10)
 _UNHELD_SECONDS = 5.0
 """How long delivery's request to hold a meeting the stored roster lacks is answered from memory."""
 LATE_END_SECONDS = 0.5
-"""How long after the first part kept after a meeting's end it is ended again (``_end_again_soon``)."""
+"""How long after the latest part kept after a meeting's end it is ended again (``_end_again_soon``)."""
 _FORGOTTEN_ROSTERS = 1000
 """Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
 
@@ -225,8 +225,8 @@ class Gateway:
         """Background work: deletion requests being prepared, decision records of send-time scrubbing."""
         self._unheld: dict[str, float] = {}
         """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
-        self._ending_again: set[MeetingKey] = set()
-        """Meetings to be ended again shortly, for parts kept after their end (``_end_again_soon``)."""
+        self._ending_again: dict[MeetingKey, float] = {}
+        """Meetings to be ended again, for parts kept after their end, and when (``_end_again_soon``)."""
         self._ungoverned: dict[str, tuple[MeetingKey, ...]] = {}
         """Meetings the stored roster has that no loaded policy covers (``hold_meeting``), with their keys."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
@@ -802,20 +802,22 @@ class Gateway:
 
     def _end_again_soon(self, key: MeetingKey) -> None:
         """Parts kept for a meeting-end transcript after the meeting ended (a consent within the pending
-        window but after the end releasing held words, a late segment) missed the transcript: shortly
-        after (so that what arrives together goes together), the meeting is ended again and they go in a
-        transcript of their own, as a platform's late transcript does. Else they would wait until they
-        expired."""
-        if key in self._ending_again:
-            return
-        self._ending_again.add(key)
-        self._background(self._end_again(key))
+        window but after the end releasing held words, a late segment) missed the transcript: once no
+        more such parts have come for ``LATE_END_SECONDS`` (so that what arrives together, a late recorded
+        transcript cue by cue, goes together), the meeting is ended again and they go in a transcript of
+        their own, as a platform's late transcript does. Else they would wait until they expired."""
+        pending = key in self._ending_again
+        self._ending_again[key] = time.monotonic() + LATE_END_SECONDS
+        if not pending:
+            self._background(self._end_again(key))
 
     async def _end_again(self, key: MeetingKey) -> None:
         try:
-            await asyncio.sleep(LATE_END_SECONDS)
+            # a deadline each new late part pushes back: a timer, not a condition to be signalled
+            while (wait := self._ending_again[key] - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
         finally:
-            self._ending_again.discard(key)
+            self._ending_again.pop(key, None)
         state = self._states.get(key)
         if state is None or not state.ended or not state.batches:
             return  # sent meanwhile (an adapter ended it again), or purged

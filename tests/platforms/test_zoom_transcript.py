@@ -16,6 +16,7 @@ from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, participant_event, transcript_completed
 from tests.platforms.zoom_support import UUID, ZoomRig, fixture, fixture_text, texts, zoom_gateway
+from tests.test_transcript_batches import transcripts
 from tests.web.harness import Dest, wait_for
 
 TOKEN = "dl-token-3f9a"
@@ -207,3 +208,33 @@ async def test_a_late_transcript_after_a_restart_scrubs_who_joined_before_it(
     assert [t for _, _, t in texts(rig.gw)] == [
         "[participant 1] will send the numbers, mail [participant 1]."
     ]
+
+
+@pytest.mark.parametrize("forgotten", [False, True], ids=["ended", "forgotten"])
+async def test_a_long_late_recording_reaches_a_meeting_end_destination_as_one_transcript(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, forgotten: bool
+) -> None:
+    """A recording that completes after the meeting ended is applied cue by cue, which takes longer than
+    the pause after which late parts are sent on their own: each cue pushes that pause back, so the
+    destination gets the recording whole, not in pieces."""
+    cues = 1400
+
+    def stamp(x: int) -> str:
+        return f"{x // 3600:02d}:{x % 3600 // 60:02d}:{x % 60:02d}.000"
+
+    vtt_text = "WEBVTT\n\n" + "\n".join(
+        f"{i + 1}\n{stamp(2 * i)} --> {stamp(2 * i + 1)}\nTomás Ó Briain: Point number {i} of the review.\n"
+        for i in range(cues)
+    )
+    async with zoom_gateway(tmp_path, monkeypatch, (Dest("archive", delivery="meeting_end"),)) as rig:
+        await rig.accept(fixture("meeting.started.json"))
+        await rig.accept(participant_event("meeting.participant_joined", UUID, "16778242", "Tomás Ó Briain"))
+        await rig.accept(chat_event(UUID, "16778242", "c-1", "/consent summary"))
+        await rig.accept(fixture("meeting.ended.json"))
+        if forgotten:
+            await rig.gw.app[GATEWAY].tick(datetime.now(UTC) + timedelta(minutes=11))
+        url = rig.zoom.add_transcript("late", vtt_text, TOKEN)
+        await rig.accept(transcript_completed(UUID, url, TOKEN))
+        await _downloaded(rig)
+        await rig.gw.settle()
+    assert [len(t) for t in transcripts(rig.gw.fakes["archive"])] == [cues]
