@@ -317,6 +317,9 @@ async def _apply(app: web.Application, parsed: Parsed) -> list[Result]:
     gateway = app[GATEWAY]
     events: list[tuple[MeetingEvent, bool]] = [(event, True) for event in parsed.events]
     if parsed.named is not None:
+        # the roster as stored, if this process has not read the meeting back yet (another replica took its
+        # joins, or a restart): someone known there is not new here, nor asked again, nor made present
+        await gateway.hold_meeting(parsed.named.meeting_id)
         # Read outside the meeting's lock: two deliveries racing for someone new may both ask them, which
         # sends a second link and changes no consent; the roster change itself folds in twice harmlessly.
         told, ask = announce(gateway.meeting(PLATFORM, parsed.named.meeting_id), parsed.named)
