@@ -231,10 +231,14 @@ def test_a_number_beside_a_name_leaves_the_name() -> None:
         "Participant 3",
         "Caller 07",
         "SPEAKER_01",
+        "Training Room 1",  # rooms and teams: their words are ordinary words
+        "Sales 2",
+        "Boardroom 2",
         "+1 415-555-0199",
         "Room 12",
     ):
         assert parse_display_name(label).parts == (), label
+    assert parse_display_name("Sarah 2").parts == ("Sarah",)  # one word beside a number: a given name
     scrubber = NameScrubber.build([NameTarget("[participant 2]", ("Bea Okafor 2",), ())], [("Ada Lovelace",)])
     assert (
         scrubber.scrub("Bea Okafor sent it; thanks Bea.")[0]

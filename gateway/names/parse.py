@@ -42,8 +42,11 @@ def parse_display_name(raw: str) -> ParsedName:
     if any(ch.isdigit() for w in words for ch in w):
         # "Bea Okafor 2", "Bea's iPhone 14", "Bea Okafor - Room 12": the name is still there beside the
         # number, which with the device and room words is no part of it; "Speaker 1", "User 42" and a
-        # dial-in number leave no name
+        # dial-in number leave no name. One word left is a name only if it is a given name ("Bea 2"):
+        # "Training Room 1" and "Sales 2" are rooms and teams, and their words are ordinary words
         words = [w for w in map(_without_digits, words) if w and token_key(w) not in nd.DEVICE_WORDS]
+        if len(words) == 1 and token_key(words[0]) not in nd.KNOWN_GIVEN_NAMES:
+            return ParsedName()
     words = [w for i, w in enumerate(words) if not _is_noise_word(w, inside=0 < i < len(words) - 1)]
     if not words or all(token_key(w) in nd.ROLE_NAMES for w in words):
         return ParsedName()
