@@ -46,6 +46,7 @@ from gateway.model import (
     Participant,
     RecordOutcome,
 )
+from gateway.names import NameScrubber
 from gateway.notify import Notice, Notify, discard
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.decide import scrubber_for
@@ -293,10 +294,10 @@ class Gateway:
         self, meeting_id: str, destination: str, part: DeliveryPart, stamp: object = None
     ) -> DeliveryPart:
         """``part`` as it may leave now for ``destination``: names of those who do not consent now scrubbed
-        (``engine.rescrubbed``), unless ``stamp``, the scrubber its text went through when decided, is the
-        one in use now. Each change is logged with a decision record, written in the background (what
-        leaves has fewer names than the record of its first decision, never more)."""
-        if stamp is not None and stamp is self.scrubber_now(meeting_id, destination):
+        (``engine.rescrubbed``), unless ``stamp``, the scrubber its text went through when decided, scrubs
+        as the one in use now does. Each change is logged with a decision record, written in the
+        background (what leaves has fewer names than the record of its first decision, never more)."""
+        if isinstance(stamp, NameScrubber) and stamp.scrubs_as(self.scrubber_now(meeting_id, destination)):
             return part
         for platform in self._platforms.get(meeting_id, ()):
             key = (platform, meeting_id)
@@ -543,6 +544,23 @@ class Gateway:
                     self._publish(key, await self._load(key))
                     loaded += 1
         return loaded
+
+    async def bring_back(
+        self, platform: str, meeting_id: str, at: datetime, also: Sequence[ParticipantJoined] = ()
+    ) -> tuple[MeetingState | None, bool]:
+        """A meeting as a platform's late transcript needs it, and whether it had ended (or was gone, so
+        that it is to be ended again after the transcript). Held from the stored roster if this process has
+        not read it back (a restart); if forgotten, its roster announced again without asking anyone
+        (``rejoins``), then ``also``: joins the adapter remembers that the gateway's roster lacks."""
+        await self.hold_meeting(meeting_id)
+        state = self.meeting(platform, meeting_id)
+        if state is not None:
+            return state, state.ended
+        rejoined = self.rejoins(platform, meeting_id, at)
+        known = {event.participant_id for event in rejoined if isinstance(event, ParticipantJoined)}
+        for event in (*rejoined, *(joined for joined in also if joined.participant_id not in known)):
+            await self.handle(platform, event, ask=False)  # the meeting is over: nobody is asked again
+        return self.meeting(platform, meeting_id), True
 
     def rejoins(self, platform: str, meeting_id: str, at: datetime) -> list[MeetingEvent]:
         """The joins (and renames, in order) that bring a forgotten meeting's roster back, for a transcript

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -67,9 +67,10 @@ async def replicas(
     delivery: str = "stream",
     erasure: bool = False,
     window: float = 0,
+    setup: Callable[[web.Application], None] | None = None,
 ) -> AsyncIterator[tuple[list[LiveGateway], str]]:
     """``count`` gateways serving on loopback, sharing one fresh PostgreSQL database, one policy, one outbox
-    key and one fake AI service."""
+    key and one fake AI service; ``setup`` adds to each app (platform routes) before it starts."""
     async with AsyncExitStack() as stack:
         url = await stack.enter_async_context(postgres_database())
         fake = await stack.enter_async_context(FakeAIService(SIGNING_SECRET))
@@ -91,6 +92,8 @@ async def replicas(
         gateways = []
         for _ in range(count):
             app = create_app(config)
+            if setup is not None:
+                setup(app)
             runner = web.AppRunner(app)
             await runner.setup()
             _RUNNING[app] = runner

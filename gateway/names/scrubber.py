@@ -90,6 +90,10 @@ class NameScrubber:
             signature=signature,
         )  # fmt: skip
 
+    def scrubs_as(self, other: object) -> bool:
+        """Whether ``other`` is a scrubber built from the same targets and names (so it scrubs alike)."""
+        return other is self or (isinstance(other, NameScrubber) and other.signature == self.signature)
+
     def scrub(self, text: str) -> tuple[str, tuple[Span, ...]]:
         """Replace target mentions; return the new text and the replaced ranges in original offsets."""
         spans = self._name_spans(text)

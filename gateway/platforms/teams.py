@@ -112,7 +112,9 @@ def segments(
     ref: TranscriptRef,
     at: datetime,
 ) -> list[SegmentReceived]:
-    """One segment per non-empty cue, credited to the one roster participant bearing its voice name."""
+    """One segment per non-empty cue, credited to the one roster participant bearing its voice name; never
+    to a voice known only by its name (``unknown_voices``): nobody can consent for it."""
+    roster = {pid: person for pid, person in roster.items() if not pid.startswith(VOICE_PREFIX)}
     out = []
     for cue in cues:
         # Graph escapes ``&``, ``<`` and ``>`` in cue text and voice names as WebVTT requires; the parser
@@ -141,9 +143,13 @@ def unknown_voices(
     return [ParticipantJoined(platform, meeting_id, _voice_id(voice), voice, at) for voice in voices.values()]
 
 
+VOICE_PREFIX = "teams-voice:"
+"""The id of a voice known only by its name."""
+
+
 def _voice_id(voice: str) -> str:
     digest = hashlib.sha256(voice.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"teams-voice:{digest}"
+    return f"{VOICE_PREFIX}{digest}"
 
 
 # --- the adapter (I/O) -----------------------------------------------------------------------------------
@@ -211,13 +217,7 @@ class Teams:
             # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
             # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
             # that had ended is ended again after, so meeting-end destinations get the transcript too
-            await gateway.hold_meeting(ref.meeting_id)  # one the stored roster has, not read back here yet
-            state = gateway.meeting(platform, ref.meeting_id)
-            ended = state is None or state.ended
-            if state is None:
-                for rejoined in gateway.rejoins(platform, ref.meeting_id, datetime.now(UTC)):
-                    await gateway.handle(platform, rejoined, ask=False)  # the meeting is over
-                state = gateway.meeting(platform, ref.meeting_id)
+            state, ended = await gateway.bring_back(platform, ref.meeting_id, datetime.now(UTC))
             roster = state.participants if state else {}
             found = segments(cues, roster, platform, ref, datetime.now(UTC))
             unattributed = sum(1 for s in found if s.segment.participant_id is None)

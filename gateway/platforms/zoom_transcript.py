@@ -229,19 +229,10 @@ async def _apply(
 ) -> None:
     """The segments of one file; a meeting that had ended is ended again afterwards, so destinations that
     receive the transcript at meeting end get the recorded one too."""
-    await gateway.hold_meeting(job.meeting_id)  # a meeting the stored roster has, not yet read back here
-    state = gateway.meeting(platform, job.meeting_id)
-    ended = state is None or state.ended
-    if state is None:
-        # a roster brought back (nobody is asked again): the gateway's of the forgotten meeting, with the
-        # names people had before a rename and those who joined before a restart, then any join the
-        # webhooks told this process that it lacks
-        rejoined = gateway.rejoins(platform, job.meeting_id, datetime.now(UTC))
-        known = {event.participant_id for event in rejoined if isinstance(event, ParticipantJoined)}
-        extra = [joined for joined in rosters.joins(job.meeting_id) if joined.participant_id not in known]
-        for event in (*rejoined, *extra):
-            await gateway.handle(platform, event, ask=False)
-        state = gateway.meeting(platform, job.meeting_id)
+    # the gateway's roster (with former names, and joins from before a restart), then any join the
+    # webhooks told this process that it lacks
+    joins = rosters.joins(job.meeting_id)
+    state, ended = await gateway.bring_back(platform, job.meeting_id, datetime.now(UTC), joins)
     roster = dict(state.participants) if state is not None else {}
     events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)
     for event in events:

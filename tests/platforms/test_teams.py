@@ -126,6 +126,14 @@ async def test_a_voice_the_roster_lacks_is_scrubbed_from_what_others_say(world: 
         ("p-ada", "Noted, [participant 2]. [participant 2], we will follow up.")
     ]
     assert [e.record.subject for e in await world.live.ledger()] == ["p-ada"]
+    # a second transcript: Carol's voice is on the roster now, by its name only, so her cue is still
+    # credited to nobody (words are never attributed by a display name)
+    world.graph.transcripts[(MEETING, "second")] = (
+        "WEBVTT\n\n0:0:5.0 --> 0:0:6.0\n<v Carol Danvers>Again.</v>\n"
+    )
+    assert await world.notify(FakeGraph.notification(MEETING, "second", CLIENT_STATE)) == 202
+    carol = [d for d in await world.live.decisions() if d.segment_id.startswith("second:")]
+    assert carol and all(d.participant_id is None and d.reasons == ("unattributed",) for d in carol)
 
 
 async def test_transcript_logs_carry_ids_and_counts_never_words(world: World) -> None:
