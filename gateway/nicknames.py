@@ -289,6 +289,17 @@ DEVICE_WORDS: frozenset[str] = _words(
 """Words that, beside a number in a display name, label a device, a room or a line rather than name a person
 ("Bea's iPhone 14", "Bea Okafor - Room 12", "User 42")."""
 
+ROOM_WORDS: frozenset[str] = _words(
+    """
+    sales marketing support training finance accounts accounting legal engineering product design research
+    operations ops dev devops it hr people recruiting office reception lobby front desk main board boardroom
+    conference meeting huddle studio lab class classroom kitchen hall auditorium floor wing suite east west
+    north south annex library lounge pod bay cafe canteen
+    """
+)
+"""Ordinary words that, alone beside a number in a display name, label a room or a team ("Sales 2",
+"Training Room 1", "Boardroom 2"). Any other word alone beside a number is taken for a name ("Wen 3")."""
+
 CONNECTIVES: frozenset[str] = _words(
     """
     i im ill ive id we you he she they it its and but so or nor because if when then also as at on in of

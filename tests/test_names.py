@@ -8,6 +8,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import nicknames as nd
 from gateway.model import Span
 from gateway.names import NameScrubber, NameTarget, edit_allowed, fold, parse_display_name
 from gateway.names.variants import ANY, HEAD, VOWEL, VOWELS, compile_heads, wildcard_forms, wildcard_heads
@@ -239,11 +240,41 @@ def test_a_number_beside_a_name_leaves_the_name() -> None:
     ):
         assert parse_display_name(label).parts == (), label
     assert parse_display_name("Sarah 2").parts == ("Sarah",)  # one word beside a number: a given name
+    # a word no list knows is a name (failing closed): a decliner called "Wen 3" is scrubbed as "Wen"
+    for display, parts in (
+        ("Wen 3", ("Wen",)),
+        ("Oluwaseun 2", ("Oluwaseun",)),
+        ("Rebecca Hall 2", ("Rebecca", "Hall")),
+    ):
+        assert parse_display_name(display).parts == parts, display
+    for label in ("Conference Room B 3", "Main Hall 2", "Marketing Team 4"):
+        assert parse_display_name(label).parts == (), label
+    wen = NameScrubber.build([NameTarget("[participant 3]", ("Wen 3",), ())], [("Ada Lovelace",)])
+    assert wen.scrub("Over to you, Wen.")[0] == "Over to you, [participant 3]."
     scrubber = NameScrubber.build([NameTarget("[participant 2]", ("Bea Okafor 2",), ())], [("Ada Lovelace",)])
     assert (
         scrubber.scrub("Bea Okafor sent it; thanks Bea.")[0]
         == "[participant 2] sent it; thanks [participant 2]."
     )
+
+
+_UNLISTED = st.from_regex(r"[A-Z][a-z]{2,9}", fullmatch=True).filter(
+    lambda w: parse_display_name(w).parts == (w,) and w.lower() not in nd.ROOM_WORDS | nd.COMMON_WORDS
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    words=st.lists(_UNLISTED, min_size=1, max_size=3),
+    number=st.integers(0, 99999),
+    sep=st.sampled_from(" -_"),
+)
+def test_a_number_never_hides_a_name(words: list[str], number: int, sep: str) -> None:
+    """Whatever name the lists do not know, a number beside it (a second device, a duplicate) leaves it a
+    name with the same parts: a decliner is scrubbed whatever their platform appended."""
+    name = " ".join(words)
+    assert parse_display_name(f"{name} {number}").parts == parse_display_name(name).parts
+    assert parse_display_name(f"{name}{sep}{number}").parts == parse_display_name(name).parts
 
 
 def test_parse_email_typo_and_single_names() -> None:

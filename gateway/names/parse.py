@@ -42,10 +42,11 @@ def parse_display_name(raw: str) -> ParsedName:
     if any(ch.isdigit() for w in words for ch in w):
         # "Bea Okafor 2", "Bea's iPhone 14", "Bea Okafor - Room 12": the name is still there beside the
         # number, which with the device and room words is no part of it; "Speaker 1", "User 42" and a
-        # dial-in number leave no name. One word left is a name only if it is a given name ("Bea 2"):
-        # "Training Room 1" and "Sales 2" are rooms and teams, and their words are ordinary words
+        # dial-in number leave no name. What is left is a name ("Bea 2", "Wen 3": failing closed, any word
+        # the lists do not know) unless every word of it is an ordinary word or a letter: "Training Room 1",
+        # "Sales 2" and "Conference Room B 3" are rooms and teams
         words = [w for w in map(_without_digits, words) if w and token_key(w) not in nd.DEVICE_WORDS]
-        if len(words) == 1 and token_key(words[0]) not in nd.KNOWN_GIVEN_NAMES:
+        if all(_ordinary_word(token_key(w)) or len(token_key(w).replace(".", "")) <= 1 for w in words):
             return ParsedName()
     words = [w for i, w in enumerate(words) if not _is_noise_word(w, inside=0 < i < len(words) - 1)]
     if not words or all(token_key(w) in nd.ROLE_NAMES for w in words):
@@ -55,6 +56,11 @@ def parse_display_name(raw: str) -> ParsedName:
         given = token_key(single) in nd.KNOWN_GIVEN_NAMES
         return ParsedName(given=(single,)) if given else ParsedName(family=(single,))
     return ParsedName(given=(words[0],), family=tuple(words[1:]))
+
+
+def _ordinary_word(key: str) -> bool:
+    """A word that, alone beside a number, labels a room, a team or a role rather than a person."""
+    return key not in nd.KNOWN_GIVEN_NAMES and (key in nd.ROOM_WORDS or key in nd.COMMON_WORDS)
 
 
 def _without_digits(word: str) -> str:
