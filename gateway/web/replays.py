@@ -54,8 +54,10 @@ class Replays:
         self._store = store
         self._clock = clock
         self._seen: dict[str, float] = {}
-        self._unreleased: set[str] = set()
-        """Ids released here whose claim the store may still hold (its release failed)."""
+        self._unreleased: dict[str, float] = {}
+        """Ids released here whose claim the store may still hold (its release failed), with when: such a
+        claim lapses by itself ``TENTATIVE_SECONDS`` after it was made, and the id is forgotten then, so
+        that a long storage outage does not grow this without bound."""
         self._confirming: set[asyncio.Task[None]] = set()
         self._releasing: dict[str, asyncio.Task[None]] = {}
         """Releases under way, by id: a retry of the delivery waits for its release before claiming."""
@@ -72,8 +74,7 @@ class Replays:
         if delivery_id in self._seen:
             return False
         self._seen[delivery_id] = now  # before the await: a concurrent copy is refused from memory
-        if self._store is None or delivery_id in self._unreleased:
-            self._unreleased.discard(delivery_id)
+        if self._store is None or self._unreleased.pop(delivery_id, None) is not None:
             return True
         key = key_of(self._scope, delivery_id)
         try:
@@ -113,7 +114,7 @@ class Replays:
         try:
             await self._store.release_delivery(key_of(self._scope, delivery_id))
         except Exception as exc:
-            self._unreleased.add(delivery_id)
+            self._unreleased[delivery_id] = self._clock()
             log.warning("replays.release_failed", scope=self._scope, error=type(exc).__name__)
 
     async def settle(self) -> None:
@@ -122,6 +123,11 @@ class Replays:
             await asyncio.gather(*self._releasing.values(), *self._confirming, return_exceptions=True)
 
     def _forget_old(self, now: float) -> None:
+        while self._unreleased:
+            delivery_id, failed = next(iter(self._unreleased.items()))
+            if now - failed <= TENTATIVE_SECONDS:
+                break
+            del self._unreleased[delivery_id]
         # ids older than the window are forgotten, so memory stays bounded; dicts keep insertion order, so
         # the oldest are at the front and the loop stops at the first young one
         while self._seen:

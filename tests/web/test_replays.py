@@ -86,3 +86,24 @@ async def test_a_claim_whose_delivery_was_never_applied_lapses_before_any_retry(
     restarted = Replays("zoom", 7200, store, clock)
     assert await restarted.claim("optout")  # Zoom's redelivery 5 minutes later is applied
     assert not await restarted.claim("consent")  # the applied one is still a duplicate
+
+
+async def test_a_release_lost_to_an_outage_is_remembered_only_while_its_claim_can_live(store: Store) -> None:
+    """A release the store did not take is remembered, so this process's retry of the id is accepted at
+    once; once the claim it releases has lapsed in the store, the memory of it goes too: a long storage
+    outage, each delivery failing, does not grow the process without bound."""
+    clock = Clock()
+    replays = Replays("events", 600, store, clock)
+    ids = [f"msg-{n}" for n in range(50)]
+    for delivery_id in ids:
+        assert await replays.claim(delivery_id)
+    await store.close()
+    for delivery_id in ids:
+        replays.release(delivery_id)
+    await replays.settle()
+    assert await replays.claim("msg-0")  # from memory, with storage still down: the release did not land
+    clock.now += TENTATIVE_SECONDS + 1
+    await store.open()
+    assert await replays.claim("fresh")
+    assert len(replays._unreleased) == 0  # every unreleased claim has lapsed in the store
+    assert await replays.claim("msg-1")  # and the store, its claim lapsed, accepts the retry
