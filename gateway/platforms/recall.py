@@ -27,6 +27,7 @@ new name (a rename) is told, and nobody is asked again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,9 +54,9 @@ from gateway.events import (
 from gateway.instant import Instant
 from gateway.meeting import MeetingState
 from gateway.model import ContentKind, Segment
+from gateway.platforms.backlog import Backlog
 from gateway.platforms.config import PlatformsConfigError, RecallInstall, env_secret
 from gateway.runtime import Result
-from gateway.store.base import StorageError
 from gateway.web.auth import Authenticator
 from gateway.web.keys import GATEWAY, MAX_BODY, STORE
 from gateway.web.problems import Problem, invalid
@@ -300,17 +301,32 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=request.app[MAX_BODY], heartbeat=30)
     await ws.prepare(request)
     request.app[RECALL_AUTH].accepted(caller)
-    async for msg in ws:
-        if msg.type is not WSMsgType.TEXT:
-            log.warning("recall.ws.not_text", kind=msg.type.name)
-            continue
-        try:
-            await _apply(request.app, read(msg.data.encode(), datetime.now(UTC)))
-        except Problem as exc:
-            log.warning("recall.ws.invalid", detail=exc.detail)
-        except StorageError:
-            log.error("storage.unavailable", path=WS_PATH)
+    # Recall does not send a message on the socket again: one storage cannot take waits, and so does
+    # everything after it, until it can be applied (a "/optout" in the chat is never lost to an outage)
+    backlog: Backlog[Parsed] = Backlog(functools.partial(_apply_message, request.app), name="recall")
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                log.warning("recall.ws.not_text", kind=msg.type.name)
+                continue
+            try:
+                parsed = read(msg.data.encode(), datetime.now(UTC))
+            except Problem as exc:
+                log.warning("recall.ws.invalid", detail=exc.detail)
+                continue
+            await backlog.put(parsed)
+        await backlog.drain()
+    finally:
+        await backlog.close()
     return ws
+
+
+async def _apply_message(app: web.Application, parsed: Parsed) -> None:
+    """One message of the socket; StorageError is raised (the backlog keeps the message), bad input logged."""
+    try:
+        await _apply(app, parsed)
+    except Problem as exc:
+        log.warning("recall.ws.invalid", detail=exc.detail)
 
 
 async def _apply(app: web.Application, parsed: Parsed) -> list[Result]:

@@ -47,7 +47,7 @@ from gateway.events import (
     SegmentReceived,
 )
 from gateway.model import Segment
-from gateway.store.base import StorageError
+from gateway.platforms.backlog import Backlog
 
 log = structlog.get_logger("gateway.platforms.zoom_rtms")
 PLATFORM = "zoom"
@@ -278,6 +278,9 @@ class RtmsStreams:
         self.media_params = media_params or DEFAULT_MEDIA_PARAMS
         self.streams: dict[str, Stream] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._backlogs: dict[str, Backlog[MeetingEvent]] = {}
+        """Per stream id: events storage could not take yet (Zoom never sends a frame again), applied in
+        order before later ones; kept across reconnections, and past the stream's end until applied."""
 
     def start(self, start: RtmsStart, client_id: str, client_secret: str) -> bool:
         """Open the stream unless it is already open (a redelivered webhook); True when opened."""
@@ -286,6 +289,8 @@ class RtmsStreams:
             return False
         stream = Stream(start, client_id, client_secret)
         self.streams[start.rtms_stream_id] = stream
+        if start.rtms_stream_id not in self._backlogs:
+            self._backlogs[start.rtms_stream_id] = Backlog(self.handle, name="zoom_rtms")
         task = asyncio.create_task(self._run(stream), name=f"rtms-{start.rtms_stream_id[:16]}")
         self._tasks[start.rtms_stream_id] = task
         return True
@@ -296,6 +301,9 @@ class RtmsStreams:
 
     async def stop(self, stream_id: str, reason: str) -> None:
         task = self._tasks.pop(stream_id, None)
+        backlog = self._backlogs.get(stream_id)
+        if backlog is not None and not backlog.waiting:
+            del self._backlogs[stream_id]  # else it is applied, or given up, by itself; shutdown closes it
         if task is None:
             return
         task.cancel()
@@ -306,6 +314,9 @@ class RtmsStreams:
     async def close(self) -> None:
         for stream_id in list(self._tasks):
             await self.stop(stream_id, reason="shutdown")
+        for backlog in self._backlogs.values():
+            await backlog.close()
+        self._backlogs.clear()
 
     async def _run(self, stream: Stream) -> None:
         failures = 0
@@ -388,19 +399,17 @@ class RtmsStreams:
             elif stops(message):
                 raise _Ended()
             elif kind == 6:
-                await self._apply(participant_events(uuid, content, stream.known, stream.names))
+                await self._apply(stream, participant_events(uuid, content, stream.known, stream.names))
             elif kind == 17:
                 stream.known.update(self.roster(uuid))
                 events = transcript_events(uuid, content, stream.sentences, stream.known, stream.names)
-                await self._apply(events)
+                await self._apply(stream, events)
 
-    async def _apply(self, events: list[MeetingEvent]) -> None:
+    async def _apply(self, stream: Stream, events: list[MeetingEvent]) -> None:
+        # storage down: the event waits, and so does everything after it on this stream (``Backlog``)
+        backlog = self._backlogs[stream.start.rtms_stream_id]
         for event in events:
-            try:
-                await self.handle(event)
-            except StorageError:
-                # Fail closed: the segment is lost rather than forwarded unlogged; the stream stays open.
-                log.error("zoom.rtms.storage_unavailable")
+            await backlog.put(event)
 
 
 async def _send(ws: ClientConnection, message: dict[str, Any]) -> None:

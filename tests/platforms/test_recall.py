@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from gateway import meeting
 from gateway.app import create_app
@@ -320,6 +321,44 @@ async def test_websocket_with_a_signed_upgrade_feeds_events(live: LiveGateway, s
     await wait_for(_forwarded_count(live, 1), "the utterance over the socket")
     await ws.close()
     assert forwarded(live)[0]["text"] == "Over the socket."
+
+
+async def test_a_withdrawal_on_the_socket_while_storage_is_down_is_applied_before_what_follows(
+    live: LiveGateway, sender: RecallSender
+) -> None:
+    """Recall never sends a socket message again. A "/optout" typed while storage is down waits, with
+    everything after it, and is applied first once storage is back: Bea's words after it are never
+    forwarded, and Ada's words sent during the outage are not lost."""
+    for who in (ADA, BEA):
+        assert (await sender.post(participant_event("join", who))).status == 200
+    await consent(live, recall.PLATFORM, BOT, KEY_ADA)
+    await consent(live, recall.PLATFORM, BOT, KEY_BEA)
+    ws = await sender.connect()
+    with capture_logs() as logs:
+        await live.store.close()
+        await ws.send_str(json.dumps(participant_event("chat_message", BEA, chat="/optout", relative=1.0)))
+        await ws.send_str(json.dumps(transcript_data(ADA, ["Said", "in", "the", "outage."], start=2.0)))
+        await ws.send_str(json.dumps(transcript_data(BEA, ["After", "my", "optout."], start=3.0)))
+        await wait_for(_storage_refused(logs), "the outage met on the socket")
+        await live.store.open()
+        await wait_for(_forwarded_count(live, 1), "Ada's words once storage is back")
+        await ws.send_str(json.dumps(transcript_data(ADA, ["After", "the", "outage."], start=4.0)))
+        await wait_for(_forwarded_count(live, 2), "Ada's words after the outage")
+    await ws.close()
+    await live.settle()
+    assert [(p["participant_id"], p["text"]) for p in forwarded(live)] == [
+        (KEY_ADA, "Said in the outage."),
+        (KEY_ADA, "After the outage."),
+    ]
+    ledger = [(e.record.subject, e.record.choice) for e in await live.ledger()]
+    assert ledger[-1] == (KEY_BEA, ConsentChoice.REFUSED)  # "/optout": a no to every purpose
+
+
+def _storage_refused(logs: list[dict[str, Any]]) -> Any:
+    async def check() -> bool:
+        return any(entry["log_level"] == "error" and "unavailable" in entry["event"] for entry in logs)
+
+    return check
 
 
 @pytest.mark.parametrize("case", ["unsigned", "wrong secret", "signed body not empty"])

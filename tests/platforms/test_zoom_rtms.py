@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway.platforms.zoom_rtms import RtmsStreams
 from gateway.web.keys import GATEWAY
@@ -157,6 +158,34 @@ async def test_transcript_frames_follow_consent_and_revisions_are_decided_afresh
     await wait_for(third_decided, "the third revision's decision")
     await rtms.rig.gw.settle()
     assert len(texts(rtms.rig.gw)) == 2
+
+
+async def test_frames_storage_cannot_take_wait_and_are_applied_in_order_once_it_is_back(rtms: Rtms) -> None:
+    """Zoom never sends a frame again. One that meets a storage outage waits, with every frame after it,
+    and they are decided in order once storage is back: a consenting speaker's words are not lost."""
+    await _consented_meeting(rtms)
+    await rtms.started()
+    await rtms.until(lambda: rtms.fake.ready_count() == 1, "ready")
+    gw = rtms.rig.gw
+    with capture_logs() as logs:
+        await gw.store.close()
+        await rtms.fake.send_media(
+            transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "In the outage", 18, 1795852812100)
+        )
+        await rtms.fake.send_media(
+            transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "Still in it", 19, 1795852813100)
+        )
+
+        async def refused() -> bool:
+            return any(e["log_level"] == "error" and "unavailable" in e["event"] for e in logs)
+
+        await wait_for(refused, "the outage met by a frame")
+        await gw.store.open()
+        await wait_for(_texts_reach(rtms, 2), "the frames once storage is back")
+        await rtms.fake.send_media(transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "After it", 20, 1795852814100))
+        await wait_for(_texts_reach(rtms, 3), "the frame after the outage")
+    await gw.settle()
+    assert [text for _, _, text in texts(gw)] == ["In the outage", "Still in it", "After it"]
 
 
 @pytest.mark.parametrize("first_seen", ["in_a_frame", "in_a_join_webhook"])
