@@ -15,6 +15,7 @@ Zoom names may contain ``:``, so prefixes are matched against the roster's names
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +28,7 @@ from gateway.model import Participant
 
 _NEGATIVE_TIME = re.compile(r"(?m)^(\s*)-[\d:.]+(\s+-->)|(-->\s+)-[\d:.]+")
 _VOICE = re.compile(r"^<v(?:\.[^\s>]*)?\s+([^>]*)>")
+_NUMBERED = re.compile(r"[0-9]{1,9}")
 MAX_CUES = 200_000
 
 
@@ -38,7 +40,10 @@ class VttError(ValueError):
 class Cue:
     index: int
     """1-based position in the file: the identifier when the cue has none."""
-    identifier: str | None
+    identifier: str | None = field(repr=False)
+    """As the file has it. Not always an id: the line before a timing line is the cue's identifier to the
+    parser (as the WebVTT standard says), so a cue whose text follows a blank line gives its words to the
+    next cue as identifier."""
     start: float
     end: float
     text: str = field(repr=False)
@@ -46,8 +51,14 @@ class Cue:
 
     @property
     def key(self) -> str:
-        """A stable id for the cue within its file."""
-        return self.identifier or f"n{self.index}"
+        """A stable id for the cue within its file, which never carries words: a numbered identifier
+        (Zoom's) as it is, any other (Teams' GUIDs, or words a malformed file put there) hashed."""
+        identifier = self.identifier
+        if identifier is None:
+            return f"n{self.index}"
+        if _NUMBERED.fullmatch(identifier):
+            return identifier
+        return "h" + hashlib.blake2b(identifier.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 def parse(text: str) -> list[Cue]:

@@ -136,6 +136,20 @@ async def test_a_voice_the_roster_lacks_is_scrubbed_from_what_others_say(world: 
     assert carol and all(d.participant_id is None and d.reasons == ("unattributed",) for d in carol)
 
 
+async def test_words_a_malformed_transcript_puts_where_an_id_goes_never_leave(world: World) -> None:
+    """A cue's words after a blank line are the next cue's identifier to the parser. Bea refused; her
+    words must not ride out as the segment id of Ada's forwarded cue, nor sit in the decision records."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n\n<v Bea Okafor>ZQXSECRET, and I said no.</v>\n"
+        "0:0:2.0 --> 0:0:3.0\n<v Ada Lovelace>Noted.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), ("p-bea", "Bea Okafor"), consenting=("p-ada",))
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [(p["participant_id"], p["text"]) for p in forwarded(world.live)] == [("p-ada", "Noted.")]
+    assert "ZQXSECRET" not in repr(world.live.fake.received)
+    assert "ZQXSECRET" not in repr([d.segment_id for d in await world.live.decisions()])
+
+
 async def test_transcript_logs_carry_ids_and_counts_never_words(world: World) -> None:
     """Invariant 6 on the Graph path: an applied transcript and one that cannot be parsed are both logged,
     and neither log line holds a word of them."""

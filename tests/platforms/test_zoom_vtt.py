@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,6 +27,33 @@ def test_zoom_transcript_fixture_parses_with_identifiers_and_times() -> None:
     assert [c.key for c in cues] == ["1", "2", "3", "4", "5"]
     assert (cues[0].start, cues[0].end) == (1.12, 4.48)
     assert cues[3].text == "And the budget is approved."
+
+
+MALFORMED = (
+    "WEBVTT\n\n"
+    "0:0:1.0 --> 0:0:2.0\n\n"
+    "<v Bea Okafor>ZQXSECRET is mine, and I said no.</v>\n"  # after a blank line: the next cue's identifier
+    "0:0:2.0 --> 0:0:3.0\n<v Ada Lovelace>Noted.</v>\n\n"
+    "Okay.\n0:0:3.0 --> 0:0:4.0\n<v Ada Lovelace>Next.</v>\n"
+)
+
+
+def test_words_a_malformed_file_makes_an_identifier_never_reach_a_cue_key() -> None:
+    """The line before a timing line is the cue's identifier to the parser, words or not; a cue key (part
+    of the segment id, which is forwarded and logged) is a number, a position, or a hash."""
+    cues = vtt.parse(MALFORMED)
+    assert [c.text for c in cues] == ["", "Noted.", "Next."]
+    keys = [c.key for c in cues]
+    assert keys[0] == "n1" and all(re.fullmatch(r"h[0-9a-f]{20}", k) for k in keys[1:]), keys
+    assert "ZQXSECRET" not in repr(cues)
+    assert len(set(keys)) == 3 and [c.key for c in vtt.parse(MALFORMED)] == keys  # stable across fetches
+
+
+@given(st.text(min_size=1, max_size=40).filter(lambda t: "-->" not in t and "\n" not in t and t.strip()))
+def test_a_cue_key_is_a_number_a_position_or_a_hash(identifier: str) -> None:
+    """Whatever a file puts before a timing line, the key never holds a letter of it."""
+    key = vtt.Cue(1, identifier, 0.0, 1.0, "text").key
+    assert re.fullmatch(r"[0-9]{1,9}|n1|h[0-9a-f]{20}", key), key
 
 
 def test_teams_voice_tags_unpadded_and_negative_timestamps() -> None:
