@@ -36,6 +36,7 @@ from gateway.model import (
     RecordOutcome,
     Segment,
 )
+from gateway.names import NameScrubber
 from gateway.policy.compiled import Destination, Policy
 from gateway.policy.decide import consent_of, decide, decide_all_party, decision_id, scrubber_for
 
@@ -190,8 +191,32 @@ def _part(state: MeetingState, outcome: Outcome, dest: Destination) -> Part:
         "policy_revision": outcome.decision.policy_revision,
     }
     if dest.include_speaker_name:
-        payload["speaker"] = speaker.name if speaker else None
+        # the label is scrubbed like the words: a shared device's name ("Room 4 (Carol + Dana)") may name
+        # someone who does not consent
+        label = speaker.name if speaker else None
+        scrubber = outcome.scrubbed_with
+        if label is not None and isinstance(scrubber, NameScrubber):
+            label = scrubber.scrub(label)[0]
+        payload["speaker"] = label
     return Part(segment.segment_id, segment.participant_id, MappingProxyType(payload))
+
+
+SCRUBBED_FIELDS = ("text", "speaker")
+"""The fields of a part's payload that may name someone: its words and its speaker's label."""
+
+
+def _scrubbed_fields(scrubber: NameScrubber, payload: Any) -> tuple[dict[str, str], int]:
+    """The fields of ``payload`` that change when scrubbed by ``scrubber``, and how many names went."""
+    changed: dict[str, str] = {}
+    names = 0
+    for name in SCRUBBED_FIELDS:
+        value = payload.get(name)
+        if isinstance(value, str):
+            scrubbed, spans = scrubber.scrub(value)
+            if spans:
+                changed[name] = scrubbed
+                names += len(spans)
+    return changed, names
 
 
 def item_key(*parts: str) -> str:
@@ -491,32 +516,31 @@ def _final_parts(
                 drop_decision(_stub(state, part), dest, policy, now, "consent_lapsed_before_meeting_end")
             )
             continue
-        text, spans = scrubber.scrub(str(part.payload["text"])) if scrubber else (part.payload["text"], ())
-        decisions.append(_sent_at_end(state, part, dest, policy, now, len(spans)))
-        if spans:
-            part = replace(part, payload=MappingProxyType({**part.payload, "text": text}))
+        changed, names = _scrubbed_fields(scrubber, part.payload) if scrubber else ({}, 0)
+        decisions.append(_sent_at_end(state, part, dest, policy, now, names))
+        if changed:
+            part = replace(part, payload=MappingProxyType({**part.payload, **changed}))
         out.append(part)
     return tuple(out)
 
 
 def rescrubbed(
     state: MeetingState, policy: Policy, dest: Destination, part: Part, now: datetime
-) -> tuple[str, Decision] | None:
-    """A part decided earlier, right before it leaves: its text scrubbed again against who consents now.
-    Someone mentioned in it who consented then may have withdrawn since, while it waited (a batch window,
-    a destination outage, retries): their name must not leave with it (invariant 9). None if nothing
-    changes; else the text with the names replaced and a ``redact`` decision counting them (offsets would
-    refer to text already scrubbed once)."""
-    said = part.payload.get("text")
-    scrubber = scrubber_for(state, policy, dest, now) if isinstance(said, str) else None
-    if scrubber is None:
+) -> tuple[dict[str, str], Decision] | None:
+    """A part decided earlier, right before it leaves: its text (and speaker label) scrubbed again against
+    who consents now. Someone mentioned in it who consented then may have withdrawn since, while it waited
+    (a batch window, a destination outage, retries): their name must not leave with it (invariant 9). None
+    if nothing changes; else the changed fields and a ``redact`` decision counting the names replaced
+    (offsets would refer to text already scrubbed once)."""
+    scrubber = scrubber_for(state, policy, dest, now)
+    if not isinstance(scrubber, NameScrubber):
         return None
-    text, spans = scrubber.scrub(str(said))
-    if not spans:
+    changed, names = _scrubbed_fields(scrubber, part.payload)
+    if not names:
         return None
-    reasons = (f"names_scrubbed_at_send:{len(spans)}",)
+    reasons = (f"names_scrubbed_at_send:{names}",)
     rules = (dest.rule_id, "redaction.mentions")
-    return text, _part_decision(state, part, dest, policy, now, Action.REDACT, reasons, rules, "send")
+    return changed, _part_decision(state, part, dest, policy, now, Action.REDACT, reasons, rules, "send")
 
 
 def _sent_at_end(

@@ -311,8 +311,8 @@ class Gateway:
             said = Part(part.segment_id, part.participant_id, part.payload)
             changed = engine.rescrubbed(state, policy, dest, said, wall_clock())
             if changed is not None:
-                text, decision = changed
-                part = replace(part, payload=MappingProxyType({**part.payload, "text": text}))
+                fields, decision = changed
+                part = replace(part, payload=MappingProxyType({**part.payload, **fields}))
                 log.info("delivery.names_scrubbed_at_send", meeting_id=meeting_id, destination=destination,
                          segment_id=part.segment_id, reasons=decision.reasons)  # fmt: skip
                 self._background(self._log_decisions([decision]))

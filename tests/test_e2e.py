@@ -220,6 +220,30 @@ async def test_a_withdrawers_name_in_queued_words_of_others_is_scrubbed_at_send(
         assert [p["text"] for p in payloads(fake)] == [scrubbed]
 
 
+async def test_a_speaker_label_naming_someone_who_does_not_consent_is_scrubbed(tmp_path: Path) -> None:
+    """A shared room device is named for the people in the room. Its words are the consenting device's,
+    but its label names Wen too: Wen's name leaves in no ``speaker`` label, whether Wen refused before
+    the words were decided, or withdrew while they waited (a 503, the meeting-end transcript)."""
+    room = "p-room"
+    dests = (Dest("summariser"), Dest("archive", delivery="meeting_end"))
+    async with serving(tmp_path, dests) as gw:
+        live = gw.fakes["summariser"]
+        await gw.send(joined(ADA, NAMES[ADA]), joined(WEN, NAMES[WEN]), joined(room, "Room 4 (Ada + Wen Li)"))
+        await gw.send(consent(room, "given"), consent(ADA, "given"), consent(WEN, "refused"))
+        await gw.send(segment("s1", room, "Decided while Wen refused."))
+        await gw.send(consent(WEN, "given"))
+        live.fail_next(1, 503, retry_after=1)
+        await gw.send(segment("s2", room, "Waiting while Wen withdraws."))
+        await wait_for(_async(lambda: len(live.received) == 2), "the failed attempt")
+        await gw.send(consent(WEN, "withdrawn"), event("meeting.ended"))
+        await gw.settle()
+        await wait_for(_async(lambda: len(payloads(live)) == 2), "the retry")
+        labels = [p["speaker"] for p in payloads(live)]
+        (transcript,) = gw.fakes["archive"].accepted()
+        labels += [p["speaker"] for p in transcript.segment_payloads()]
+    assert labels == ["Room 4 (Ada + [participant 2])"] * 4
+
+
 async def test_withdrawal_drops_the_withdrawers_own_segment_in_backoff(tmp_path: Path) -> None:
     """A withdrawer's segment whose first attempt failed and which waits to be retried is never sent again."""
     async with serving(tmp_path) as gw:
