@@ -232,10 +232,17 @@ def _key(*parts: str) -> str:
 
 
 def evaluate_consent(
-    state: MeetingState, event: ConsentSubmitted, policy: Policy, record_id: str
+    state: MeetingState,
+    event: ConsentSubmitted,
+    policy: Policy,
+    record_id: str,
+    now: datetime | None = None,
 ) -> ConsentRecord:
-    """Turn a consent request into the ledger record it deserves: accepted, or rejected with a reason."""
+    """Turn a consent request into the ledger record it deserves: accepted, or rejected with a reason.
+    ``now``: when it is received (None: not checked, as in a replay of recorded events)."""
     reason, delegation = _refusal(event, policy)
+    if reason is None and now is not None and _from_the_future(event, now):
+        reason = "future_time"
     if reason is None and _superseded(state, event):
         reason = "superseded"
     expires = None
@@ -295,6 +302,13 @@ CLOCK_SKEW = timedelta(seconds=30)
 """How far the clocks behind two channels' times may disagree (``_superseded``)."""
 CONSENT_PAGE = "consent_page"
 """The channel of choices made on the gateway's own consent page (``gateway.web.consent_page``)."""
+
+
+def _from_the_future(event: ConsentSubmitted, now: datetime) -> bool:
+    """Consent stamped later than it was received (beyond ``CLOCK_SKEW``). Its time would put it after any
+    refusal or withdrawal to come (nothing could supersede it) and start its expiry years ahead, so it is
+    refused; a refusal or withdrawal so stamped still applies (fail closed)."""
+    return event.choice is ConsentChoice.GIVEN and event.at - now > CLOCK_SKEW
 
 
 def _superseded(state: MeetingState, event: ConsentSubmitted) -> bool:

@@ -410,7 +410,7 @@ class Gateway:
     async def _consent(
         self, key: MeetingKey, expired: Step, event: ConsentSubmitted, policy: Policy, now: datetime
     ) -> Result:
-        record = engine.evaluate_consent(expired.state, event, policy, self._new_id())
+        record = engine.evaluate_consent(expired.state, event, policy, self._new_id(), now)
         # what the store has of the meeting, before this step publishes (a meeting just read back: as read)
         stored = self._states.get(key) or expired.state
         # durable before it takes effect (invariant 1); a withdrawal empties the outbox of the participant's
@@ -632,7 +632,7 @@ class Gateway:
         # before
         given = submitted.choice is ConsentChoice.GIVEN
         prior = await self.store.standing_records(submitted.email) if given else []
-        record = standing.evaluate(submitted, policy, self._new_id(), prior)
+        record = standing.evaluate(submitted, policy, self._new_id(), prior, now)
         restricting = _restricts(record)
         holders = sorted(self._identities.get(record.subject, ()))
         # recorded before it reaches each meeting (a write, a read, each meeting's lock): meanwhile

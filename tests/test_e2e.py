@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,26 @@ async def test_a_speaker_label_naming_someone_who_does_not_consent_is_scrubbed(t
         (transcript,) = gw.fakes["archive"].accepted()
         labels += [p["speaker"] for p in transcript.segment_payloads()]
     assert labels == ["Room 4 (Ada + [participant 2])"] * 4
+
+
+async def test_a_consent_stamped_in_the_future_is_refused_and_a_later_no_stands(tmp_path: Path) -> None:
+    """A consent stamped an hour ahead is refused when it arrives (``future_time``), so when the
+    participant then says no and the same consent is sent again, nothing of theirs is forwarded."""
+    async with serving(tmp_path) as gw:
+        ahead = {**consent(WEN, "given"), "at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+        await gw.send(joined(WEN, NAMES[WEN]))
+        assert (await gw.post(ahead)).doc["detail"] == "future_time"
+        await gw.send(consent(WEN, "refused"))
+        assert (await gw.post(ahead)).status == 403
+        await gw.send(segment("s1", WEN, "Nobody may hear this."))
+        await gw.settle()
+        assert gw.fake.received == []
+        ledger = [(e.record.choice, e.record.outcome, e.record.reason) for e in await gw.ledger()]
+        assert ledger == [
+            (ConsentChoice.GIVEN, RecordOutcome.REJECTED, "future_time"),
+            (ConsentChoice.REFUSED, RecordOutcome.ACCEPTED, None),
+            (ConsentChoice.GIVEN, RecordOutcome.REJECTED, "future_time"),
+        ]
 
 
 async def test_withdrawal_drops_the_withdrawers_own_segment_in_backoff(tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ class Meeting:
         self.decisions: list = []
         self.emits: list = []
         self.records: list = []
+        self.received: float | None = None
+        """When consent requests are received (None: not checked, as in a replay)."""
 
     def _take(self, step: engine.Step) -> None:
         self.state = step.state
@@ -83,7 +85,8 @@ class Meeting:
             at(t),
             **kw,
         )  # type: ignore[arg-type]
-        record = engine.evaluate_consent(self.state, event, self.policy, f"r{len(self.records)}")
+        received = at(self.received) if self.received is not None else None
+        record = engine.evaluate_consent(self.state, event, self.policy, f"r{len(self.records)}", received)
         self.records.append(record)
         self._take(engine.on_record(self.state, record, self.policy, at(t)))
         return record
@@ -192,6 +195,20 @@ def test_across_channels_only_a_clear_lead_supersedes() -> None:
     m.consent("ada", ("summary",), "withdrawn", t=100, channel="consent_page")
     late = m.consent("ada", ("summary",), t=20, channel="chat")
     assert (late.outcome, late.reason) == (RecordOutcome.REJECTED, "superseded")
+
+
+def test_consent_stamped_later_than_it_arrived_is_refused() -> None:
+    """A consent stamped an hour ahead of its arrival would come after any withdrawal to come (nothing
+    could supersede it when sent again) and expire an hour late: refused, ``future_time``. Clocks a few
+    seconds apart are no reason; a refusal stamped ahead still applies (fail closed)."""
+    m = Meeting()
+    m.received = 0
+    ahead = m.consent("ada", ("summary",), t=3600)
+    assert (ahead.outcome, ahead.reason) == (RecordOutcome.REJECTED, "future_time")
+    assert m.state.consent("ada", "summary").state is not ConsentState.GIVEN
+    assert m.consent("ada", ("summary",), t=20).outcome is RecordOutcome.ACCEPTED
+    assert m.consent("ada", ("summary",), "withdrawn", t=3600).outcome is RecordOutcome.ACCEPTED
+    assert m.state.consent("ada", "summary").state is ConsentState.WITHDRAWN
 
 
 def test_a_withdrawal_older_than_the_consent_it_follows_still_applies() -> None:

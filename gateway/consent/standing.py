@@ -51,11 +51,16 @@ class StandingSubmitted:
 
 
 def evaluate(
-    submitted: StandingSubmitted, policy: Policy, record_id: str, prior: Iterable[ConsentRecord] = ()
+    submitted: StandingSubmitted,
+    policy: Policy,
+    record_id: str,
+    prior: Iterable[ConsentRecord] = (),
+    now: datetime | None = None,
 ) -> ConsentRecord:
     """The ledger record a standing request deserves under ``policy``: accepted, or rejected with a reason.
     ``prior``: the identity's standing records so far, against which a consent made before a refusal or
-    withdrawal already recorded is ``superseded`` (a resent old request must not undo the later choice)."""
+    withdrawal already recorded is ``superseded`` (a resent old request must not undo the later choice);
+    ``now``: when it is received (a consent stamped later is ``future_time``)."""
     subject = subject_for(submitted.email)
     by_self = submitted.indicated_by.strip().casefold() == submitted.email.strip().casefold()
     event = ConsentSubmitted(
@@ -74,7 +79,11 @@ def evaluate(
     )
     mine = (r for r in prior if r.platform == submitted.platform and r.subject == subject)
     record = engine.evaluate_consent(
-        with_records(engine.new_meeting(submitted.platform, STANDING_MEETING), mine), event, policy, record_id
+        with_records(engine.new_meeting(submitted.platform, STANDING_MEETING), mine),
+        event,
+        policy,
+        record_id,
+        now,
     )
     if (
         record.outcome is RecordOutcome.ACCEPTED
