@@ -95,6 +95,11 @@ class MeetingState:
     def consent(self, participant_id: str, purpose: Purpose) -> ConsentEntry:
         return self.consents.get((participant_id, purpose), UNKNOWN)
 
+    def purposes_of(self, participant_id: str) -> tuple[Purpose, ...]:
+        """Every purpose the participant has a consent entry for, whether the policy lists it now or not (a
+        reload may have dropped one that a later reload brings back)."""
+        return tuple(purpose for pid, purpose in self.consents if pid == participant_id)
+
     def present_ids(self) -> frozenset[str]:
         return frozenset(pid for pid, p in self.participants.items() if p.present)
 

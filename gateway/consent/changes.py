@@ -49,5 +49,7 @@ def plan(
 def withdraw_all(
     consents: MeetingState, participant_id: str, shown: Mapping[Purpose, str], now: datetime
 ) -> list[Group]:
-    given = {p: False for p in shown if consents.consent(participant_id, p).at(now) is ConsentState.GIVEN}
+    # every purpose given, also one the policy no longer shows (a reload dropped it, another may restore it)
+    held = dict.fromkeys((*shown, *consents.purposes_of(participant_id)))
+    given = {p: False for p in held if consents.consent(participant_id, p).at(now) is ConsentState.GIVEN}
     return plan(consents, participant_id, given, shown, now)

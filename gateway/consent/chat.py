@@ -87,7 +87,10 @@ def submissions(
         return (_submitted(event, sender, command.purposes, ConsentChoice.GIVEN),)
     if command.verb == "all":
         return (_submitted(event, sender, everything, ConsentChoice.GIVEN),)
-    given = tuple(p for p in everything if state.consent(sender, p).at(segment.at) is ConsentState.GIVEN)
+    # a stop covers every purpose given, also one the policy dropped on a reload (a later reload may bring
+    # it back): "nothing of yours will be sent" must stay true
+    held = tuple(dict.fromkeys((*everything, *state.purposes_of(sender))))
+    given = tuple(p for p in held if state.consent(sender, p).at(segment.at) is ConsentState.GIVEN)
     others = tuple(p for p in everything if p not in given)
     out = []
     if given:

@@ -152,10 +152,8 @@ def withdrawal(
         return None
     if record.choice is ConsentChoice.GIVEN:
         return None
-    given = tuple(
-        p
-        for p in record.purposes
-        if p in policy.purposes and state.consent(participant_id, p).at(now) is ConsentState.GIVEN
+    given = tuple(  # also a purpose the policy dropped on a reload: a later reload may bring it back
+        p for p in record.purposes if state.consent(participant_id, p).at(now) is ConsentState.GIVEN
     )
     if not given:
         return None

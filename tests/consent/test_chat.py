@@ -255,6 +255,22 @@ async def test_optout_withdraws_what_was_given_and_refuses_the_rest(meeting: Mee
     assert meeting.replies("p1")[-1].startswith("Recorded: nothing of yours will be sent.")
 
 
+async def test_optout_also_withdraws_a_purpose_a_reload_dropped(meeting: Meeting) -> None:
+    """Consent to everything, then a reload drops ``training``, then ``/optout``: when a later reload
+    brings ``training`` back, the trainer gets nothing of the sender ("nothing of yours will be sent")."""
+    await meeting.join("p1")
+    await meeting.chat("p1", "/consent all")
+    narrowed = POLICY.replace('  training: {description: t, notice: n, notice_version: "t1"}\n', "")
+    narrowed = narrowed.replace("purposes: [summary, training]", "purposes: [summary]")
+    meeting.gateway.policies = PolicySet([parse_policy(narrowed.encode(), "chat.yaml")])
+    await meeting.chat("p1", "/optout")
+    meeting.gateway.policies = PolicySet([parse_policy(POLICY.encode(), "chat.yaml")])
+    assert meeting.state("p1", "training") is ConsentState.WITHDRAWN
+    await meeting.say("p1", "After opting out.")
+    await meeting.gateway.settle()
+    assert meeting.forwarded() == []
+
+
 async def test_optout_purges_held_segments_of_the_sender(meeting: Meeting) -> None:
     """Segments held for a destination still waiting on a purpose are purged by `/optout`."""
     await meeting.join("p1")

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.consent import receipts
-from gateway.consent.changes import plan
+from gateway.consent.changes import plan, withdraw_all
 from gateway.meeting import MeetingState, with_record
 from gateway.model import ConsentChoice, ConsentState
 from gateway.notifier import Notifier
@@ -390,3 +390,23 @@ def test_notifier_forgets_expired_links_and_keeps_the_latest() -> None:
     assert latest is not None and latest.data["url"] == "new"
     assert notifier.latest_link("m", "p", NOW + timedelta(hours=2)) is None
     assert notifier.latest_link("m", "someone-else", NOW) is None
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), STATES),
+    st.sets(st.sampled_from(["a", "b", "c"])),
+)
+def test_withdraw_all_withdraws_every_given_purpose_shown_or_not(
+    current: dict[str, ConsentChoice | None], shown: set[str]
+) -> None:
+    """ "Withdraw all" takes back every purpose given, also one the page no longer shows (a reload dropped
+    it; another may bring it back), and nothing else."""
+    state = MeetingState("generic", "m")
+    for n, (purpose, choice) in enumerate(current.items()):
+        if choice is not None:
+            state = with_record(state, consent_record(record_id=f"r{n}", platform="generic", meeting_id="m",
+                                                      purposes=(purpose,), choice=choice))  # fmt: skip
+    groups = withdraw_all(state, "p1", dict.fromkeys(sorted(shown), "v1"), NOW)
+    withdrawn = {p for choice, ps, _ in groups if choice is ConsentChoice.WITHDRAWN for p in ps}
+    assert withdrawn == {p for p, choice in current.items() if choice is ConsentChoice.GIVEN}
+    assert all(choice is ConsentChoice.WITHDRAWN for choice, _, _ in groups)
