@@ -95,10 +95,13 @@ def evaluate(
 
 
 def holding(records: Iterable[ConsentRecord], platform: str, now: datetime) -> dict[Purpose, ConsentRecord]:
-    """Per purpose, the standing record giving consent now (the latest accepted one, if given and live)."""
+    """Per purpose, the standing record giving consent now (the latest accepted one, if given and live).
+    Consent counts only as the standing-consent API records it (channel ``standing``); a restriction
+    counts whatever its channel (fail closed)."""
     latest: dict[Purpose, ConsentRecord] = {}
     for record in records:
-        if record.outcome is RecordOutcome.ACCEPTED and record.platform == platform:
+        by_api = record.channel == CHANNEL or record.choice is not ConsentChoice.GIVEN
+        if record.outcome is RecordOutcome.ACCEPTED and record.platform == platform and by_api:
             latest.update(dict.fromkeys(record.purposes, record))
     return {p: r for p, r in latest.items() if _live(r, now)}
 

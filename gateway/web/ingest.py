@@ -62,6 +62,13 @@ def parse_batch(body: bytes) -> tuple[list[EventIn | None], bool]:
     event = _one_valid_event(body)
     events, single = parse_general(body) if event is None else (list[EventIn | None]([event]), True)
     for index, found in enumerate(events):
+        if found is not None and found.meeting_id == standing.STANDING_MEETING:
+            # where the standing-consent API keeps its records: one written here would skip its checks
+            # (verified e-mail, max_days) and be read back as standing consent
+            at = field_path(("meeting_id",) if single else ("events", index, "meeting_id"))
+            raise Problem(
+                400, "invalid-event", "Invalid event", detail=f"{at}: reserved for standing consent"
+            )
         if isinstance(found, ConsentIn) and found.channel in GATEWAY_CHANNELS:
             # The consent page and standing consent are recorded by the gateway itself: a caller claiming
             # one would pass a policy that accepts consent only there, on its own word.

@@ -509,3 +509,21 @@ async def test_a_verified_join_brought_back_without_asking_still_notes_the_ident
     assert world.state("m1", "p-ada") is ConsentState.GIVEN
     await world.standing(ConsentChoice.WITHDRAWN)
     assert world.state("m1", "p-ada") is ConsentState.WITHDRAWN
+
+
+def test_only_the_standing_api_gives_standing_consent() -> None:
+    """A given record in the standing ledger counts only as the standing-consent API writes it (channel
+    ``standing``, with its checks and expiry); any restriction there counts whatever its channel."""
+    from tests.strategies import consent_record
+
+    now = datetime(2026, 11, 27, tzinfo=UTC)
+
+    def record(channel: str, choice: ConsentChoice, n: int) -> ConsentRecord:
+        return consent_record(record_id=f"r{n}", platform="generic", meeting_id=STANDING_MEETING,
+                              subject="email:ada@example.org", purposes=("summary",), choice=choice,
+                              channel=channel, at=now - timedelta(days=1), expires_at=None)  # fmt: skip
+
+    assert standing.holding([record("api", ConsentChoice.GIVEN, 1)], "generic", now) == {}
+    given = record(standing.CHANNEL, ConsentChoice.GIVEN, 2)
+    assert standing.holding([given], "generic", now) == {"summary": given}
+    assert standing.holding([given, record("api", ConsentChoice.WITHDRAWN, 3)], "generic", now) == {}

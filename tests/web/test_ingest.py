@@ -242,6 +242,12 @@ INVALID = {
     # the gateway records these itself: a caller claiming one would pass a page-only policy on its word
     "consent claiming the page": ({**consent("p-ada", "given"), "channel": "consent_page"}, "channel"),
     "consent claiming standing consent": ({**consent("p-ada", "given"), "channel": "standing"}, "channel"),
+    # where standing records live: one written here would skip the standing API's checks and expiry
+    "consent into the standing ledger": (
+        {**consent("email:ada@example.org", "given"), "meeting_id": "*standing*"}, "meeting_id"),
+    "batch join into the standing ledger": (
+        {"events": [joined("p-ada", "Ada Lovelace"), {**joined("p-bo", "Bo"), "meeting_id": "*standing*"}]},
+        "events[1].meeting_id"),
     "batch member not an object": ({"events": [consent("p-ada", "given"), "segment"]}, "events[1]"),
     "type missing": (_without(segment("s1", "p-ada", "Hi."), "type"), "type"),
     "empty batch": ({"events": []}, "events"),
