@@ -276,6 +276,8 @@ ROLE_NAMES: frozenset[str] = _words(
     """
     the chair acting operator moderator host meeting speaker interpreter clerk unknown participant guest
     presenter facilitator coordinator admin administrator secretary narrator interviewer audience caller
+    cohost co-host organizer organiser external internal visitor contractor vendor client customer partner
+    intern remote
     """
 )
 """Display-name words that name a role rather than a person ("The Chair", "Speaker 1", "Operator")."""

@@ -277,6 +277,20 @@ def test_a_number_never_hides_a_name(words: list[str], number: int, sep: str) ->
     assert parse_display_name(f"{name}{sep}{number}").parts == parse_display_name(name).parts
 
 
+def test_a_name_in_parentheses_is_a_name_too() -> None:
+    """ "Robert (Bob) Smith" is called Bob too, and "(Bea) Okafor" is Bea: a decliner's nickname is
+    scrubbed. Roles, abbreviations, pronouns, ridings and numbers in parentheses are not names."""
+    assert parse_display_name("Robert (Bob) Smith").parts == ("Robert", "Bob", "Smith")
+    assert parse_display_name("(Bea) Okafor").parts == ("Bea", "Okafor")
+    assert parse_display_name("Dr. (Bea) O'Kafor").parts == ("Bea", "O'Kafor")
+    for label in ("Host", "she/her", "External", "CPC", "2", "Scarborough Southwest, Lib."):
+        assert parse_display_name(f"Ada Lovelace ({label})").parts == ("Ada", "Lovelace"), label
+    scrubber = NameScrubber.build(
+        [NameTarget("[participant 2]", ("Robert (Bob) Smith",), ())], [("Ada Lovelace",)]
+    )
+    assert scrubber.scrub("Thanks, Bob.")[0] == "Thanks, [participant 2]."
+
+
 def test_parse_email_typo_and_single_names() -> None:
     """E-mail names, a possessive typo in source data and single names parse to name parts."""
     assert parse_display_name("jane.doe@example.com").parts == ("jane", "doe")

@@ -27,6 +27,7 @@ class ParsedName:
 
 
 _PAREN = re.compile(r"\([^()]*\)")
+_PAREN_INSIDE = re.compile(r"\(([^()]*)\)")
 _ROLE_PREFIX = re.compile(r"^[^(]*\((.*)\)\s*$", re.DOTALL)
 _WORD = re.compile(r"[^\s,;/|]+")
 
@@ -36,6 +37,7 @@ def parse_display_name(raw: str) -> ParsedName:
     """Parse a platform display name; roles ("The Chair", "Speaker 1", "Operator") give no name parts."""
     text = _email_to_name(raw)
     text = _unwrap_role(text)
+    nicknames = _nicknames(text)
     while _PAREN.search(text):
         text = _PAREN.sub(" ", text)
     words = [w for w in (_clean_word(w) for w in _WORD.findall(text.split("(")[0])) if w]
@@ -50,12 +52,38 @@ def parse_display_name(raw: str) -> ParsedName:
             return ParsedName()
     words = [w for i, w in enumerate(words) if not _is_noise_word(w, inside=0 < i < len(words) - 1)]
     if not words or all(token_key(w) in nd.ROLE_NAMES for w in words):
-        return ParsedName()
+        return ParsedName(given=nicknames)
     if len(words) == 1:
         single = words[0]
         given = token_key(single) in nd.KNOWN_GIVEN_NAMES
-        return ParsedName(given=(single,)) if given else ParsedName(family=(single,))
-    return ParsedName(given=(words[0],), family=tuple(words[1:]))
+        return ParsedName(given=(single, *nicknames)) if given else ParsedName(nicknames, (single,))
+    return ParsedName(given=(words[0], *nicknames), family=tuple(words[1:]))
+
+
+_ONE_WORD = re.compile(r"[^\W\d_][^\W\d_'’-]*(?:['’-][^\W\d_]+)*")
+
+
+def _nicknames(text: str) -> tuple[str, ...]:
+    """Names in parentheses: "Robert (Bob) Smith", "(Bea) Okafor" are called Bob and Bea too, so those
+    are scrubbed as well (failing closed). Only one word, and not a role ("(Host)"), an abbreviation
+    ("(CPC)"), a title or an ordinary word: ridings, parties and roles in parentheses stay out."""
+    found = []
+    for inside in _PAREN_INSIDE.findall(text):
+        word = _clean_word(inside.strip())
+        key = token_key(word)
+        if (
+            _ONE_WORD.fullmatch(word)
+            and len(key) >= 2
+            and not word.isupper()
+            and key not in nd.ROLE_NAMES
+            and key not in nd.TITLES
+            and key not in nd.NAME_SUFFIXES
+            and key not in nd.DEVICE_WORDS
+            and not _ordinary_word(key)
+            and key not in nd.CONNECTIVES
+        ):
+            found.append(word)
+    return tuple(dict.fromkeys(found))
 
 
 def _ordinary_word(key: str) -> bool:
