@@ -123,8 +123,16 @@ def joined(
             next_ordinal=max(state.next_ordinal, ordinal + 1),
         )
     person = _renamed(known, name)
-    person = replace(person, present=True, email=email or known.email)
+    person = replace(_with_email(person, email), present=True)
     return _bump(state, participants=_put(state.participants, participant_id, person))
+
+
+def _with_email(person: Participant, email: str | None) -> Participant:
+    """``person`` now with ``email`` (unchanged if None); the address it replaces stays scrubbed."""
+    if not email or email == person.email:
+        return person
+    former = person.former_emails if person.email is None else (*person.former_emails, person.email)
+    return replace(person, email=email, former_emails=tuple(e for e in dict.fromkeys(former) if e != email))
 
 
 def left(state: MeetingState, participant_id: str) -> MeetingState:
@@ -146,7 +154,7 @@ def back(state: MeetingState, participant_id: str, email: str | None) -> Meeting
     known = state.participants.get(participant_id)
     if known is None or (known.present and (not email or email == known.email)):
         return state
-    person = replace(known, present=True, email=email or known.email)
+    person = replace(_with_email(known, email), present=True)
     return _bump(state, participants=_put(state.participants, participant_id, person))
 
 

@@ -36,10 +36,16 @@ class Participant:
     present: bool = True
     former_names: tuple[str, ...] = ()
     """Names the participant used earlier in this meeting: they are scrubbed too."""
+    former_emails: tuple[str, ...] = ()
+    """E-mails the participant had earlier in this meeting (a rejoin, an update): scrubbed too."""
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.former_names)
+
+    @property
+    def emails(self) -> tuple[str, ...]:
+        return (self.email, *self.former_emails) if self.email else self.former_emails
 
     @property
     def placeholder(self) -> str:

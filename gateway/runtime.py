@@ -572,8 +572,12 @@ class Gateway:
         events: list[MeetingEvent] = []
         for person in sorted(roster.values(), key=lambda p: p.ordinal):
             first, *later = (*person.former_names, person.name)
-            events.append(ParticipantJoined(platform, meeting_id, person.id, first, at, person.email))
+            # earlier addresses first, so that the last join leaves the current one current
+            addresses = (*person.former_emails, *([person.email] if person.email else []))
+            email = addresses[0] if addresses else None
+            events.append(ParticipantJoined(platform, meeting_id, person.id, first, at, email))
             events += [ParticipantRenamed(platform, meeting_id, person.id, name, at) for name in later]
+            events += [ParticipantJoined(platform, meeting_id, person.id, "", at, a) for a in addresses[1:]]
         return events
 
     async def hold_meeting(self, meeting_id: str) -> None:

@@ -181,8 +181,10 @@ def _build_scrubber(state: MeetingState, policy: Policy, dest: Destination, now:
         if consent_of(state, pid, dest, now)[0] is ConsentState.GIVEN:
             others.append(person.names)
         else:
-            emails = (person.email,) if person.email else ()  # invariant 9: the address is identifying too
-            targets.append(NameTarget("[name]" if remove else person.placeholder, person.names, emails))
+            # invariant 9: an address is identifying too, also one the participant had earlier
+            targets.append(
+                NameTarget("[name]" if remove else person.placeholder, person.names, person.emails)
+            )
     return NameScrubber.build(targets, others)
 
 

@@ -94,3 +94,25 @@ def test_roster_email_attribute_is_scrubbed_through_the_decision_core() -> None:
     step = engine.on_event(state, SegmentReceived("generic", segment), pol, now)
     texts = [p.payload["text"] for e in step.emits for p in e.parts]
     assert texts == ["mail [participant 2] or alice@corp.example"]
+
+
+def test_every_email_a_participant_had_is_scrubbed() -> None:
+    """Bob rejoins, and a platform update brings a third address: each one he had in the meeting names
+    him, so each is scrubbed while he does not consent (not only the newest)."""
+    pol, now = parse_policy(POLICY, "p.yaml"), datetime(2026, 5, 4, tzinfo=UTC)
+    state = engine.new_meeting("generic", "m1")
+    for pid, name, email in (
+        ("a", "Alice Archer", "alice@corp.example"),
+        ("b", "Bob Stone", "bs77@x.example"),
+        ("b", "Bob Stone", "bob.stone@old.example"),
+        ("b", "", "bob@new.example"),
+    ):
+        state = engine.on_event(
+            state, ParticipantJoined("generic", "m1", pid, name, now, email), pol, now
+        ).state
+    event = ConsentSubmitted("generic", "m1", "a", ("summary",), ConsentChoice.GIVEN, "a", "api", now)
+    state = engine.on_record(state, engine.evaluate_consent(state, event, pol, "r1"), pol, now).state
+    said = "write bs77@x.example, bob.stone@old.example or bob@new.example"
+    step = engine.on_event(state, SegmentReceived("generic", Segment("m1", "s1", "a", said, now)), pol, now)
+    texts = [p.payload["text"] for e in step.emits for p in e.parts]
+    assert texts == ["write [participant 2], [participant 2] or [participant 2]"]
