@@ -43,11 +43,19 @@ class ConsentEntry:
     """The latest time a refusal or withdrawal of this purpose was made, of all this meeting folded in."""
     restricted_channel: str = ""
     """The channel of that refusal or withdrawal: whose clock its time is on."""
+    notice_version: str | None = None
+    """The notice versions (comma-separated) the choice was made under, as its record has them."""
 
     def at(self, now: datetime) -> ConsentState:
         if self.state is ConsentState.GIVEN and self.expires_at is not None and now >= self.expires_at:
             return ConsentState.EXPIRED
         return self.state
+
+    def under(self, notice: str | None) -> bool:
+        """Whether the choice was made under ``notice`` (the purpose's notice version now). A consent to a
+        notice since changed ("kept by the vendor to train models" where it said "summaries") is not
+        consent to the new one: the participant is asked again. True where either is not known."""
+        return notice is None or self.notice_version is None or notice in self.notice_version.split(",")
 
 
 UNKNOWN = ConsentEntry(ConsentState.UNKNOWN, "")
@@ -193,7 +201,13 @@ def with_record(state: MeetingState, record: ConsentRecord) -> MeetingState:
         if choice is not ConsentState.GIVEN and (restricted_at is None or record.at > restricted_at):
             restricted_at, restricted_channel = record.at, record.channel
         entry = ConsentEntry(
-            choice, record.record_id, record.expires_at, record.at, restricted_at, restricted_channel
+            choice,
+            record.record_id,
+            record.expires_at,
+            record.at,
+            restricted_at,
+            restricted_channel,
+            record.notice_version,
         )
         consents[(record.subject, purpose)] = entry
     return _bump(state, consents=MappingProxyType(consents))

@@ -355,3 +355,25 @@ def test_decisions_carry_rule_ids_and_record_ids_but_no_text() -> None:
     assert "destinations.live.purposes" in d.rule_ids and "redaction.mentions" in d.rule_ids
     assert [(r.start, r.end, r.placeholder) for r in d.redactions] == [(3, 14, "[participant 2]")]
     assert "Bartholomew" not in repr(d)
+
+
+def test_consent_to_a_notice_since_changed_does_not_count_until_given_again() -> None:
+    """Ada consented to ``summary`` under notice s1. A reload changes that notice (s2: the summaries are
+    now kept to train models): her s1 consent is not consent to s2, so her words wait as if she had not
+    decided, and she is asked again; once she consents under s2 they go."""
+    from gateway.consent import asking
+
+    m = Meeting()
+    m.join("ada", "Ada Lovelace")
+    m.consent("ada", ("summary",), t=1)
+    before = m.policy
+    m.policy = parse_policy(
+        BASE.replace('notice: n, notice_version: "s1"', 'notice: m, notice_version: "s2"').encode(), "t.yaml"
+    )
+    assert asking.new_purposes(m.state, before, m.policy) == (("ada", ("summary",)),)
+    m.say("s1", "ada", "Under the new notice.", t=2)
+    assert m.last("s1").action is Action.HOLD
+    assert m.sent("live") == []
+    m.consent("ada", ("summary",), t=3, notice_version="s2")
+    assert m.sent("live") == [("s1", "Under the new notice.")]
+    assert asking.new_purposes(m.state, before, m.policy) == ()

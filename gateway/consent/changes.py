@@ -31,9 +31,12 @@ def plan(
     halfway never leaves a consent in place that the participant was taking back."""
     groups: dict[tuple[ConsentChoice, str | None], list[Purpose]] = {}
     for purpose, yes in choices.items():
-        current = consents.consent(participant_id, purpose).at(now)
+        entry = consents.consent(participant_id, purpose)
+        current = entry.at(now)
         if yes:
-            choice = None if current is ConsentState.GIVEN else ConsentChoice.GIVEN
+            # given to an older notice: a Yes now gives it under the one shown
+            given = current is ConsentState.GIVEN and entry.under(shown.get(purpose))
+            choice = None if given else ConsentChoice.GIVEN
         elif current is ConsentState.GIVEN:
             choice = ConsentChoice.WITHDRAWN
         elif current in (ConsentState.REFUSED, ConsentState.WITHDRAWN):

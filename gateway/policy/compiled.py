@@ -44,6 +44,8 @@ class Destination:
     """``batched`` delivery: segments per request at most (None: one request per item)."""
     batch_seconds: float = 0.0
     """``batched`` delivery: how long a segment may wait for others to join its request."""
+    notices: tuple[str | None, ...] = ()
+    """The notice version of each of ``purposes`` (same order): consent counts under these only."""
 
     @property
     def rule_id(self) -> str:
@@ -109,6 +111,7 @@ def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
             retention_hours=d.retention_hours,
             timeout_seconds=d.timeout_seconds,
             **_batching(d),
+            notices=tuple(_notice(spec, p) for p in dict.fromkeys(d.purposes)),
         )
         for d in spec.destinations
     )
@@ -121,6 +124,11 @@ def compile_spec(spec: PolicySpec, *, revision: str, source: str) -> Policy:
         purposes=MappingProxyType(dict(spec.purposes)),
         delegations=MappingProxyType({d.name: d for d in spec.consent.delegations}),
     )
+
+
+def _notice(spec: PolicySpec, purpose: Purpose) -> str | None:
+    found = spec.purposes.get(purpose)
+    return found.notice_version if found else None
 
 
 BATCH_SECONDS = 5.0

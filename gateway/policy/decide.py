@@ -76,15 +76,18 @@ def consent_of(
 
     Runs for every decision and before every delivery attempt, so the answer is kept in the state's cache
     until the state changes or one of the consents behind it expires."""
-    key = ("consent", participant_id, dest.purposes)
+    key = ("consent", participant_id, dest.purposes, dest.notices)
     cached = state.cache.get(key)
     if cached is not None and now < cached[2]:
         return cached[0], cached[1]
     worst, rank, ids = ConsentState.GIVEN, _SEVERITY_RANK[ConsentState.GIVEN], tuple[str, ...]()
     until = _FAR_FUTURE.replace(tzinfo=now.tzinfo)
+    notices = dict(zip(dest.purposes, dest.notices, strict=False))
     for purpose in dest.purposes:
         entry = state.consent(participant_id, purpose)
         current = entry.at(now)
+        if current is ConsentState.GIVEN and not entry.under(notices.get(purpose)):
+            current = ConsentState.UNKNOWN  # given to a notice since changed: to be asked again
         if _SEVERITY_RANK[current] < rank:
             worst, rank = current, _SEVERITY_RANK[current]
         if entry.record_id and entry.record_id not in ids:

@@ -410,3 +410,14 @@ def test_withdraw_all_withdraws_every_given_purpose_shown_or_not(
     withdrawn = {p for choice, ps, _ in groups if choice is ConsentChoice.WITHDRAWN for p in ps}
     assert withdrawn == {p for p, choice in current.items() if choice is ConsentChoice.GIVEN}
     assert all(choice is ConsentChoice.WITHDRAWN for choice, _, _ in groups)
+
+
+def test_a_yes_to_a_changed_notice_gives_consent_again() -> None:
+    """Consent given under notice s1, and the page now shows s2: a Yes is recorded (under s2), not
+    taken for "nothing changed"; a No withdraws the s1 consent as any given one."""
+    state = with_record(MeetingState("generic", "m"), consent_record(
+        record_id="r1", platform="generic", meeting_id="m", purposes=("a",), choice=ConsentChoice.GIVEN,
+        notice_version="s1"))  # fmt: skip
+    assert plan(state, "p1", {"a": True}, {"a": "s2"}, NOW) == [(ConsentChoice.GIVEN, ("a",), "s2")]
+    assert plan(state, "p1", {"a": True}, {"a": "s1"}, NOW) == []
+    assert plan(state, "p1", {"a": False}, {"a": "s2"}, NOW) == [(ConsentChoice.WITHDRAWN, ("a",), "s2")]
