@@ -40,7 +40,9 @@ class PurposeSpec(_Strict):
     """The text a participant is shown before deciding."""
     notice_version: str = Field(min_length=1)
     """Changes whenever the notice changes; a consent names the version the participant saw, and a consent
-    to an older version is refused."""
+    to an older version is refused. A consent counts only under the notice it was given to: after a reload
+    that changes a purpose's version, those who consented under the old one are treated as undecided for
+    it (their words wait, as pending) and are asked again."""
     translations: dict[Language, PurposeTranslation] = Field(default_factory=dict)
     """The description and notice in each further language of ``languages`` (same notice version)."""
 
