@@ -36,7 +36,7 @@ from gateway.events import (
     ParticipantRenamed,
     SegmentReceived,
 )
-from gateway.meeting import Held, MeetingState, Part, with_records
+from gateway.meeting import Held, MeetingState, Part, with_record, with_records
 from gateway.model import (
     Action,
     ConsentChoice,
@@ -56,6 +56,9 @@ from gateway.store.base import LedgerEntry, StorageError, Store
 from gateway.store.outbox import DROPPED, FAILED, MERGED, Finished, Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
+
+NO_POLICY = "none"
+"""The ``policy_revision`` of a refusal or withdrawal recorded while no loaded policy covered its meeting."""
 
 MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
@@ -361,6 +364,8 @@ class Gateway:
     async def _handle(self, platform: str, event: MeetingEvent, now: datetime | None, ask: bool) -> Result:
         policy = self.policies.for_meeting(platform, event.meeting_id)
         if policy is None:
+            if isinstance(event, ConsentSubmitted) and event.choice is not ConsentChoice.GIVEN:
+                return await self._restrict_ungoverned(platform, event, now or wall_clock())
             log.warning("event.no_policy", platform=platform, meeting_id=event.meeting_id)
             return Result("ignored", "no_policy_applies")
         key = (platform, event.meeting_id)
@@ -444,6 +449,54 @@ class Gateway:
         )
         if record.outcome is not RecordOutcome.ACCEPTED:
             return Result("rejected", record.reason, record.record_id)
+        return Result("accepted", None, record.record_id)
+
+    async def _restrict_ungoverned(self, platform: str, event: ConsentSubmitted, now: datetime) -> Result:
+        """A refusal or withdrawal for a meeting no loaded policy covers (a reload narrowed ``applies_to``)
+        is recorded all the same, and everything queued of the participant is purged: a later reload that
+        covers the meeting again must find it (every channel can withdraw, DESIGN). Only the participant's
+        own counts: without a policy no delegation can be checked. Consent to give waits for a policy."""
+        own = event.indicated_by == event.participant_id
+        reason = (
+            None
+            if own and event.purposes
+            else ("indicated_by_other" if event.purposes else "unknown_purpose")
+        )
+        record = ConsentRecord(
+            record_id=self._new_id(),
+            platform=platform,
+            meeting_id=event.meeting_id,
+            subject=event.participant_id,
+            indicated_by=event.indicated_by,
+            purposes=tuple(dict.fromkeys(event.purposes)),
+            choice=event.choice,
+            channel=event.channel,
+            notice_version=event.notice_version,
+            policy_revision=NO_POLICY,
+            at=event.at,
+            evidence=event.evidence,
+            outcome=RecordOutcome.REJECTED if reason else RecordOutcome.ACCEPTED,
+            reason=reason,
+        )
+        key = (platform, event.meeting_id)
+        every = tuple(sorted({d.id for policy in self.policies.policies for d in policy.destinations}))
+        purge = Purge(event.meeting_id, event.participant_id, every) if reason is None and every else None
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            with self._no_yes_for([(event.meeting_id, event.participant_id)] if reason is None else []):
+                entry = await self.store.append_consent(record, purge)
+            self.wrote(entry.seq)
+            if reason is None:
+                state = self._states.get(key)
+                if state is not None:
+                    self._publish(key, with_record(state, record))
+                self.sink.purge(event.meeting_id, event.participant_id)
+        for observer in self.observers:
+            _safely(observer.on_consent, record)
+        log.info("consent.recorded", meeting_id=event.meeting_id, record_id=record.record_id,
+                 choice=str(record.choice), outcome=str(record.outcome), channel=record.channel,
+                 reason=reason, policy="none")  # fmt: skip
+        if reason is not None:
+            return Result("rejected", reason, record.record_id)
         return Result("accepted", None, record.record_id)
 
     def _erase_later(self, key: MeetingKey, record: ConsentRecord, policy: Policy) -> None:

@@ -245,3 +245,28 @@ async def test_sighup_reloads_and_a_broken_file_keeps_the_old_revision(tmp_path:
         gw.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(gw.proc.wait(), 30)
         assert gw.proc.returncode == 0
+
+
+async def test_a_withdrawal_while_no_policy_covers_the_meeting_holds_when_one_covers_it_again(
+    gw: LiveGateway,
+) -> None:
+    """A reload narrows which meetings the policy covers, leaving this one out; Ada withdraws then (every
+    channel can withdraw, whatever the policy). It is recorded and her queued words purged, so when a
+    later reload covers the meeting again nothing more of hers leaves."""
+    await gw.send(joined("p-ada", "Ada Lovelace"), consent("p-ada", "given"))
+    original = gw.policy_path.read_text()
+    gw.policy_path.write_text(original.replace("pending:", "applies_to: {meetings: [other-*]}\npending:"))
+    assert (await reload(gw))[0] == 200
+    reply = await gw.post(consent("p-ada", "withdrawn"))
+    assert reply.status == 200 and reply.doc["results"][0]["status"] == "accepted"
+    gw.policy_path.write_text(original)
+    assert (await reload(gw))[0] == 200
+    await gw.send(segment("s1", "p-ada", "After my withdrawal."))
+    await gw.settle()
+    assert gw.fake.received == []
+    (given, withdrawn) = [e.record for e in await gw.ledger()]
+    assert (withdrawn.choice.value, withdrawn.outcome.value, withdrawn.policy_revision) == (
+        "withdrawn",
+        "accepted",
+        "none",
+    )
