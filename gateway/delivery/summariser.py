@@ -228,9 +228,15 @@ def _summary(config: DestinationConfig, raw: bytes | None, digest: str) -> _Summ
     text = (choice.message.content or "").strip()
     if not text:
         # A refusal or a content filter: the same transcript would get the same answer.
-        log.warning("delivery.summary_empty", destination=config.id, finish_reason=choice.finish_reason)
+        reason = choice.finish_reason if choice.finish_reason in FINISH_REASONS else "other"
+        log.warning("delivery.summary_empty", destination=config.id, finish_reason=reason)
         return Attempt(status=UNUSABLE)
     return _Summary(digest, text, completion.model or config.model)
+
+
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls", "function_call"})
+"""The documented ``finish_reason`` values, the only ones logged: the provider's free text could quote the
+transcript ("blocked input: ...")."""
 
 
 async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes | None:

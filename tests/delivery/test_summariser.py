@@ -243,8 +243,13 @@ async def test_no_transcript_or_summary_text_reaches_the_logs(transports, openai
         await summarise(transports, cfg)
         openai.answer_next_raw(b"not json")
         await summarise(transports, cfg)
+        empty = {"choices": [{"message": {"role": "assistant", "content": ""},
+                              "finish_reason": "blocked input: Hello all, Ada Lovelace"}]}  # fmt: skip
+        openai.answer_next_raw(json.dumps(empty).encode())
+        await summarise(transports, cfg)
         webhook.fail_next(1, 503)
         await summarise(transports, cfg)
+    assert {"delivery.summary_empty"} <= {entry["event"] for entry in logs}
     assert len(logs) >= 2
     text = repr(logs)
     assert all(word not in text for word in ("Hello all", "figures", "Ada Lovelace", "3 lines", PROMPT))
