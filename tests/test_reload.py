@@ -264,7 +264,7 @@ async def test_a_withdrawal_while_no_policy_covers_the_meeting_holds_when_one_co
     await gw.send(segment("s1", "p-ada", "After my withdrawal."))
     await gw.settle()
     assert gw.fake.received == []
-    (given, withdrawn) = [e.record for e in await gw.ledger()]
+    (_given, withdrawn) = [e.record for e in await gw.ledger()]
     assert (withdrawn.choice.value, withdrawn.outcome.value, withdrawn.policy_revision) == (
         "withdrawn",
         "accepted",
