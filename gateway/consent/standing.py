@@ -31,7 +31,8 @@ EVIDENCE = "standing:"
 
 def subject_for(email: str) -> str:
     """The ledger subject of an e-mail identity; unverified e-mails never reach this function's callers."""
-    return "email:" + email.strip().casefold()
+    # lower(), not casefold(): casefold maps "straße" to "strasse", another mailbox
+    return "email:" + email.strip().lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ def evaluate(
     withdrawal already recorded is ``superseded`` (a resent old request must not undo the later choice);
     ``now``: when it is received (a consent stamped later is ``future_time``)."""
     subject = subject_for(submitted.email)
-    by_self = submitted.indicated_by.strip().casefold() == submitted.email.strip().casefold()
+    by_self = submitted.indicated_by.strip().lower() == submitted.email.strip().lower()
     event = ConsentSubmitted(
         platform=submitted.platform,
         meeting_id=STANDING_MEETING,

@@ -527,3 +527,9 @@ def test_only_the_standing_api_gives_standing_consent() -> None:
     given = record(standing.CHANNEL, ConsentChoice.GIVEN, 2)
     assert standing.holding([given], "generic", now) == {"summary": given}
     assert standing.holding([given, record("api", ConsentChoice.WITHDRAWN, 3)], "generic", now) == {}
+
+
+def test_an_identity_is_the_address_in_any_case_and_no_other() -> None:
+    """Upper and lower case name one mailbox; "straße" and "strasse" are two (casefold would join them)."""
+    assert standing.subject_for(" Ada@Example.org ") == standing.subject_for("ada@example.org")
+    assert standing.subject_for("straße@example.org") != standing.subject_for("strasse@example.org")
