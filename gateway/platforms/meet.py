@@ -4,18 +4,34 @@ A push delivery is authenticated by the shared token its subscription URL carrie
 ``X-Push-Token`` header), compared in constant time with every installation's before the body is parsed.
 (Pub/Sub's OIDC-signed push, a JWT to verify against Google's keys, is not implemented.) The envelope's
 base64 ``message.data`` is a Workspace Events payload that names resources only (``conferenceRecord.name``,
-``participantSession.name``, ``transcript.name``); any of them names a conference, and the delivery is
-answered 200 at once while the conference is synchronised in the background:
+``participantSession.name``, ``transcript.name``); any of them names a conference, which is then
+synchronised before the delivery is answered:
 
-1. ``conferenceRecords/{c}/participants`` (every page) become ``ParticipantJoined`` with the participant's
-   resource name as the participant key and its display name;
-2. the transcripts (the one the event names, else ``conferenceRecords/{c}/transcripts``) have their
-   ``entries`` listed (every page) and fed in as segments whose id is the entry's resource name.
+1. ``conferenceRecords/{c}`` tells whether the conference has ended (``endTime``);
+2. ``conferenceRecords/{c}/participants`` (every page) become ``ParticipantJoined`` with the participant's
+   resource name as the participant key and its display name; one whose ``latestEndTime`` is set and who
+   has no open ``participantSessions`` (all of them have left when the conference has ended) leaves;
+3. the transcripts (those the events name, else ``conferenceRecords/{c}/transcripts``) have their
+   ``entries`` listed (every page) and fed in as segments whose id is the entry's resource name, in the
+   order they were said, with the roster as it was then (``plan``);
+4. an ended conference then ends the meeting; entries that come after that (Meet makes a transcript ready
+   after the conference) bring the meeting back (``Gateway.bring_back``) and end it again.
+
+Answering after the sync is how a failed one is retried: a sync that fails for a reason that may pass (the
+Meet API's 5xx, 401/403/429, a timeout, a page that is not JSON, storage unavailable) is answered 503, and
+Pub/Sub delivers the message again under the subscription's retry policy (exponential backoff, a
+dead-letter topic), which outlives this process; a retry loop in the process would be lost on a restart
+while the last event of a conference (``transcript.fileGenerated``) would never come again. A failure that
+will not pass (400, 404: the conference or transcript is gone) is acknowledged and logged. The
+subscription's acknowledgement deadline must cover a sync (set it to a minute or more): a delivery answered
+late is delivered again, which costs a sync that feeds nothing new. Pushes for a conference that arrive
+while it is being synchronised share one next sync (``synchronise``), so a burst of events costs two.
 
 The meeting id is the conference record name (``conferenceRecords/{c}``). What was fed in is remembered per
 process, so repeated events feed only what is new; segment ids are stable, so a restart's repeats are
 deduplicated downstream by idempotency key. An entry whose participant is not of this conference is
-unattributed.
+unattributed. An item of a listing that is invalid is skipped (and counted in the log); one listed twice is
+fed once.
 """
 
 from __future__ import annotations
@@ -23,12 +39,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import enum
 import hmac
 import json
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -38,7 +55,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yarl import URL
 
-from gateway.events import MeetingEvent, ParticipantJoined, SegmentReceived
+from gateway.events import MeetingEnded, MeetingEvent, ParticipantJoined, ParticipantLeft, SegmentReceived
 from gateway.instant import Instant
 from gateway.model import Segment
 from gateway.platforms.config import MeetInstall, env_secret
@@ -52,6 +69,10 @@ PATH = "/platforms/meet/events"
 MAX_PAGES = 10_000
 _CONFERENCE = re.compile(r"^conferenceRecords/[A-Za-z0-9_-]{1,256}(?=/|$)")
 _TRANSCRIPT = re.compile(r"^conferenceRecords/[A-Za-z0-9_-]{1,256}/transcripts/[A-Za-z0-9_-]{1,256}$")
+_FINAL = frozenset({400, 404})
+"""Meet API statuses a later attempt would get again: the delivery is acknowledged, not retried."""
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 Name = Annotated[str, Field(max_length=1024)]
 
 
@@ -80,11 +101,25 @@ class MeetParticipant(_Obj):
     anonymousUser: User | None = None
     phoneUser: User | None = None
     earliestStartTime: Instant | None = None
+    latestEndTime: Instant | None = None
+    """When they last left; set too while they are back in a session of theirs that is still open."""
 
     @property
     def display_name(self) -> str:
         users = (self.signedinUser, self.anonymousUser, self.phoneUser)
         return next((u.displayName for u in users if u and u.displayName), "")
+
+
+class Session(_Obj):
+    name: Name
+    startTime: Instant | None = None
+    endTime: Instant | None = None
+
+
+class ConferenceRecord(_Obj):
+    name: Name
+    startTime: Instant | None = None
+    endTime: Instant | None = None
 
 
 class Entry(_Obj):
@@ -105,6 +140,20 @@ class Target:
 
     conference: str
     transcript: str | None = None
+
+
+class Outcome(enum.Enum):
+    """How a sync went, and so how its push delivery is answered."""
+
+    DONE = "done"
+    FINAL = "final"
+    """Failed for a reason a retry would meet again: acknowledged, logged."""
+    RETRY = "retry"
+    """Failed for a reason that may pass: answered 503, so that Pub/Sub delivers it again."""
+
+
+Planned = tuple[MeetingEvent, bool]
+"""An event to feed in, and whether a join in it sends the participant a consent request (their first)."""
 
 
 # --- parsing (pure) --------------------------------------------------------------------------------------
@@ -152,6 +201,67 @@ def entry_event(conference: str, e: Entry, now: datetime) -> SegmentReceived | N
     return SegmentReceived(PLATFORM, Segment(conference, e.name, pid, e.text, e.startTime or now))
 
 
+def unique(items: Iterable[_T]) -> list[_T]:
+    """The first item of each resource name, in order (a listing may repeat one across its pages)."""
+    seen: dict[str, _T] = {}
+    for item in items:
+        seen.setdefault(getattr(item, "name", ""), item)
+    return list(seen.values())
+
+
+def plan(
+    conference: str,
+    people: Sequence[MeetParticipant],
+    left: Mapping[str, datetime],
+    entries: Sequence[Entry],
+    known: Mapping[str, bool],
+    now: datetime,
+) -> list[Planned]:
+    """The events that feed ``entries`` in, each with the roster as it was when it was said, and leave the
+    roster as it is now. ``left``: participant -> when they left, for those gone; ``known``: participant
+    -> whether the gateway counts them present.
+
+    A decision counts who is present when it is made, and Meet's entries come after the fact (after
+    someone left, often after the end): one who left is brought back for the entries said before they
+    left, then leaves again. Someone is taken as present from the meeting's start until they last left,
+    which over-counts them, never under-counts (in all-party mode, an extra person only holds more back)."""
+    present, out = dict(known), list[Planned]()
+    for person in people:
+        joined = participant_event(conference, person, now)
+        if joined is not None and person.name not in present:
+            out.append((joined, True))
+            present[person.name] = True
+    for entry in sorted(entries, key=lambda e: e.startTime or _EARLIEST):
+        out += _presence(conference, people, left, present, entry.startTime or _EARLIEST, now)
+        segment = entry_event(conference, entry, now)
+        out += [(segment, False)] if segment is not None else []
+    return out + _presence(conference, people, left, present, _LATEST, now)
+
+
+def _presence(
+    conference: str,
+    people: Sequence[MeetParticipant],
+    left: Mapping[str, datetime],
+    present: dict[str, bool],
+    at: datetime,
+    now: datetime,
+) -> list[Planned]:
+    """Joins and leaves that make ``present`` (updated) who was there at ``at``."""
+    out = list[Planned]()
+    for person in people:
+        gone = left.get(person.name)
+        there = gone is None or at < gone
+        if person.name not in present or present[person.name] == there:
+            continue
+        present[person.name] = there
+        joined = participant_event(conference, person, now)
+        if there and joined is not None:
+            out.append((joined, False))  # back: asked when first seen
+        elif gone is not None:
+            out.append((ParticipantLeft(PLATFORM, conference, person.name, gone), False))
+    return out
+
+
 # --- the puller (I/O) ------------------------------------------------------------------------------------
 
 
@@ -165,6 +275,26 @@ class _Install:
 class FetchError(Exception):
     """The Meet API answered with an error or something that is not a page; the message has no content."""
 
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass(slots=True)
+class _Next:
+    """The sync of a conference that waits for the running one; pushes that arrive meanwhile join it."""
+
+    conference: str
+    transcripts: set[str] | None = field(default_factory=set)
+    """The transcripts the pushes named; None: one named none, so every transcript is listed."""
+    task: asyncio.Task[Outcome] | None = None
+
+    def add(self, target: Target) -> None:
+        if target.transcript is None:
+            self.transcripts = None
+        elif self.transcripts is not None:
+            self.transcripts.add(target.transcript)
+
 
 class Meet:
     def __init__(self, installs: Sequence[MeetInstall], environ: Mapping[str, str]) -> None:
@@ -173,10 +303,13 @@ class Meet:
             for i in installs
         ]
         self.session: aiohttp.ClientSession | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Outcome]] = set()
         self.fed: set[str] = set()
-        """Resource names (participants, entries) already fed in by this process."""
+        """Entry resource names already fed in by this process."""
+        self.ended: set[str] = set()
+        """Conferences this process has ended the meeting of."""
         self._locks: dict[str, asyncio.Lock] = {}
+        self._next: dict[tuple[str, str], _Next] = {}
 
     def install_for(self, token: str | None) -> _Install | None:
         offered = (token or "").encode()
@@ -186,88 +319,175 @@ class Meet:
                 found = install
         return found
 
-    def schedule(self, app: web.Application, install: _Install, target: Target) -> None:
-        task = asyncio.create_task(self.sync(app, install, target))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def synchronise(self, app: web.Application, install: _Install, target: Target) -> asyncio.Task[Outcome]:
+        """The sync that will cover ``target``: the conference's next one, shared with every push that
+        arrives before it starts (it reads the Meet API after they arrived, so it sees what they announce)."""
+        key = (install.config.id, target.conference)
+        waiting = self._next.get(key)
+        if waiting is None:
+            waiting = self._next[key] = _Next(target.conference)
+            waiting.task = asyncio.create_task(self._run(app, install, key, waiting))
+            self.tasks.add(waiting.task)
+            waiting.task.add_done_callback(self.tasks.discard)
+        waiting.add(target)
+        assert waiting.task is not None
+        return waiting.task
+
+    async def _run(
+        self, app: web.Application, install: _Install, key: tuple[str, str], job: _Next
+    ) -> Outcome:
+        async with self._locks.setdefault(job.conference, asyncio.Lock()):
+            self._next.pop(key, None)  # from now on, a push waits for the sync after this one
+            transcripts = None if job.transcripts is None else sorted(job.transcripts)
+            return await self.sync(app, install, job.conference, transcripts)
 
     async def idle(self) -> None:
         """Wait for every background synchronisation that has started (tests and shutdown)."""
         while self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def sync(self, app: web.Application, install: _Install, target: Target) -> None:
-        fields = {"install": install.config.id, "meeting_id": target.conference}
-        async with self._locks.setdefault(target.conference, asyncio.Lock()):
-            try:
-                await self._sync(app, install, target)
-            except FetchError as exc:
-                log.warning("meet.fetch_failed", reason=str(exc), **fields)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("meet.fetch_failed", reason=type(exc).__name__, **fields)
-            except StorageError:
-                log.error("meet.storage_unavailable", **fields)
+    async def sync(
+        self, app: web.Application, install: _Install, conference: str, transcripts: Sequence[str] | None
+    ) -> Outcome:
+        fields = {"install": install.config.id, "meeting_id": conference}
+        try:
+            await self._sync(app, install, conference, transcripts)
+        except FetchError as exc:
+            log.warning("meet.fetch_failed", reason=str(exc), retry=exc.retry, **fields)
+            return Outcome.RETRY if exc.retry else Outcome.FINAL
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("meet.fetch_failed", reason=type(exc).__name__, retry=True, **fields)
+            return Outcome.RETRY
+        except StorageError:
+            log.error("meet.storage_unavailable", **fields)
+            return Outcome.RETRY
+        return Outcome.DONE
 
-    async def _sync(self, app: web.Application, install: _Install, target: Target) -> None:
-        conference, now = target.conference, datetime.now(UTC)
-        people = await self.fetch_all(install, f"{conference}/participants", "participants", MeetParticipant)
-        events: list[MeetingEvent | None] = [participant_event(conference, p, now) for p in people]
-        if target.transcript:
-            transcripts = [target.transcript]
-        else:
+    async def _sync(
+        self, app: web.Application, install: _Install, conference: str, transcripts: Sequence[str] | None
+    ) -> None:
+        record = _valid(ConferenceRecord, await self.fetch(install, conference, {}, "conferenceRecord"))
+        listed = await self.fetch_all(install, f"{conference}/participants", "participants", MeetParticipant)
+        people = [p for p in unique(listed) if p.name.startswith(conference + "/participants/")]
+        left = await self.departures(install, record, people)
+        if transcripts is None:
             found = await self.fetch_all(install, f"{conference}/transcripts", "transcripts", Transcript)
-            transcripts = [t.name for t in found if _TRANSCRIPT.match(t.name)]
+            transcripts = [t.name for t in unique(found) if _TRANSCRIPT.match(t.name)]
+        entries: list[Entry] = []
         for name in transcripts:
-            entries = await self.fetch_all(install, f"{name}/entries", "transcriptEntries", Entry)
-            events += [entry_event(conference, e, now) for e in entries]
-        await self.feed(app, [e for e in events if e is not None])
+            entries += await self.fetch_all(install, f"{name}/entries", "transcriptEntries", Entry)
+        fresh = [e for e in unique(entries) if e.name not in self.fed and e.text.strip()]
+        await self.feed(app, conference, record.endTime, people, left, fresh)
 
-    async def feed(self, app: web.Application, events: Sequence[MeetingEvent]) -> None:
-        gateway = app[GATEWAY]
-        fresh = [e for e in events if _resource(e) not in self.fed]
-        log.info("meet.sync", meeting_id=fresh[0].meeting_id if fresh else None, events=len(fresh))
-        for event in fresh:
-            await gateway.handle(PLATFORM, event)
-            self.fed.add(_resource(event))
+    async def departures(
+        self, install: _Install, record: ConferenceRecord, people: Sequence[MeetParticipant]
+    ) -> dict[str, datetime]:
+        """Participant -> when they left, for those who have: ``latestEndTime`` is set and no session of
+        theirs is open (one who came back has an open session; nobody has once the conference has ended)."""
+        left: dict[str, datetime] = {}
+        for person in people:
+            if person.latestEndTime is None:
+                continue
+            if record.endTime is None:
+                path = f"{person.name}/participantSessions"
+                sessions = await self.fetch_all(install, path, "participantSessions", Session)
+                if any(s.endTime is None for s in sessions):
+                    continue
+            left[person.name] = person.latestEndTime
+        return left
 
-    async def fetch_all(self, install: _Install, path: str, key: str, model: type[_T]) -> list[_T]:
-        """Every item of a paginated Meet list (``pageToken`` / ``nextPageToken``)."""
+    async def feed(
+        self,
+        app: web.Application,
+        conference: str,
+        ended_at: datetime | None,
+        people: Sequence[MeetParticipant],
+        left: Mapping[str, datetime],
+        entries: Sequence[Entry],
+    ) -> None:
+        """Feed the plan in; an ended conference ends the meeting after it. Entries of a conference this
+        process ended already (a transcript Meet makes ready after the end) bring the meeting back first,
+        with its roster (the gateway may have forgotten it), and end it again after them."""
+        gateway, now = app[GATEWAY], datetime.now(UTC)
+        state = gateway.meeting(PLATFORM, conference)
+        if ended_at is not None and conference in self.ended:
+            if not entries:
+                return  # nothing new since the end
+            joins = [j for p in people if (j := participant_event(conference, p, now))]
+            state, _ = await gateway.bring_back(PLATFORM, conference, now, joins)
+        known = {pid: p.present for pid, p in state.participants.items()} if state else {}
+        planned = plan(conference, people, left, entries, known, now)
+        log.info("meet.sync", meeting_id=conference, events=len(planned), ended=ended_at is not None)
+        for event, ask in planned:
+            await gateway.handle(PLATFORM, event, ask=ask)
+            if isinstance(event, SegmentReceived):
+                self.fed.add(event.segment.segment_id)
+        if ended_at is not None and (entries or conference not in self.ended):
+            await gateway.handle(PLATFORM, MeetingEnded(PLATFORM, conference, ended_at))
+            self.ended.add(conference)
+
+    async def fetch(
+        self, install: _Install, path: str, params: Mapping[str, str], key: str
+    ) -> dict[str, Any]:
+        """One JSON object from the Meet API; a ``FetchError`` (naming ``key``, never content) otherwise."""
         assert self.session is not None, "the cleanup context opens the session"
         url = URL(install.config.api_base.rstrip("/") + "/" + path)
         headers = {"Authorization": f"Bearer {install.token}"}
+        async with self.session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
+            if resp.status != 200:
+                raise FetchError(f"{key}: HTTP {resp.status}", retry=resp.status not in _FINAL)
+            try:
+                doc = await resp.json(content_type=None)
+            except (ValueError, UnicodeDecodeError):  # a proxy's error page, a truncated body
+                raise FetchError(f"{key}: not JSON") from None
+        if not isinstance(doc, dict):
+            raise FetchError(f"{key}: not an object")
+        return doc
+
+    async def fetch_all(self, install: _Install, path: str, key: str, model: type[_T]) -> list[_T]:
+        """Every valid item of a paginated Meet list (``pageToken`` / ``nextPageToken``); an invalid one is
+        skipped and counted in the log, so that it does not hold back the rest on every retry."""
         items: list[_T] = []
         token: str | None = None
         for _ in range(MAX_PAGES):
             params = {"pageSize": "100", **({"pageToken": token} if token else {})}
-            async with self.session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise FetchError(f"{key}: HTTP {resp.status}")
-                page = await resp.json(content_type=None)
-            if not isinstance(page, dict):
+            page = await self.fetch(install, path, params, key)
+            raw = page.get(key) or []
+            if not isinstance(raw, list):
                 raise FetchError(f"{key}: not a page")
-            try:
-                items += [model.model_validate(raw) for raw in page.get(key) or []]
-            except ValidationError:
-                raise FetchError(f"{key}: invalid item") from None
+            valid = [item for item in (_parsed(model, r) for r in raw) if item is not None]
+            if len(valid) < len(raw):
+                log.warning("meet.invalid_items", key=key, skipped=len(raw) - len(valid), kept=len(valid))
+            items += valid
             token = page.get("nextPageToken") or None
             if not isinstance(token, str | None):
                 raise FetchError(f"{key}: invalid nextPageToken")
             if token is None:
                 return items
-        raise FetchError(f"{key}: more than {MAX_PAGES} pages")
+        raise FetchError(f"{key}: more than {MAX_PAGES} pages", retry=False)
 
 
-def _resource(event: MeetingEvent) -> str:
-    if isinstance(event, SegmentReceived):
-        return event.segment.segment_id
-    assert isinstance(event, ParticipantJoined)
-    return event.participant_id
+def _parsed(model: type[_T], raw: Any) -> _T | None:
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _valid(model: type[_T], raw: Any) -> _T:
+    item = _parsed(model, raw)
+    if item is None:
+        raise FetchError(f"{model.__name__}: invalid")
+    return item
 
 
 MEET = web.AppKey("meet", Meet)
 
 
 async def events(request: web.Request) -> web.Response:
+    """Answered once the conference is synchronised: 503 if that failed for a reason that may pass, so
+    that Pub/Sub delivers the message again (its push treats any status but 102, 200, 201, 202 and 204 as
+    a failure)."""
     meet = request.app[MEET]
     install = meet.install_for(request.query.get("token") or request.headers.get("X-Push-Token"))
     if install is None:
@@ -276,7 +496,10 @@ async def events(request: web.Request) -> web.Response:
     target = parse_push(await request.read())
     if target is None:
         return web.json_response({"status": "ignored"})
-    meet.schedule(request.app, install, target)
+    # shielded: a delivery given up on by Pub/Sub does not stop a sync that other deliveries share
+    outcome = await asyncio.shield(meet.synchronise(request.app, install, target))
+    if outcome is Outcome.RETRY:
+        raise Problem(503, "upstream-unavailable", "The conference could not be synchronised; deliver again")
     return web.json_response({"status": "accepted"})
 
 

@@ -151,12 +151,14 @@ async def test_events_naming_no_conference_are_ignored(world: World) -> None:
     assert (status, doc) == (200, {"status": "ignored"}) and world.api.requests == []
 
 
-async def test_api_errors_are_logged_and_feed_nothing(world: World) -> None:
-    """When the Meet API fails (expired token, 5xx), nothing is fed in and the push is still acknowledged."""
+@pytest.mark.parametrize(("failure", "answer"), [(503, 503), (401, 503), (429, 503), (404, 200), (400, 200)])
+async def test_api_errors_are_logged_and_feed_nothing(world: World, failure: int, answer: int) -> None:
+    """When the Meet API fails, nothing is fed in; the push is answered 503 (for Pub/Sub to deliver it
+    again) unless the failure would come again (400, 404), when it is acknowledged."""
     _conference(world.api)
-    world.api.fail_with = 503
+    world.api.fail_with = failure
     status, _ = await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}})
-    assert status == 200 and world.live.app[GATEWAY].meeting(meet.PLATFORM, MEETING) is None
+    assert status == answer and world.live.app[GATEWAY].meeting(meet.PLATFORM, MEETING) is None
 
 
 async def test_documented_entry_pages_are_read(world: World) -> None:
