@@ -46,6 +46,7 @@ class Backlog(Generic[T]):
         limit: int = LIMIT,
         give_up_seconds: float = GIVE_UP_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        delays: tuple[float, float] = (FIRST_DELAY, MAX_DELAY),
     ) -> None:
         """``apply``: applies one message, raising StorageError when storage cannot take it; ``name``: the
         stream's kind, for logs."""
@@ -54,6 +55,7 @@ class Backlog(Generic[T]):
         self._limit = limit
         self._give_up = give_up_seconds
         self._clock = clock
+        self._first_delay, self._max_delay = delays
         self._waiting: deque[T] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -99,7 +101,7 @@ class Backlog(Generic[T]):
             self._worker = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        delay, since = FIRST_DELAY, self._clock()
+        delay, since = self._first_delay, self._clock()
         while self._waiting:
             await asyncio.sleep(delay)
             try:
@@ -108,7 +110,7 @@ class Backlog(Generic[T]):
                 if self._clock() - since > self._give_up:
                     self._drop("storage_unavailable")
                     return
-                delay = min(max(delay * 2, FIRST_DELAY), MAX_DELAY)
+                delay = min(max(delay * 2, self._first_delay), self._max_delay)
                 continue
             except Exception as exc:  # ``apply`` handles its own bad input; never wedge the stream on one
                 log.error("stream.backlog_message_failed", stream=self._name, error=type(exc).__name__)

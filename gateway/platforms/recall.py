@@ -33,7 +33,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -48,14 +48,14 @@ from gateway.events import (
     MeetingStarted,
     ParticipantJoined,
     ParticipantLeft,
-    ParticipantRenamed,
     SegmentReceived,
 )
 from gateway.instant import Instant
-from gateway.meeting import MeetingState
 from gateway.model import ContentKind, Segment
 from gateway.platforms.backlog import Backlog
 from gateway.platforms.config import PlatformsConfigError, RecallInstall, env_secret
+from gateway.platforms.naming import announce
+from gateway.platforms.naming import named as _named
 from gateway.runtime import Result
 from gateway.web.auth import Authenticator
 from gateway.web.keys import GATEWAY, MAX_BODY, STORE
@@ -250,29 +250,6 @@ def _transcript(env: TranscriptEnvelope, now: datetime) -> Parsed:
         return Parsed([segment])
     joined = ParticipantJoined(PLATFORM, env.meeting_id, pid, who.name or "", at, who.email)
     return Parsed([segment], _named(joined))
-
-
-def _named(joined: ParticipantJoined) -> ParticipantJoined | None:
-    """A speaker or sender without a name or e-mail gives nothing to scrub: nobody to announce."""
-    return joined if joined.name or joined.email else None
-
-
-def announce(state: MeetingState | None, named: ParticipantJoined) -> tuple[MeetingEvent | None, bool]:
-    """What the roster must be told about a participant a delivery names (``named``), and whether to ask
-    them for consent. Nothing, for someone known under that name and e-mail: an utterance or update of a
-    known participant changes nothing, and asks nobody again. Presence is left alone unless an e-mail is
-    new (a late utterance, after a leave, must not bring anyone back)."""
-    known = state.participants.get(named.participant_id) if state is not None else None
-    if known is None:
-        return named, True
-    new_name = named.name not in ("", known.name, *known.former_names)
-    if named.email and named.email != known.email:
-        # an empty name leaves the known one (meeting.joined and roster_log.fold both keep it)
-        return replace(named, name=named.name if new_name else ""), False
-    if new_name:
-        renamed = ParticipantRenamed(PLATFORM, named.meeting_id, named.participant_id, named.name, named.at)
-        return renamed, False
-    return None, False
 
 
 def _digest(*parts: str) -> str:

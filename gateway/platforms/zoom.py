@@ -8,6 +8,8 @@ the core before the answer (a storage failure answers 503 so Zoom retries); a re
 downloaded in a background task (``zoom_transcript``) and RTMS streams are opened by ``zoom_rtms``, so the
 answer is immediate either way. Zoom redelivers slow or failed deliveries: a delivery already accepted
 (same event, ``event_ts``, meeting uuid, participant and message) is acknowledged and not applied again.
+A chat message or a leave names its participant; what that tells the roster (someone it lacks, a new name
+or e-mail) is applied before the delivery's own events (``naming.announce``).
 
 The wire schemas and parsing are in ``zoom_wire``; recorded transcripts in ``zoom_transcript``; RTMS in
 ``zoom_rtms``.
@@ -31,9 +33,10 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.events import ParticipantJoined
+from gateway.events import MeetingEvent, ParticipantJoined, ParticipantRenamed
 from gateway.platforms import zoom_rtms, zoom_transcript
 from gateway.platforms.config import ZoomApp, env_secret
+from gateway.platforms.naming import announce
 from gateway.platforms.zoom_wire import (
     PLATFORM,
     Apply,
@@ -249,9 +252,9 @@ def _url_validation(envelope: Envelope, install: Install) -> web.Response:
 async def _perform(app: web.Application, install: Install, work: Work) -> None:
     zoom = app[ZOOM]
     if isinstance(work, Apply):
-        for event in work.events:
-            await app[GATEWAY].handle(PLATFORM, event)
-            if isinstance(event, ParticipantJoined):
+        for event, ask in await _announced(app, work):
+            await app[GATEWAY].handle(PLATFORM, event, ask=ask)
+            if isinstance(event, ParticipantJoined | ParticipantRenamed):
                 zoom.rosters.add(event)
     elif isinstance(work, zoom_transcript.TranscriptJob):
         session = zoom.session
@@ -267,3 +270,18 @@ async def _perform(app: web.Application, install: Install, work: Work) -> None:
             log.info("zoom.rtms.not_configured", app=install.app.id)
     elif zoom.rtms is not None:
         await zoom.rtms.stop(work.rtms_stream_id, reason="rtms_stopped")
+
+
+async def _announced(app: web.Application, work: Apply) -> list[tuple[MeetingEvent, bool]]:
+    """The delivery's events (each with whether a join asks for consent), after what the participant it
+    names tells the roster: a name or e-mail the roster lacks is scrubbed from the words that follow."""
+    events = [(event, True) for event in work.events]
+    if work.named is None:
+        return events
+    gateway = app[GATEWAY]
+    # the roster as stored, if this process has not read the meeting back yet (a restart, another replica)
+    await gateway.hold_meeting(work.named.meeting_id)
+    # Read outside the meeting's lock: two deliveries racing for someone new may both ask them, which sends
+    # a second link and changes no consent; the roster change itself folds in twice harmlessly.
+    told, ask = announce(gateway.meeting(PLATFORM, work.named.meeting_id), work.named)
+    return [(told, ask), *events] if told is not None else events

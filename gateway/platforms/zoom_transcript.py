@@ -8,15 +8,25 @@ matched against the meeting's roster as the core knows it (``vtt.split_prefix``)
 participant, or by several, leaves the cue unattributed, and cues without a prefix are unattributed.
 Segment ids are ``{meeting uuid}/vtt/{cue identifier}``, stable across redeliveries.
 
+Speakers the roster does not know. A cue may be labelled with a name no participant bears: the join was
+missed, or the speaker renamed themselves (no Zoom webhook tells a rename). That name must still be
+scrubbed from what others say, so before the segments each such speaker joins the roster (``unknown_voices``)
+under an id hashed from the name (``VOICE_PREFIX``), without a consent request (nobody to send it to). Their
+own cues stay unattributed: words are never credited to anyone by a display name alone, and a voice is
+never a cue's speaker. Such a label cannot be matched against the roster, so it is recognised by its shape
+(``speaker_label``): the text before the first ``": "``, when it reads as a name. The rule leans towards
+a name: a false one costs a word scrubbed needlessly, a missed one leaks a name.
+
 The closed-caption file (``file_type: CC``) has no speakers and is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
@@ -25,7 +35,7 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from gateway.events import MeetingEnded, ParticipantJoined, SegmentReceived
+from gateway.events import MeetingEnded, ParticipantJoined, ParticipantRenamed, SegmentReceived
 from gateway.instant import Instant
 from gateway.model import Participant, Segment
 from gateway.platforms import vtt
@@ -159,7 +169,9 @@ def segments(
     started_at: datetime,
     platform: str,
 ) -> list[SegmentReceived]:
-    """The cues of one transcript file as segments, attributed by ``Name: `` prefix against ``roster``."""
+    """The cues of one transcript file as segments, attributed by ``Name: `` prefix against ``roster``;
+    never to a voice known only by its name (``unknown_voices``): nobody can consent for it."""
+    roster = {pid: person for pid, person in roster.items() if not pid.startswith(VOICE_PREFIX)}
     origin = file.recording_start or started_at
     out = []
     for cue in cues:
@@ -179,6 +191,52 @@ def segments(
     return out
 
 
+LABEL_MAX_WORDS = 6
+"""The most words a speaker label may have to count as a name: an honorific and a five-part name ("Dr.
+María de la Cruz Fernández"); a longer run before a colon is a sentence."""
+LABEL_MAX_CHARS = 128
+"""The longest speaker label taken for a name."""
+VOICE_PREFIX = "zoom-voice:"
+"""The id of a speaker known only by the name a transcript labels their cues with."""
+
+
+def speaker_label(text: str) -> str | None:
+    """The speaker name a cue's text begins with when no roster name does: the text before the first
+    ``": "``, if it reads as a name: one to ``LABEL_MAX_WORDS`` words, at most ``LABEL_MAX_CHARS``
+    characters, at least one letter. Capitals are not required: Zoom's speech recognition capitalises
+    sentences anyway, so they would not tell a sentence from a name, while a name typed in lower case would
+    leak. A name with a colon ("Gwen Ap Rhys: Ops") gives its first part, the part others say."""
+    head, colon, _ = text.partition(": ")
+    label = " ".join(head.split())
+    words = label.split(" ")
+    if not colon or not label or len(words) > LABEL_MAX_WORDS or len(label) > LABEL_MAX_CHARS:
+        return None
+    return label if any(ch.isalpha() for ch in label) else None
+
+
+def unknown_voices(
+    cues: Sequence[vtt.Cue], roster: Mapping[str, Participant], platform: str, meeting_id: str, at: datetime
+) -> list[ParticipantJoined]:
+    """Joins for the speaker labels no roster participant bears, on cues no roster name prefixes. Joined,
+    they are named on the roster, so what others say about them is scrubbed like the name of anyone who has
+    not consented; the id is a hash of the name, so nobody can consent for it, and the same label is the
+    same participant again. A cue that names several participants (``split_prefix`` finds no one) may give
+    a label the roster lacks too ("Ann" of "Ann: Lee" and "Ann: Lee: Ops"): it joins, which only scrubs."""
+    voices: dict[str, str] = {}
+    for cue in cues:
+        if vtt.split_prefix(roster, cue.text)[0] is not None:
+            continue
+        label = speaker_label(cue.text)
+        if label and not vtt.bears_name(roster, label):
+            voices.setdefault(label.casefold(), label)
+    return [ParticipantJoined(platform, meeting_id, _voice_id(v), v, at) for v in voices.values()]
+
+
+def _voice_id(label: str) -> str:
+    digest = hashlib.sha256(label.casefold().encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{VOICE_PREFIX}{digest}"
+
+
 class Rosters:
     """Who joined each recent meeting, as the webhooks said (bounded: the oldest meetings are forgotten).
 
@@ -190,15 +248,36 @@ class Rosters:
         self.capacity = capacity
         self._joins: OrderedDict[str, dict[str, ParticipantJoined]] = OrderedDict()
 
-    def add(self, event: ParticipantJoined) -> None:
+    def add(self, event: ParticipantJoined | ParticipantRenamed) -> None:
+        """Remember a join, or a participant's newer name or e-mail (the latest of each is announced)."""
         joins = self._joins.pop(event.meeting_id, {})
-        joins[event.participant_id] = event
+        joins[event.participant_id] = _latest(joins.get(event.participant_id), event)
         self._joins[event.meeting_id] = joins
         while len(self._joins) > self.capacity:
             self._joins.popitem(last=False)
 
     def joins(self, meeting_id: str) -> tuple[ParticipantJoined, ...]:
         return tuple(self._joins.get(meeting_id, {}).values())
+
+
+def _latest(
+    known: ParticipantJoined | None, event: ParticipantJoined | ParticipantRenamed
+) -> ParticipantJoined:
+    """``known`` with what ``event`` tells; an empty name or e-mail (an e-mail-only announcement) keeps
+    the known one."""
+    if isinstance(event, ParticipantRenamed):
+        if known is None:
+            return ParticipantJoined(
+                event.platform, event.meeting_id, event.participant_id, event.name, event.at
+            )
+        return replace(known, name=event.name or known.name)
+    if known is None:
+        return event
+    if event.email:
+        return replace(event, name=event.name or known.name)
+    return replace(
+        event, name=event.name or known.name, email=known.email, email_verified=known.email_verified
+    )
 
 
 async def run(
@@ -234,10 +313,19 @@ async def _apply(
     joins = rosters.joins(job.meeting_id)
     state, ended = await gateway.bring_back(platform, job.meeting_id, datetime.now(UTC), joins)
     roster = dict(state.participants) if state is not None else {}
+    voices = unknown_voices(cues, roster, platform, job.meeting_id, datetime.now(UTC))
+    for voice in voices:
+        await gateway.handle(platform, voice, ask=False)  # known only by a name: nobody to ask
     events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)
     for event in events:
         await gateway.handle(platform, event)
     if ended:
         await gateway.handle(platform, MeetingEnded(platform, job.meeting_id, datetime.now(UTC)))
     attributed = sum(1 for e in events if e.segment.participant_id is not None)
-    log.info("zoom.transcript.applied", meeting_id=job.meeting_id, cues=len(events), attributed=attributed)
+    log.info(
+        "zoom.transcript.applied",
+        meeting_id=job.meeting_id,
+        cues=len(events),
+        attributed=attributed,
+        unknown_speakers=len(voices),
+    )

@@ -7,6 +7,15 @@ start/stop. Also here: what makes two deliveries the same delivery, and the boun
 
 Identity: the meeting is the meeting *instance*, ``object.uuid`` (``object.id`` is reused by recurring
 meetings); the participant key is ``participant.user_id``, Zoom's per-meeting id (the same key RTMS uses).
+
+Whom a delivery names. A chat message names its sender (``sender_name``, ``sender_email``) and a leave its
+leaver (``user_name``, ``email``, as they are at the end). The join may have been missed (a subscription made
+mid-meeting, a lost delivery), or the person renamed themselves (no Zoom webhook tells a rename), and a name
+or e-mail the roster lacks is never scrubbed from others' words. So such a delivery carries the person it
+names (``Apply.named``), and ``announce`` says what the roster must be told before its events, as Recall's
+adapter does: someone the roster lacks joins and is asked for consent like any joiner; for someone known,
+only a new name (a rename) or a new e-mail (a join that keeps the known name) is told, and nobody is asked
+again.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from gateway.events import (
 from gateway.instant import Instant
 from gateway.model import ContentKind, Segment
 from gateway.platforms import zoom_rtms, zoom_transcript
+from gateway.platforms.naming import named as _named
 
 PLATFORM = "zoom"
 DEDUP_CAPACITY = 10_000
@@ -44,6 +54,7 @@ def _id_text(value: Any) -> Any:
 
 ZoomId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=256)]
 Name = Annotated[str, Field(max_length=512)]
+Email = Annotated[str, Field(max_length=320)]
 
 
 class _Wire(BaseModel):
@@ -73,7 +84,7 @@ class ZoomParticipant(_Wire):
     user_id: ZoomId
     user_name: Name
     id: Annotated[str, BeforeValidator(_id_text)] | None = None
-    email: Annotated[str, Field(max_length=320)] | None = None
+    email: Email | None = None
     join_time: Instant | None = None
     leave_time: Instant | None = None
 
@@ -87,6 +98,7 @@ class ChatMessage(_Wire):
     message_id: ZoomId
     message_content: Annotated[str, Field(max_length=100_000)]
     sender_name: Name | None = None
+    sender_email: Email | None = None
     date_time: Instant | None = None
     recipient_type: str | None = None
 
@@ -111,6 +123,8 @@ class Apply:
     """Events for the core, applied before the answer."""
 
     events: tuple[MeetingEvent, ...]
+    named: ParticipantJoined | None = None
+    """The participant the delivery names, as a join: told to the roster first (``announce``)."""
 
 
 Work = Apply | zoom_transcript.TranscriptJob | zoom_rtms.RtmsStart | zoom_rtms.RtmsStop
@@ -141,29 +155,33 @@ def _ended(envelope: Envelope, at: datetime) -> Work:
 
 
 def _joined(envelope: Envelope, at: datetime) -> Work:
-    payload = envelope.payload
-    obj = ParticipantPayload.model_validate(payload).object
+    obj = ParticipantPayload.model_validate(envelope.payload).object
+    return Apply((_join_of(obj, obj.participant.join_time or at),))
+
+
+def _left(envelope: Envelope, at: datetime) -> Work:
+    """The leave, naming the leaver as they are now: a name taken during the meeting reaches the roster."""
+    obj = ParticipantPayload.model_validate(envelope.payload).object
+    at = obj.participant.leave_time or at
+    left = ParticipantLeft(PLATFORM, obj.uuid, obj.participant.user_id, at)
+    return Apply((left,), _named(_join_of(obj, at)))
+
+
+def _join_of(obj: ParticipantObject, at: datetime) -> ParticipantJoined:
+    """The participant of a join or leave as a join."""
     person = obj.participant
     # Zoom vouches for an e-mail only when the participant is signed in to a Zoom account (non-empty
     # ``id``, the account user id); a guest or registrant types whatever address they like, so theirs is
     # passed on as unverified and can never carry a standing consent.
-    joined = ParticipantJoined(
+    return ParticipantJoined(
         PLATFORM,
         obj.uuid,
         person.user_id,
         person.user_name,
-        person.join_time or at,
+        at,
         email=person.email or None,
         email_verified=bool(person.id and person.email),
     )
-    return Apply((joined,))
-
-
-def _left(envelope: Envelope, at: datetime) -> Work:
-    payload = envelope.payload
-    obj = ParticipantPayload.model_validate(payload).object
-    person = obj.participant
-    return Apply((ParticipantLeft(PLATFORM, obj.uuid, person.user_id, person.leave_time or at),))
 
 
 def _chat(envelope: Envelope, at: datetime) -> Work:
@@ -182,7 +200,16 @@ def _chat(envelope: Envelope, at: datetime) -> Work:
         # a private message is not meeting content: never forwarded (a consent command in it counts)
         private=message.recipient_type not in (None, "everyone"),
     )
-    return Apply((SegmentReceived(PLATFORM, segment),))
+    # Zoom does not say whether the sender is signed in, so the address is unverified (no standing consent)
+    sender = ParticipantJoined(
+        PLATFORM,
+        obj.uuid,
+        message.sender_session_id,
+        message.sender_name or "",
+        segment.at,
+        email=message.sender_email or None,
+    )
+    return Apply((SegmentReceived(PLATFORM, segment),), _named(sender))
 
 
 def _chat_object(payload: dict[str, Any]) -> ChatObject:

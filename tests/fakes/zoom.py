@@ -139,13 +139,19 @@ def participant_event(event: str, uuid: str, user_id: str, name: str, *, email: 
 
 
 def chat_event(uuid: str, sender: str | int, message_id: str, text: str, *, flat: bool = False,
-               recipient_type: str | None = "everyone", ts: int | None = None) -> dict[str, Any]:  # fmt: skip
+               recipient_type: str | None = "everyone", ts: int | None = None, name: str | None = None,
+               email: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """A chat message; ``name`` and ``email`` are the sender's as Zoom tells them (left out when None: the
+    roster's name stands)."""
     message: dict[str, Any] = {
         "sender_session_id": sender,
-        "sender_name": "someone",
         "message_id": message_id,
         "message_content": text,
     }
+    if name is not None:
+        message["sender_name"] = name
+    if email is not None:
+        message["sender_email"] = email
     if recipient_type is not None:
         message["recipient_type"] = recipient_type
     if flat:

@@ -11,10 +11,12 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from gateway.platforms import vtt
+from gateway.platforms.zoom_transcript import VOICE_PREFIX, speaker_label
 from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, participant_event, transcript_completed
+from tests.platforms.test_zoom_webhook import consent_requests
 from tests.platforms.zoom_support import UUID, ZoomRig, fixture, fixture_text, texts, zoom_gateway
 from tests.test_transcript_batches import transcripts
 from tests.web.harness import Dest, wait_for
@@ -238,3 +240,73 @@ async def test_a_long_late_recording_reaches_a_meeting_end_destination_as_one_tr
         await _downloaded(rig)
         await rig.gw.settle()
     assert [len(t) for t in transcripts(rig.gw.fakes["archive"])] == [cues]
+
+
+UNKNOWN_SPEAKER = """WEBVTT
+
+1
+00:00:01.000 --> 00:00:03.000
+Dana Whitfield: ZQXSECRET I would rather not be in the notes.
+
+2
+00:00:04.000 --> 00:00:06.000
+Gwen Ap Rhys: Ops: Thanks Dana Whitfield, noted. Whitfield will send the budget.
+
+3
+00:00:07.000 --> 00:00:08.000
+pat quill: ZQXSECRET typed my name in lower case.
+
+4
+00:00:09.000 --> 00:00:10.000
+Gwen Ap Rhys: Ops: Over to you, Pat Quill.
+"""
+
+
+async def test_a_speaker_label_the_roster_lacks_is_scrubbed_and_never_credited(rig: ZoomRig) -> None:
+    """Dana and Pat speak under names no participant bears (joins missed, or renamed without a webhook):
+    each name joins the roster under a hashed voice id, asking nobody, and is scrubbed from Gwen's words.
+    Their own cues stay unattributed, also in a later file, when the voice is on the roster."""
+    asked = consent_requests(rig)
+    await rig.accept(fixture("meeting.started.json"))
+    await rig.accept(participant_event("meeting.participant_joined", UUID, "16778241", "Gwen Ap Rhys: Ops"))
+    await rig.accept(chat_event(UUID, "16778241", "c-1", "/consent summary"))
+    url = rig.zoom.add_transcript("t1", UNKNOWN_SPEAKER, TOKEN)
+    await rig.accept(transcript_completed(UUID, url, TOKEN, ts=1795855000001))
+    await _downloaded(rig)
+    later = "WEBVTT\n\n7\n00:01:00.000 --> 00:01:02.000\nDana Whitfield: ZQXSECRET again.\n"
+    await rig.accept(transcript_completed(UUID, rig.zoom.add_transcript("t2", later, TOKEN), TOKEN))
+    await _downloaded(rig, 2)
+    await rig.gw.settle()
+    assert texts(rig.gw) == [
+        ("16778241", "speech", "Thanks [participant 2], noted. [participant 2] will send the budget."),
+        ("16778241", "speech", "Over to you, [participant 3]."),
+    ]
+    state = rig.gw.app[GATEWAY].meeting("zoom", UUID)
+    assert state is not None
+    voices = {p.name for pid, p in state.participants.items() if pid.startswith(VOICE_PREFIX)}
+    assert voices == {"Dana Whitfield", "pat quill"}
+    assert asked == ["16778241"]
+    reasons = {d.segment_id: d.reasons for d in await rig.gw.decisions()}
+    for key in (1, 3, 7):
+        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/{key}"]), key
+
+
+@pytest.mark.parametrize(
+    ("text", "label"),
+    [
+        ("Dana Whitfield: hello", "Dana Whitfield"),
+        ("Gwen Ap Rhys: Ops: hello", "Gwen Ap Rhys"),  # a name with a colon gives its first part
+        ("dana  whitfield: typed in lower case", "dana whitfield"),
+        ("李华: 你好", "李华"),
+        ("Dr. María de la Cruz Fernández: hola", "Dr. María de la Cruz Fernández"),
+        ("Note: a sentence can look like a name", "Note"),  # a false name only scrubs a word
+        ("And the budget is approved.", None),
+        ("The plan for the next quarter is simple: we ship", None),
+        ("We meet at 10:30 tomorrow", None),
+        ("12 34: numbers only", None),
+        (": nothing before it", None),
+    ],
+)
+def test_a_speaker_label_is_the_name_like_text_before_the_first_colon(text: str, label: str | None) -> None:
+    """Up to six words with a letter before the first ``": "`` read as a name; capitals are not needed."""
+    assert speaker_label(text) == label

@@ -6,13 +6,17 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from gateway.events import ParticipantJoined
-from gateway.platforms.zoom_wire import Deliveries, Envelope, parse
+from gateway import meeting
+from gateway.events import ParticipantJoined, ParticipantRenamed
+from gateway.notify import Notice
+from gateway.platforms.naming import announce
+from gateway.platforms.zoom_wire import Apply, Deliveries, Envelope, parse
 from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
@@ -205,6 +209,107 @@ async def test_private_and_unknown_sender_chat_is_never_forwarded(rig: ZoomRig) 
     assert texts(rig.gw) == [("16778241", "chat", "For everyone.")]
     private = [d for d in await rig.gw.decisions() if d.segment_id.endswith("/chat/m-2")]
     assert [d.reasons for d in private] == [("private_message",)]
+
+
+async def test_a_chat_sender_the_roster_lacks_joins_is_asked_and_is_scrubbed(rig: ZoomRig) -> None:
+    """Dana's join never arrived; her chat names her (``sender_name``, ``sender_email``): she joins the
+    roster and is asked for consent once, her message is not forwarded, and her name and address are
+    scrubbed from Gwen's words."""
+    asked = consent_requests(rig)
+    await _start_with(rig, ("16778241", "Gwen Ap Rhys: Ops"))
+    await rig.accept(chat_event(UUID, "16778241", "m-1", "/consent summary"))
+    dana = {"name": "Dana Whitfield", "email": "dwhitfield@corp.example"}
+    await rig.accept(chat_event(UUID, "16778299", "m-2", "Please leave me out.", **dana))
+    await rig.accept(chat_event(UUID, "16778299", "m-3", "Still me.", **dana))
+    await rig.accept(
+        chat_event(UUID, "16778241", "m-4", "Sure Dana Whitfield, I'll cc dwhitfield@corp.example")
+    )
+    await wait_for(_has(rig, 1), "Gwen's chat message")
+    await rig.gw.settle()
+    assert texts(rig.gw) == [("16778241", "chat", "Sure [participant 2], I'll cc [participant 2]")]
+    state = rig.gw.app[GATEWAY].meeting("zoom", UUID)
+    assert state is not None
+    dana_now = state.participants["16778299"]
+    assert (dana_now.name, dana_now.email, dana_now.present) == (*dana.values(), True)
+    assert asked == ["16778241", "16778299"]
+
+
+async def test_a_new_name_or_address_in_a_chat_or_leave_reaches_the_roster_asking_nobody(
+    rig: ZoomRig,
+) -> None:
+    """Dana joined as "iPad" and renamed herself (no webhook tells a rename): her chat's ``sender_name``
+    renames her, and her leave's ``user_name`` and ``email`` bring her later name and her address. Each is
+    scrubbed from Gwen's words; nobody is asked again, and the leave still leaves."""
+    asked = consent_requests(rig)
+    await _start_with(rig, ("16778241", "Gwen Ap Rhys: Ops"), ("16778250", "iPad"))
+    await rig.accept(chat_event(UUID, "16778241", "m-1", "/consent summary"))
+    await rig.accept(chat_event(UUID, "16778250", "m-2", "Hello.", name="Dana Whitfield"))
+    await rig.accept(chat_event(UUID, "16778241", "m-3", "Welcome Dana Whitfield."))
+    left = participant_event("meeting.participant_left", UUID, "16778250", "Dana Kowalczyk",
+                             email="dk@corp.example")  # fmt: skip
+    await rig.accept(left)
+    await rig.accept(chat_event(UUID, "16778241", "m-4", "Bye Dana Kowalczyk, mail dk@corp.example."))
+    await wait_for(_has(rig, 2), "Gwen's chat messages")
+    await rig.gw.settle()
+    assert [text for _, _, text in texts(rig.gw)] == [
+        "Welcome [participant 2].",
+        "Bye [participant 2], mail [participant 2].",
+    ]
+    state = rig.gw.app[GATEWAY].meeting("zoom", UUID)
+    assert state is not None
+    dana = state.participants["16778250"]
+    assert (dana.names, dana.email, dana.present) == (
+        ("Dana Kowalczyk", "iPad", "Dana Whitfield"), "dk@corp.example", False,
+    )  # fmt: skip
+    assert asked == ["16778241", "16778250"]
+
+
+def test_announce_tells_only_what_the_roster_lacks() -> None:
+    """Someone new joins and is asked; for someone known only a new e-mail (a join without the name) or a
+    new name (a rename) is told, never an old name, and nobody is asked again."""
+    at = datetime.now(UTC)
+    state = meeting.joined(meeting.MeetingState("zoom", UUID), "1", "Ada", None)
+    state = meeting.left(meeting.renamed(state, "1", "Ada L."), "1")
+
+    def named(pid: str, name: str, email: str | None = None) -> ParticipantJoined:
+        return ParticipantJoined("zoom", UUID, pid, name, at, email)
+
+    assert announce(None, named("2", "Bea")) == (named("2", "Bea"), True)
+    assert announce(state, named("2", "Bea")) == (named("2", "Bea"), True)
+    for same in ("Ada L.", "Ada", ""):  # a late chat must not bring back a participant who left
+        assert announce(state, named("1", same)) == (None, False)
+    assert announce(state, named("1", "Ada", "a@example.org")) == (named("1", "", "a@example.org"), False)
+    assert announce(state, named("1", "Ada K.")) == (
+        ParticipantRenamed("zoom", UUID, "1", "Ada K.", at),
+        False,
+    )
+
+
+def test_chat_and_leave_name_their_participant_for_the_roster() -> None:
+    """A chat names its sender (unverified e-mail: Zoom does not say they are signed in) and a leave its
+    leaver; a chat without a name or e-mail names nobody."""
+    chat = parse(Envelope.model_validate(chat_event(UUID, 7, "m", "hi", name="Dana", email="d@x.org")))
+    leave = participant_event("meeting.participant_left", UUID, "8", "Bo", email="b@x.org", account_id="u8")
+    left = parse(Envelope.model_validate(leave))
+    anonymous = parse(Envelope.model_validate(chat_event(UUID, 7, "m", "hi")))
+    named = [w.named for w in (chat, left, anonymous) if isinstance(w, Apply)]
+    assert [(n.participant_id, n.name, n.email, n.email_verified) if n else None for n in named] == [
+        ("7", "Dana", "d@x.org", False), ("8", "Bo", "b@x.org", True), None,
+    ]  # fmt: skip
+
+
+def consent_requests(rig: ZoomRig) -> list[str]:
+    """Whom the gateway sends a consent request from now on, in order (the notices still go out)."""
+    gateway, asked = rig.gw.app[GATEWAY], list[str]()
+    forward = gateway.notify
+
+    def notify(notice: Notice) -> None:
+        if notice.kind == "consent_request":
+            asked.append(notice.participant_id)
+        forward(notice)
+
+    gateway.notify = notify  # type: ignore[method-assign]
+    return asked
 
 
 async def test_a_consent_command_in_a_direct_message_counts(rig: ZoomRig) -> None:

@@ -20,6 +20,7 @@ import time
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -479,18 +480,23 @@ async def test_consent_indicated_by_someone_else_is_403_and_forwards_nothing(gw:
 
 
 async def test_consent_stamped_in_the_future_is_still_ended_by_a_withdrawal_now(gw: LiveGateway) -> None:
-    """Clock skew in events: a consent whose ``at`` is a year ahead, then a withdrawal stamped now; the
-    participant's next segment is not forwarded."""
-    future = {**consent("p-ada", "given"), "at": "2027-11-27T09:00:00+00:00"}
-    await gw.send(joined("p-ada", "Ada Lovelace"), future, consent("p-ada", "withdrawn"))
+    """Clock skew in events: a consent whose ``at`` is a year ahead is refused as it arrives
+    (``future_time``: it could never be superseded); sent again after a withdrawal stamped now, it is
+    refused again, and the participant's next segment is not forwarded."""
+    future = {**consent("p-ada", "given"), "at": (datetime.now(UTC) + timedelta(days=365)).isoformat()}
+    await gw.send(joined("p-ada", "Ada Lovelace"))
+    refused = [(await gw.post(future)).status]
+    await gw.send(consent("p-ada", "withdrawn"))
+    refused.append((await gw.post(future)).status)
     await gw.send(segment("s1", "p-ada", "After I withdrew."))
     after = await snapshot(gw)
     record(
         SECTION,
-        "consent stamped a year ahead, then withdrawn now",
-        f"{after.received} delivered",
-        "nothing delivered after the withdrawal",
+        "consent stamped a year ahead, sent before and after a withdrawal now",
+        f"refused {refused}, {after.received} delivered",
+        "refused (future_time); nothing delivered after the withdrawal",
     )
+    assert refused == [403, 403]
     assert after.received == 0
 
 
