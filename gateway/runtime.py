@@ -41,6 +41,7 @@ from gateway.model import (
     Action,
     ConsentChoice,
     ConsentRecord,
+    ConsentState,
     Decision,
     DestinationId,
     Participant,
@@ -576,12 +577,20 @@ class Gateway:
         self.notify(Notice(key[0], key[1], sender, "chat_reply", data))
         return Result("rejected" if rejected else "accepted", chat.REASON, record_id)
 
-    def _identify(self, key: MeetingKey, event: object) -> None:
+    def _identify(self, key: MeetingKey, event: object) -> str | None:
         """Note a verified identity's place in a meeting (a join received here, read back from the stored
-        roster, or replicated): a standing choice recorded later applies there at once."""
-        if isinstance(event, ParticipantJoined) and event.email and event.email_verified:
-            holders = self._identities.setdefault(standing.subject_for(event.email), set())
-            holders.add((key, event.participant_id))
+        roster, or replicated): a standing choice recorded later applies there at once. Returns the other
+        verified identity the participant id had here before, if any: a standing choice of that one must no
+        longer reach it."""
+        if not (isinstance(event, ParticipantJoined) and event.email and event.email_verified):
+            return None
+        place, subject, before = (key, event.participant_id), standing.subject_for(event.email), None
+        for other, holders in self._identities.items():
+            if other != subject and place in holders:
+                holders.discard(place)
+                before = other
+        self._identities.setdefault(subject, set()).add(place)
+        return before
 
     async def load_meetings(self) -> int:
         """At start: hold every meeting the stored roster has (not yet forgotten), so that this process knows
@@ -671,8 +680,20 @@ class Gateway:
     async def _standing_join(
         self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime
     ) -> None:
-        """A verified identity joins: what its standing consent covers is recorded for this meeting."""
-        self._identify(key, event)
+        """A verified identity joins: what its standing consent covers is recorded for this meeting. If the
+        participant id had another verified identity here (a platform that reuses an id for someone else),
+        what was given under it is withdrawn first: it was another person's choice."""
+        if self._identify(key, event) is not None:
+            state = self._states[key]
+            held = dict.fromkeys((*policy.purposes, *state.purposes_of(event.participant_id)))
+            given = tuple(
+                p for p in held if state.consent(event.participant_id, p).at(now) is ConsentState.GIVEN
+            )
+            if given:
+                pid, withdrawn = event.participant_id, ConsentChoice.WITHDRAWN
+                ended = ConsentSubmitted(*key, pid, given, withdrawn, pid, standing.CHANNEL, now,
+                                         evidence="identity_changed")  # fmt: skip
+                await self._consent(key, Step(state), ended, policy, now)
         records = await self.store.standing_records(email)
         for submitted in standing.derive(self._states[key], event.participant_id, records, policy, now):
             await self._consent(key, Step(self._states[key]), submitted, policy, now)

@@ -533,3 +533,21 @@ def test_an_identity_is_the_address_in_any_case_and_no_other() -> None:
     """Upper and lower case name one mailbox; "straße" and "strasse" are two (casefold would join them)."""
     assert standing.subject_for(" Ada@Example.org ") == standing.subject_for("ada@example.org")
     assert standing.subject_for("straße@example.org") != standing.subject_for("strasse@example.org")
+
+
+async def test_a_participant_id_that_comes_back_as_someone_else_keeps_nothing_of_the_first(
+    world: World,
+) -> None:
+    """The platform reuses p-1 for Bob (verified bob@) after Ada (verified, standing consent) left. What
+    Ada's standing consent gave p-1 is withdrawn when Bob arrives, and Ada's later standing choices no
+    longer reach p-1: Bob's words go nowhere on Ada's word."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-1")
+    assert world.state("m1", "p-1") is ConsentState.GIVEN
+    await world.join("m1", "p-1", "bob@example.org")
+    assert world.state("m1", "p-1") is ConsentState.WITHDRAWN
+    await world.standing(ConsentChoice.GIVEN, ("summary", "training"))
+    sid = await world.say("m1", "p-1")
+    assert sid not in world.forwarded()
+    last = (await world.store.ledger_entries(meeting_id="m1"))[-1].record
+    assert (last.choice, last.evidence) == (ConsentChoice.WITHDRAWN, "identity_changed")
