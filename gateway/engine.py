@@ -196,9 +196,21 @@ def _part(state: MeetingState, outcome: Outcome, dest: Destination) -> Part:
         label = speaker.name if speaker else None
         scrubber = outcome.scrubbed_with
         if label is not None and isinstance(scrubber, NameScrubber):
-            label = scrubber.scrub(label)[0]
+            label = _scrubbed_label(state, scrubber, label)
         payload["speaker"] = label
     return Part(segment.segment_id, segment.participant_id, MappingProxyType(payload))
+
+
+def _scrubbed_label(state: MeetingState, scrubber: NameScrubber, label: str) -> str:
+    """``label`` scrubbed, kept in the state's cache with the scrubber it went through: a speaker's every
+    segment carries the same label, and the state (its cache with it) changes whenever the scrubber does."""
+    key = ("speaker_label", label)
+    cached = state.cache.get(key)
+    if cached is not None and cached[0] is scrubber:
+        return str(cached[1])
+    scrubbed = scrubber.scrub(label)[0]
+    state.cache[key] = (scrubber, scrubbed)
+    return scrubbed
 
 
 SCRUBBED_FIELDS = ("text", "speaker")
