@@ -399,6 +399,8 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
                 await gateway.tick()
             except StorageError:
                 log.error("tick.storage_unavailable")
+            except Exception as exc:  # the ticker ends holds and forgets meetings: it must never die
+                log.error("tick.failed", error=type(exc).__name__)
 
     task = asyncio.create_task(run())
     app[health.TICKER] = task

@@ -362,6 +362,7 @@ def on_record(
     state = meeting.with_record(state, record)
     decisions: list[Decision] = []
     emits: list[Emit] = []
+    state = _without_lost_destinations(state, policy, now, decisions)
     if record.choice is ConsentChoice.GIVEN:
         state = _release(state, policy, now, decisions, emits, view_fresh)
     else:
@@ -501,12 +502,14 @@ def still_allowed(state: MeetingState, dest: Destination, participant_id: str, n
 def tick(state: MeetingState, policy: Policy, now: datetime, *, view_fresh: bool = True) -> Step:
     """Drop held segments whose pending window has ended; with a fresh consent view, decide again those held
     only because it was not (``STALE``)."""
+    decisions: list[Decision] = []
+    state = _without_lost_destinations(state, policy, now, decisions)
     expired = [h for h in state.held if now - h.since >= _hold_limit(h, policy)]
     stale = view_fresh and any(h.stale for h in state.held)
     if not expired and not stale:
-        return Step(state)
+        return Step(state, tuple(decisions))
     keep = tuple(h for h in state.held if now - h.since < _hold_limit(h, policy))
-    decisions = [_expired(h, policy, policy.destination(h.destination), now).decision for h in expired]
+    decisions += [_expired(h, policy, policy.destination(h.destination), now).decision for h in expired]
     emits: list[Emit] = []
     state = replace(state, held=keep)
     if stale:
@@ -519,6 +522,7 @@ def on_meeting_end(state: MeetingState, policy: Policy, now: datetime) -> Step:
     state = replace(state, ended=True)
     decisions: list[Decision] = []
     emits: list[Emit] = []
+    state = _without_lost_destinations(state, policy, now, decisions)
     for dest in policy.destinations:
         parts = _final_parts(state, policy, dest, now, decisions)
         if parts:
@@ -615,6 +619,35 @@ def _expired(held: Held, policy: Policy, dest: Destination, now: datetime) -> Ou
         return Outcome(decision, None, held.segment)
     decision = drop_decision(held.segment, dest, policy, now, "pending_expired", "pending.window_seconds")
     return Outcome(decision, None, held.segment)
+
+
+def _without_lost_destinations(
+    state: MeetingState, policy: Policy, now: datetime, decisions: list[Decision]
+) -> MeetingState:
+    """Held segments and meeting-end parts for a destination the governing policy does not have (a reload
+    moved the meeting under another policy) are dropped, each with a decision (``destination_removed``):
+    nothing may leave for a destination no policy here governs, nor wait for one for ever; and every step
+    that follows may look each remaining one up in the policy."""
+    ours = {d.id for d in policy.destinations}
+    lost = [h for h in state.held if h.destination not in ours]
+    gone = {dest_id: parts for dest_id, parts in state.batches.items() if dest_id not in ours}
+    if not lost and not gone:
+        return state
+    decisions += [drop_decision(h.segment, _removed(h.destination), policy, now, REMOVED) for h in lost]
+    for dest_id, parts in gone.items():
+        decisions += [drop_decision(_stub(state, p), _removed(dest_id), policy, now, REMOVED) for p in parts]
+    batches = {dest_id: parts for dest_id, parts in state.batches.items() if dest_id in ours}
+    held = tuple(h for h in state.held if h.destination in ours)
+    return replace(state, held=held, batches=MappingProxyType(batches))
+
+
+REMOVED = "destination_removed"
+"""The reason a held segment or meeting-end part is dropped when its destination left the policy."""
+
+
+def _removed(dest_id: str) -> Destination:
+    """A destination the governing policy no longer has, as a decision names it."""
+    return Destination(dest_id, "", (), "stream", None, False)
 
 
 def drop_decision(

@@ -426,6 +426,8 @@ class Gateway:
         # (recorded) a few loop turns before this coroutine resumes to publish it
         with self._no_yes_for([(event.meeting_id, event.participant_id)] if restricting else []):
             entry = await self.store.append_consent(record, _purge_for(record, policy))
+            if restricting:  # durable: in the live view at once, before anything below that could fail
+                self._publish(key, with_record(self._states.get(key) or expired.state, record))
         self.wrote(entry.seq)
         for observer in self.observers:
             _safely(observer.on_consent, record)
@@ -893,7 +895,9 @@ class Gateway:
         self._publish(key, step.state)
         for emit in step.emits:
             self.sink.submit(emit)
-        if after.ended and after.batches and (before is None or after.batches is not before.batches):
+        # ended here, or known ended (read back after a restart, or ended through another replica)
+        ended = after.ended or key in self._ended_at
+        if ended and after.batches and (before is None or after.batches is not before.batches):
             self._end_again_soon(key)
 
     def _end_again_soon(self, key: MeetingKey) -> None:
@@ -915,7 +919,7 @@ class Gateway:
         finally:
             self._ending_again.pop(key, None)
         state = self._states.get(key)
-        if state is None or not state.ended or not state.batches:
+        if state is None or not (state.ended or key in self._ended_at) or not state.batches:
             return  # sent meanwhile (an adapter ended it again), or purged
         try:
             await self.handle(key[0], MeetingEnded(key[0], key[1], wall_clock()), ask=False)
@@ -1040,15 +1044,22 @@ class Gateway:
         now = now or wall_clock()
         made = 0
         for key in list(self._states):
-            policy = self.policies.for_meeting(*key)
+            governing = self.policies.for_meeting(*key)
+            # a meeting no policy covers any more: its holds still end with the window of the last one
+            policy = governing or self._seen_policy.get(key)
             if policy is None:
                 continue
             async with self._locks.setdefault(key, asyncio.Lock()):
                 state = self._states.get(key)
                 if state is None:
                     continue
-                self._ask_again(key, state, policy, now)  # a reload asks without waiting for an event
-                step = engine.tick(state, policy, now, view_fresh=self.fresh())
+                if governing is not None:
+                    self._ask_again(key, state, policy, now)  # a reload asks without waiting for an event
+                try:  # ungoverned: holds only end (nothing is released under a policy no longer loaded)
+                    step = engine.tick(state, policy, now, view_fresh=self.fresh() and governing is not None)
+                except Exception as exc:  # one meeting must not stop holds ending everywhere else
+                    log.error("tick.meeting_failed", meeting_id=key[1], error=type(exc).__name__)
+                    continue
                 if step.decisions:
                     await self._commit(key, step, now)
                     made += len(step.decisions)

@@ -34,6 +34,7 @@ from tests.web.harness import (
     Dest,
     LiveGateway,
     consent,
+    event,
     joined,
     policy_yaml,
     segment,
@@ -200,3 +201,32 @@ async def test_a_hold_dropped_by_someone_elses_refusal_is_closed_in_the_store(tm
             actions = [(d.segment_id, d.action) for d in await gw.decisions()]
         assert actions == [("s1", Action.HOLD), ("s1", Action.DROP)]
         assert fake.accepted() == []
+
+
+async def test_a_hold_released_after_the_meeting_ended_and_a_restart_reaches_the_meeting_end_destination(
+    tmp_path: Path,
+) -> None:
+    """A ``meeting_end`` destination; Ada's words are held when the meeting ends; the gateway restarts;
+    Ada consents within the window. Her words go in a transcript of their own, as without the restart
+    (the end, read back from the stored roster, counts), rather than waiting until they expire."""
+    async with FakeAIService(SIGNING_SECRET) as fake:
+        run = Restarts(tmp_path, fake, window=60)
+        run.text = policy_yaml({DEST: fake.url}, (Dest(DEST, delivery="meeting_end"),), window=60)
+        async with run.serving() as gw:
+            await gw.send(joined(ADA, "Ada Lovelace"), joined(BO, "Bo Nakamura"), consent(BO, "given"))
+            await gw.send(segment("s0", BO, "Bo's words."), segment("s1", ADA, SAID), event("meeting.ended"))
+            await wait_for(lambda: _accepted(fake, 1), "the transcript of the end")
+        async with run.serving() as gw:
+            await wait_for(lambda: _holds_async(gw, 1), "the hold to be restored")
+            await gw.send(consent(ADA, "given"))
+            await wait_for(lambda: _accepted(fake, 2), "a transcript of the late words")
+    late = fake.accepted()[1].segment_payloads()
+    assert [p["segment_id"] for p in late] == ["s1"]
+
+
+async def _accepted(fake: FakeAIService, n: int) -> bool:
+    return len(fake.accepted()) >= n
+
+
+async def _holds_async(gw: LiveGateway, n: int) -> bool:
+    return holds(gw) == n

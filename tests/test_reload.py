@@ -17,7 +17,9 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.model import Action
+from gateway.reload import POLICIES
 from gateway.shadow import Shadow
+from gateway.web import health
 from gateway.web.keys import GATEWAY
 from tests.fakes.ai_service import FakeAIService
 from tests.test_shutdown import served
@@ -30,6 +32,7 @@ from tests.web.harness import (
     policy_yaml,
     segment,
     serving,
+    serving_policy,
     wait_for,
 )
 
@@ -270,3 +273,67 @@ async def test_a_withdrawal_while_no_policy_covers_the_meeting_holds_when_one_co
         "accepted",
         "none",
     )
+
+
+def _covering(name: str, meetings: str, dest: str, url: str) -> str:
+    return (
+        f"policy: {name}\napplies_to: {{meetings: ['{meetings}']}}\npurposes:\n"
+        "  summary: {description: S., notice: N., notice_version: s-1}\npending: {window_seconds: 1}\n"
+        f"destinations:\n  - {{id: {dest}, url: '{url}', purposes: [summary]}}\n"
+    )
+
+
+async def test_a_reload_that_moves_a_meeting_to_another_policy_keeps_withdrawals_and_holds_working(
+    tmp_path: Path,
+) -> None:
+    """Policy ``team`` covers ``team-*`` and sends to ``x``; ``all`` covers the rest and sends to ``y``. Bo's
+    segment is held for ``x`` when a reload moves ``team-1`` under ``all``. Ada then withdraws: it takes
+    effect (her next words go nowhere), the hold for a destination the meeting no longer has is dropped with
+    a decision, and the ticker lives on."""
+    async with FakeAIService(SIGNING_SECRET) as fx, FakeAIService(SIGNING_SECRET) as fy:
+        other = tmp_path / "all.yaml"
+        other.write_text(_covering("all", "*", "y", fy.url))
+        team = _covering("team", "team-*", "x", fx.url)
+        async with serving_policy(tmp_path, team, fakes={"x": fx, "y": fy}, also=(other,)) as gw:
+            meeting = "team-1"
+            await gw.send(joined("ada", "Ada Lovelace", meeting), joined("bo", "Bo Nakamura", meeting))
+            await gw.send(
+                consent("ada", "given", meeting=meeting), segment("b1", "bo", "Held for x.", meeting)
+            )
+            gw.policy_path.write_text(_covering("team", "sales-*", "x", fx.url))
+            assert gw.app[POLICIES].reload(gw.app[GATEWAY]).ok
+            await gw.send(consent("ada", "withdrawn", meeting=meeting))
+            await gw.send(segment("a2", "ada", "After I withdrew.", meeting))
+
+            async def dropped() -> bool:
+                return any(d.reasons == ("destination_removed",) for d in await gw.decisions())
+
+            await wait_for(dropped, "the hold for x dropped")
+            await gw.settle()
+            assert not gw.app[health.TICKER].done()
+            assert fy.received == [] and fx.received == []
+            state = gw.app[GATEWAY].meeting("generic", meeting)
+            assert state is not None and state.held == ()
+
+
+async def test_a_hold_in_a_meeting_no_policy_covers_any_more_still_ends_with_its_window(
+    tmp_path: Path,
+) -> None:
+    """A reload narrows ``applies_to`` while Bo's words are held: they can never be released, and they do
+    not stay held for ever either: they are dropped when the window of the policy that held them ends, and
+    the drop is logged as a decision."""
+    async with serving(tmp_path, window=1, admin_tokens=(SecretStr(ADMIN),)) as gw:
+        await gw.send(joined("p-bo", "Bo Nakamura"), segment("s1", "p-bo", "Held."))
+        original = gw.policy_path.read_text()
+        gw.policy_path.write_text(original.replace("pending:", "applies_to: {meetings: [other-*]}\npending:"))
+        assert (await reload(gw))[0] == 200
+
+        async def ended() -> bool:
+            return [d.action for d in await gw.decisions() if d.segment_id == "s1"] == [
+                Action.HOLD,
+                Action.DROP,
+            ]
+
+        await wait_for(ended, "the hold to end with its window")
+        state = gw.app[GATEWAY].meeting("generic", "m-weekly")
+        assert state is not None and state.held == ()

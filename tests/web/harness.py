@@ -267,10 +267,11 @@ async def serving_policy(
     max_body_bytes: int = 1024 * 1024,
     tick_seconds: float = 0.05,
     database: str | None = None,
+    also: Sequence[Path] = (),
     **settings: Any,
 ) -> AsyncIterator[LiveGateway]:
     """A gateway serving on loopback under the policy ``policy_text`` (destinations the test runs itself),
-    on the test's database at ``tmp`` unless ``database`` names another."""
+    and the policy files ``also``, on the test's database at ``tmp`` unless ``database`` names another."""
     async with AsyncExitStack() as stack:
         policy = tmp / "policy.yaml"
         policy.write_text(policy_text)
@@ -279,7 +280,7 @@ async def serving_policy(
         config = Settings(
             port=0,
             database=url,
-            policies=(policy,),
+            policies=(policy, *also),
             ingest_token=SecretStr(INGEST_TOKEN),
             webhook_secrets=(SecretStr(WEBHOOK_SECRET),),
             signing_secret=SecretStr(SIGNING_SECRET),
