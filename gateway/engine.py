@@ -121,9 +121,9 @@ def _hold(
 ) -> tuple[MeetingState, Outcome]:
     segment = outcome.segment
     assert segment is not None
-    if not _has_room(state, segment, policy):
-        dropped = _redecided(outcome, Action.DROP, ("hold_full",), "pending.max_segments_per_participant")
-        return state, dropped
+    full = _full(state, segment, policy)
+    if full is not None:
+        return state, _redecided(outcome, Action.DROP, ("hold_full",), full)
     stale = outcome.decision.reasons == (STALE,)
     held = Held(segment, dest.id, now, state.present_ids() | {segment.participant_id or ""}, stale)
     return replace(state, held=(*state.held, held)), outcome
@@ -149,15 +149,19 @@ def _hold_limit(held: Held, policy: Policy) -> timedelta:
     return max(window, STALE_HOLD_LIMIT) if held.stale else window
 
 
-def _has_room(state: MeetingState, segment: Segment, policy: Policy) -> bool:
-    """Bounds count segments, not (segment, destination) pairs: a segment held for two destinations is one."""
+def _full(state: MeetingState, segment: Segment, policy: Policy) -> str | None:
+    """The bound holding ``segment`` would pass (the rule a drop cites), None if there is room. Bounds count
+    segments, not (segment, destination) pairs: a segment held for two destinations is one."""
     held = {h.segment.segment_id: h.segment for h in state.held}
     if segment.segment_id in held:
-        return True
+        return None
     pending = policy.spec.pending
     mine = sum(1 for s in held.values() if s.participant_id == segment.participant_id)
-    chars = sum(len(s.text) for s in held.values()) + len(segment.text)
-    return mine < pending.max_segments_per_participant and chars <= pending.max_chars_per_meeting
+    if mine >= pending.max_segments_per_participant:
+        return "pending.max_segments_per_participant"
+    if sum(len(s.text) for s in held.values()) + len(segment.text) > pending.max_chars_per_meeting:
+        return "pending.max_chars_per_meeting"
+    return None
 
 
 def _route(state: MeetingState, outcome: Outcome, dest: Destination, emits: list[Emit]) -> MeetingState:
@@ -514,6 +518,17 @@ def tick(state: MeetingState, policy: Policy, now: datetime, *, view_fresh: bool
     state = replace(state, held=keep)
     if stale:
         state = _redecide(state, policy, now, decisions, emits, True, lambda held: held.stale)
+    return Step(state, tuple(decisions), tuple(emits))
+
+
+def revised(state: MeetingState, policy: Policy, now: datetime, *, view_fresh: bool = True) -> Step:
+    """Under a new policy revision, every held segment is decided again: a reload may release what the old
+    one held (a switch from all-party to per-speaker mode, a purpose dropped), or drop it."""
+    decisions: list[Decision] = []
+    emits: list[Emit] = []
+    state = _without_lost_destinations(state, policy, now, decisions)
+    if state.held:
+        state = _redecide(state, policy, now, decisions, emits, view_fresh, lambda held: True)
     return Step(state, tuple(decisions), tuple(emits))
 
 

@@ -385,6 +385,9 @@ class Gateway:
                 state = await self._ledger_view(key, state)
             fresh = self.fresh()  # once: nothing below awaits before the event is decided
             expired = engine.tick(state, policy, now, view_fresh=fresh)
+            seen = self._seen_policy.get(key)
+            if seen is not None and seen.revision != policy.revision and expired.state.held:
+                expired = _merge(expired, engine.revised(expired.state, policy, now, view_fresh=fresh))
             self._ask_again(key, expired.state, policy, now)
             if isinstance(event, ConsentSubmitted):
                 return await self._consent(key, expired, event, policy, now)
@@ -1053,10 +1056,15 @@ class Gateway:
                 state = self._states.get(key)
                 if state is None:
                     continue
+                seen = self._seen_policy.get(key)
+                renewed = governing is not None and seen is not None and seen.revision != governing.revision
                 if governing is not None:
                     self._ask_again(key, state, policy, now)  # a reload asks without waiting for an event
+                fresh = self.fresh() and governing is not None
                 try:  # ungoverned: holds only end (nothing is released under a policy no longer loaded)
-                    step = engine.tick(state, policy, now, view_fresh=self.fresh() and governing is not None)
+                    step = engine.tick(state, policy, now, view_fresh=fresh)
+                    if renewed and step.state.held:  # what the new revision holds, releases or drops
+                        step = _merge(step, engine.revised(step.state, policy, now, view_fresh=fresh))
                 except Exception as exc:  # one meeting must not stop holds ending everywhere else
                     log.error("tick.meeting_failed", meeting_id=key[1], error=type(exc).__name__)
                     continue

@@ -377,3 +377,28 @@ def test_consent_to_a_notice_since_changed_does_not_count_until_given_again() ->
     m.consent("ada", ("summary",), t=3, notice_version="s2")
     assert m.sent("live") == [("s1", "Under the new notice.")]
     assert asking.new_purposes(m.state, before, m.policy) == ()
+
+
+def test_a_new_revision_decides_held_segments_again() -> None:
+    """All-party mode held Ada's words for Bo; a reload to per-speaker mode releases them (Ada consented),
+    while what the new revision would still hold stays held."""
+    m = Meeting(policy("mode: all_party\n"))
+    m.join("ada", "Ada Lovelace")
+    m.join("bo", "Bo Nakamura")
+    m.consent("ada", ("summary",), t=1)
+    m.say("s1", "ada", "Waiting for Bo.", t=2)
+    assert m.last("s1").action is Action.HOLD
+    m.policy = policy()
+    step = engine.revised(m.state, m.policy, at(3))
+    m._take(step)
+    assert m.sent("live") == [("s1", "Waiting for [participant 2].")]  # Bo has not consented
+    assert [h.segment.segment_id for h in m.state.held] == ["s1"]  # the batch destination needs training
+
+
+def test_a_full_hold_cites_the_bound_it_met() -> None:
+    """The per-meeting character bound is cited when it is the one met, not the per-participant count."""
+    bounded = "max_segments_per_participant: 5, max_chars_per_meeting: 20}"
+    m = Meeting(parse_policy(BASE.replace("max_segments_per_participant: 2}", bounded).encode(), "t.yaml"))
+    m.say("s1", "bo", "x" * 15, t=1)
+    m.say("s2", "bo", "y" * 15, t=2)
+    assert m.last("s2").rule_ids == ("pending.max_chars_per_meeting",)

@@ -337,3 +337,22 @@ async def test_a_hold_in_a_meeting_no_policy_covers_any_more_still_ends_with_its
         await wait_for(ended, "the hold to end with its window")
         state = gw.app[GATEWAY].meeting("generic", "m-weekly")
         assert state is not None and state.held == ()
+
+
+async def test_a_reload_to_per_speaker_mode_releases_words_all_party_mode_held(tmp_path: Path) -> None:
+    """All-party mode holds Ada's words while Bo has not decided; a reload to per-speaker mode releases
+    them (Ada consented) without waiting for another event, and they are not lost at the window's end."""
+    async with serving(tmp_path, window=60, mode="all_party", admin_tokens=(SecretStr(ADMIN),)) as gw:
+        await gw.send(
+            joined("p-ada", "Ada Lovelace"), joined("p-bo", "Bo Nakamura"), consent("p-ada", "given")
+        )
+        await gw.send(segment("s1", "p-ada", "Waiting for Bo."))
+        assert gw.fake.received == []
+        gw.policy_path.write_text(gw.policy_path.read_text().replace("mode: all_party", "mode: per_speaker"))
+        assert (await reload(gw))[0] == 200
+        await wait_for(lambda: _async_true(len(gw.fake.accepted()) == 1), "the held words released")
+        assert [p["segment_id"] for p in gw.fake.segments()] == ["s1"]
+
+
+async def _async_true(value: bool) -> bool:
+    return value

@@ -233,7 +233,9 @@ class PolicySpec(_Strict):
     meeting no policy applies to has nothing forwarded."""
     mode: Mode = "per_speaker"
     """``per_speaker``: each speaker's own consent decides; ``all_party``: nothing is forwarded while anyone
-    present lacks consent."""
+    present lacks consent (judged for each segment when it is decided, among those present when it was
+    said; a withdrawal later purges the withdrawer's own words everywhere, while words of others already
+    decided still go)."""
     jurisdictions: dict[str, Mode] = Field(default_factory=dict)
     """Mode per jurisdiction code given on ``meeting.started``; others use ``mode``."""
     purposes: dict[Identifier, PurposeSpec] = Field(min_length=1)
