@@ -26,8 +26,10 @@ from webvtt.errors import MalformedFileError
 
 from gateway.model import Participant
 
-_NEGATIVE_TIME = re.compile(r"(?m)^(\s*)-[\d:.]+(\s+-->)|(-->\s+)-[\d:.]+")
+_NEGATIVE_START = re.compile(r"(?m)^(\s*)-[\d:.]+(?=\s+-->)")
+_NEGATIVE_END = re.compile(r"(-->\s+)-[\d:.]+")
 _VOICE = re.compile(r"^<v(?:\.[^\s>]*)?\s+([^>]*)>")
+_VOICES = re.compile(r"<v(?:\.[^\s>]*)?\s+([^>]*)>")
 _NUMBERED = re.compile(r"[0-9]{1,9}")
 MAX_CUES = 200_000
 
@@ -63,7 +65,8 @@ class Cue:
 
 def parse(text: str) -> list[Cue]:
     """The cues of a WebVTT document, in order (raises VttError)."""
-    clamped = _NEGATIVE_TIME.sub(_zero, text.replace("\r\n", "\n"))
+    zero = r"\g<1>00:00:00.000"
+    clamped = _NEGATIVE_END.sub(zero, _NEGATIVE_START.sub(zero, text.replace("\r\n", "\n")))
     try:
         captions = webvtt.from_string(clamped)
     except (MalformedFileError, ValueError, IndexError):
@@ -73,7 +76,7 @@ def parse(text: str) -> list[Cue]:
         if index > MAX_CUES:
             raise VttError(f"more than {MAX_CUES} cues")
         raw = caption.raw_text.strip()
-        voice = _VOICE.match(raw)
+        voice = _VOICE.match(raw) if _one_voice(raw) else None
         cues.append(
             Cue(
                 index=index,
@@ -87,10 +90,10 @@ def parse(text: str) -> list[Cue]:
     return cues
 
 
-def _zero(match: re.Match[str]) -> str:
-    if match.group(3) is not None:
-        return f"{match.group(3)}00:00:00.000"
-    return f"{match.group(1)}00:00:00.000{match.group(2)}"
+def _one_voice(raw: str) -> bool:
+    """Whether every voice span of a cue is the same voice. A cue may hold several (WebVTT allows it):
+    credited to its first, the others' words would leave as that person's, so it is nobody's then."""
+    return len({" ".join(v.split()).casefold() for v in _VOICES.findall(raw)}) <= 1
 
 
 def _seconds(stamp: object) -> float:

@@ -138,3 +138,20 @@ def test_attribution_is_only_ever_to_the_unique_bearer(
         assert len(bearers) != 1
     else:
         assert bearers == {pid}
+
+
+def test_a_cue_with_two_voices_is_nobodys_and_negative_times_are_clamped_at_both_ends() -> None:
+    """One cue may hold several voice spans: credited to the first, the others' words would leave as that
+    person's, so such a cue is unattributed (one voice written twice is still that voice). A cue wholly
+    before the recording (both times negative) is kept, at zero, not dropped."""
+    doc = (
+        "WEBVTT\n\n-0:0:3.0 --> -0:0:0.5\n<v Ada Lovelace>Before the recording.</v>\n\n"
+        "0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Sounds good.</v>\n<v Bea Okafor>Not Ada's words.</v>\n\n"
+        "0:0:2.0 --> 0:0:3.0\n<v Ada Lovelace>One.</v> <v Ada  Lovelace>Two.</v>\n"
+    )
+    cues = vtt.parse(doc)
+    assert [(c.start, c.end, c.voice) for c in cues] == [
+        (0.0, 0.0, "Ada Lovelace"),
+        (1.0, 2.0, None),
+        (2.0, 3.0, "Ada Lovelace"),
+    ]
