@@ -173,7 +173,10 @@ class Teams:
         self.session: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.done: set[tuple[str, str]] = set()
-        """(installation, transcript id) already fed in: Graph redelivers notifications."""
+        """(installation, transcript id) already fed in (or being fed): Graph redelivers notifications."""
+        self.retry_delays: tuple[float, ...] = RETRY_DELAYS
+        """Waits before each new attempt at a transcript whose fetch or feed failed for a reason that may
+        pass: Graph does not send a notification again once it was answered 202."""
 
     def install_for(self, client_state: str | None) -> _Install | None:
         offered = (client_state or "").encode()
@@ -194,14 +197,35 @@ class Teams:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def feed(self, app: web.Application, install: _Install, ref: TranscriptRef) -> None:
+        """Fetch and feed one transcript; a failure that may pass (the transcript not ready yet, Graph
+        throttling or down, storage unavailable) is tried again after each of ``retry_delays``."""
         key = (install.config.id, ref.transcript_id)
         if key in self.done:
             return
+        self.done.add(key)
         fields = {
             "install": install.config.id,
             "meeting_id": ref.meeting_id,
             "transcript_id": ref.transcript_id,
         }
+        for delay in (0.0, *self.retry_delays):
+            await asyncio.sleep(delay)
+            try:
+                await self._feed_once(app, install, ref, fields)
+                return
+            except _Transient as exc:
+                log.warning("teams.transcript_retry", reason=str(exc), **fields)
+            except StorageError:
+                log.error("teams.storage_unavailable", **fields)
+            except Exception as exc:  # never a task dying silently; the transcript may come again
+                log.error("teams.transcript_failed", error=type(exc).__name__, **fields)
+                break
+        self.done.discard(key)  # a redelivered notification may try again
+        log.error("teams.transcript_given_up", **fields)
+
+    async def _feed_once(
+        self, app: web.Application, install: _Install, ref: TranscriptRef, fields: dict[str, str]
+    ) -> None:
         text = await self.fetch(install, ref, fields)
         if text is None:
             return
@@ -212,25 +236,20 @@ class Teams:
             return
         platform = install.config.meeting_platform
         gateway = app[GATEWAY]
-        self.done.add(key)
-        try:
-            # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
-            # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
-            # that had ended is ended again after, so meeting-end destinations get the transcript too
-            state, ended = await gateway.bring_back(platform, ref.meeting_id, datetime.now(UTC))
-            roster = state.participants if state else {}
-            found = segments(cues, roster, platform, ref, datetime.now(UTC))
-            unattributed = sum(1 for s in found if s.segment.participant_id is None)
-            log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
-            for voice in unknown_voices(cues, roster, platform, ref.meeting_id, datetime.now(UTC)):
-                await gateway.handle(platform, voice, ask=False)  # nobody to ask: no way to reach them
-            for event in found:
-                await gateway.handle(platform, event)
-            if ended and found:
-                await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
-        except StorageError:
-            self.done.discard(key)  # a redelivered notification may try again
-            log.error("teams.storage_unavailable", **fields)
+        # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
+        # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
+        # that had ended is ended again after, so meeting-end destinations get the transcript too
+        state, ended = await gateway.bring_back(platform, ref.meeting_id, datetime.now(UTC))
+        roster = state.participants if state else {}
+        found = segments(cues, roster, platform, ref, datetime.now(UTC))
+        unattributed = sum(1 for s in found if s.segment.participant_id is None)
+        log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
+        for voice in unknown_voices(cues, roster, platform, ref.meeting_id, datetime.now(UTC)):
+            await gateway.handle(platform, voice, ask=False)  # nobody to ask: no way to reach them
+        for event in found:
+            await gateway.handle(platform, event)
+        if ended and found:
+            await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
 
     async def fetch(self, install: _Install, ref: TranscriptRef, fields: dict[str, str]) -> str | None:
         assert self.session is not None, "the cleanup context opens the session"
@@ -243,17 +262,29 @@ class Teams:
                     # nothing at all is fed in (not even as unattributed text).
                     log.warning("teams.attribution_unavailable", **fields)
                     return None
+                if resp.status in TRANSIENT:
+                    raise _Transient(f"status {resp.status}")
                 if resp.status != 200:
                     log.warning("teams.fetch_failed", status=resp.status, **fields)
                     return None
                 raw = await read_capped(resp, MAX_TRANSCRIPT_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("teams.fetch_failed", error=type(exc).__name__, **fields)
-            return None
+            raise _Transient(type(exc).__name__) from None
         if raw is None:
             log.warning("teams.transcript_too_large", **fields)
             return None
         return raw.decode("utf-8", errors="replace")
+
+
+RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0)
+"""Seconds before each new attempt at a transcript (about 45 minutes in all)."""
+TRANSIENT = frozenset({404, 408, 429, 500, 502, 503, 504})
+"""Graph statuses a later attempt may not get: 404 too, since a transcript is announced before its content
+can always be read. 401 (the token, which only a restart changes) and 403 (attribution off) are final."""
+
+
+class _Transient(Exception):
+    """A fetch that failed for a reason that may pass; the message is a status or class name only."""
 
 
 async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -284,8 +315,12 @@ async def notifications(request: web.Request) -> web.Response:
     batch = parse_notifications(body)
     teams = request.app[TEAMS]
     matched = [(teams.install_for(n.clientState), n) for n in batch.value]
-    if any(install is None for install, _ in matched):
-        log.warning("teams.client_state_mismatch", notifications=len(batch.value))
+    foreign = sum(1 for install, _ in matched if install is None)
+    if foreign:
+        # each notification carries its own proof: one that matches no installation (a guess, another
+        # subscription on this URL) is discarded, as Graph advises, and the authentic ones are still applied
+        log.warning("teams.client_state_mismatch", notifications=len(batch.value), discarded=foreign)
+    if foreign == len(matched):
         raise Problem(401, "unauthenticated", "Missing or invalid credentials", detail="clientState")
     for install, note in matched:
         ref = transcript_ref(note.resource)

@@ -35,6 +35,8 @@ class FakeGraph:
     transcripts: dict[tuple[str, str], str] = field(default_factory=dict)
     """(meeting id, transcript id) -> VTT text."""
     attribution_disabled: bool = False
+    fail_next: list[int] = field(default_factory=list)
+    """Statuses to answer the next content requests with, in order (a transcript not ready: 404; 503...)."""
     requests: list[Request] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -64,6 +66,8 @@ class FakeGraph:
     async def _content(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization")
         self.requests.append(Request(request.path, dict(request.query), auth))
+        if self.fail_next:
+            return web.json_response({"error": {"code": "Unavailable"}}, status=self.fail_next.pop(0))
         if auth != f"Bearer {self.token}":
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
         if self.attribution_disabled:

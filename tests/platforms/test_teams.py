@@ -59,6 +59,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             teams.setup(app, [install], environ={"STATE": CLIENT_STATE, "TOKEN": graph.token})
 
         async with platform_gateway(tmp_path, setup) as live:
+            live.app[teams.TEAMS].retry_delays = (0.01, 0.01, 0.01)
             yield World(live, graph)
 
 
@@ -178,15 +179,29 @@ async def test_disabled_speaker_attribution_forwards_nothing(world: World) -> No
     assert forwarded(world.live) == [] and await world.live.decisions() == []
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-async def test_a_wrong_client_state_is_refused_and_nothing_is_fetched(world: World, mixed: bool) -> None:
-    """A notification whose ``clientState`` matches no installation makes the whole request 401."""
+async def test_a_wrong_client_state_is_refused_and_nothing_is_fetched(world: World) -> None:
+    """A request whose every ``clientState`` matches no installation is refused 401, and nothing fetched."""
     world.graph.transcripts[(MEETING, TRANSCRIPT)] = "WEBVTT\n"
-    notes = [FakeGraph.notification(MEETING, TRANSCRIPT, "guessed")]
-    if mixed:
-        notes.insert(0, FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE))
-    assert await world.notify(*notes) == 401
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, "guessed")) == 401
     assert world.graph.requests == []
+
+
+async def test_a_foreign_notification_in_a_batch_is_discarded_and_the_authentic_one_applied(
+    world: World,
+) -> None:
+    """Graph batches notifications; one whose ``clientState`` matches no installation (another
+    subscription on this URL, a guess) is discarded alone: the authentic one's transcript is still fetched
+    (refusing the batch lost it, since Graph sends it again with the same foreign neighbour)."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Hello.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    other = TRANSCRIPT[::-1]
+    notes = [FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE),
+             FakeGraph.notification(MEETING, other, "guessed")]  # fmt: skip
+    assert await world.notify(*notes) == 202
+    assert [(p["participant_id"], p["text"]) for p in forwarded(world.live)] == [("p-ada", "Hello.")]
+    assert len(world.graph.requests) == 1
 
 
 async def test_redelivered_notifications_fetch_once(world: World) -> None:
@@ -277,3 +292,32 @@ def test_missing_secrets_name_their_variable() -> None:
     install = TeamsInstall(id="c", client_state_env="TEAMS_STATE", token_env="TEAMS_TOKEN")
     with pytest.raises(PlatformsConfigError, match="TEAMS_TOKEN"):
         teams.Teams([install], {"TEAMS_STATE": "s"})
+
+
+async def test_a_transcript_not_ready_or_graph_down_is_fetched_again(world: World) -> None:
+    """Graph does not send a notification again once answered 202: a transcript not readable yet (404),
+    throttled (429) or Graph down (503) is tried again, and its consented words arrive."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Hello again.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    world.graph.fail_next = [404, 429, 503]
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [p["text"] for p in forwarded(world.live)] == ["Hello again."]
+    assert len(world.graph.requests) == 4
+
+
+async def test_a_transcript_that_keeps_failing_is_given_up_and_may_come_again(world: World) -> None:
+    """After the last retry the transcript is given up (logged), and a redelivered notification for it
+    is fetched afresh."""
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>At last.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    world.graph.fail_next = [503] * 4
+    with capture_logs() as logs:
+        assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert "teams.transcript_given_up" in {entry["event"] for entry in logs}
+    assert forwarded(world.live) == []
+    assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [p["text"] for p in forwarded(world.live)] == ["At last."]
