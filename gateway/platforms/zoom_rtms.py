@@ -57,6 +57,8 @@ STOP_REASONS = frozenset({6, 8})
 """Stop reasons that end a stream: 6 meeting ended, 8 stream revoked."""
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_SENTENCES = 100_000
+MAX_MEETINGS = 1_000
+"""Meetings whose sentence revision counts are kept after their streams (the oldest are forgotten)."""
 DEFAULT_MEDIA_PARAMS: dict[str, Any] = {
     "transcript": {"content_type": 5, "src_language": 9, "enable_lid": True}
 }
@@ -278,6 +280,9 @@ class RtmsStreams:
         self.media_params = media_params or DEFAULT_MEDIA_PARAMS
         self.streams: dict[str, Stream] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sentences: OrderedDict[str, Sentences] = OrderedDict()
+        """Revision counts per meeting, across its streams: a stream started again (a new stream id, or
+        the same) must not reuse a segment id an earlier one sent (the outbox keeps the first)."""
         self._backlogs: dict[str, Backlog[MeetingEvent]] = {}
         """Per stream id: events storage could not take yet (Zoom never sends a frame again), applied in
         order before later ones; kept across reconnections, and past the stream's end until applied."""
@@ -287,7 +292,11 @@ class RtmsStreams:
         running = self._tasks.get(start.rtms_stream_id)
         if running is not None and not running.done():
             return False
-        stream = Stream(start, client_id, client_secret)
+        sentences = self._sentences.pop(start.meeting_uuid, None) or Sentences()
+        self._sentences[start.meeting_uuid] = sentences
+        while len(self._sentences) > MAX_MEETINGS:
+            self._sentences.popitem(last=False)
+        stream = Stream(start, client_id, client_secret, sentences=sentences)
         self.streams[start.rtms_stream_id] = stream
         if start.rtms_stream_id not in self._backlogs:
             self._backlogs[start.rtms_stream_id] = Backlog(self.handle, name="zoom_rtms")

@@ -289,3 +289,24 @@ async def test_app_without_rtms_credentials_opens_nothing(rtms: Rtms) -> None:
     reply = await rtms.rig.send(doc, OTHER_SECRET)
     assert reply.status == 200
     assert not rtms.streams.running(STREAM) and rtms.fake.handshakes == 0
+
+
+async def test_a_stream_started_again_never_reuses_a_segment_id(rtms: Rtms) -> None:
+    """The host stops and restarts the app's stream; the new stream numbers its sentences from 1 again.
+    Its sentence is a new revision, not the first stream's segment id again (which the outbox would take
+    for a resend and drop): both arrive."""
+    await _consented_meeting(rtms)
+    await rtms.started()
+    await rtms.until(lambda: rtms.fake.ready_count() == 1, "ready")
+    await rtms.fake.send_media(transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "First stream", 1, 1795852812100))
+    await wait_for(_texts_reach(rtms, 1), "the first stream's sentence")
+    await rtms.rig.accept(fixture("meeting.rtms_stopped.json", STREAM_ID=STREAM))
+    await rtms.until(lambda: not rtms.streams.running(STREAM), "the first stream stopped")
+    again = fixture("meeting.rtms_started.flat.json", SERVER_URLS=rtms.fake.url)
+    again["payload"]["rtms_stream_id"] = "rtms-stream-second"
+    again["event_ts"] += 1000
+    await rtms.rig.accept(again)
+    await rtms.until(lambda: rtms.fake.ready_count() == 2, "the second stream ready")
+    await rtms.fake.send_media(transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "Second stream", 1, 1795852912100))
+    await wait_for(_texts_reach(rtms, 2), "the second stream's sentence")
+    assert [text for _, _, text in texts(rtms.rig.gw)] == ["First stream", "Second stream"]
