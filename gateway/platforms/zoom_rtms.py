@@ -57,6 +57,9 @@ STOP_REASONS = frozenset({6, 8})
 """Stop reasons that end a stream: 6 meeting ended, 8 stream revoked."""
 MAX_FRAME_BYTES = 1024 * 1024
 MAX_SENTENCES = 100_000
+END_GRACE_SECONDS = 1.0
+"""How long a stream's sockets are still read once it ends (an end message on one socket, or the
+``rtms_stopped`` webhook): frames sent before the end are applied, not cut off."""
 MAX_MEETINGS = 1_000
 """Meetings whose sentence revision counts are kept after their streams (the oldest are forgotten)."""
 DEFAULT_MEDIA_PARAMS: dict[str, Any] = {
@@ -278,6 +281,7 @@ class RtmsStreams:
         self.backoff = tuple(backoff)
         self.max_attempts = max_attempts
         self.media_params = media_params or DEFAULT_MEDIA_PARAMS
+        self.end_grace = END_GRACE_SECONDS
         self.streams: dict[str, Stream] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sentences: OrderedDict[str, Sentences] = OrderedDict()
@@ -310,19 +314,19 @@ class RtmsStreams:
 
     async def stop(self, stream_id: str, reason: str) -> None:
         task = self._tasks.pop(stream_id, None)
+        if task is not None:
+            # frames Zoom sent before it told us of the stop may still be on their way: read a moment more
+            await asyncio.wait({task}, timeout=self.end_grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            log.info("zoom.rtms.closed", reason=reason)
         backlog = self._backlogs.get(stream_id)
-        if backlog is not None and not backlog.waiting:
+        if backlog is not None and not backlog.waiting and stream_id not in self._tasks:
             del self._backlogs[stream_id]  # else it is applied, or given up, by itself; shutdown closes it
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        log.info("zoom.rtms.closed", reason=reason)
 
     async def close(self) -> None:
-        for stream_id in list(self._tasks):
-            await self.stop(stream_id, reason="shutdown")
+        await asyncio.gather(*(self.stop(stream_id, reason="shutdown") for stream_id in list(self._tasks)))
         for backlog in self._backlogs.values():
             await backlog.close()
         self._backlogs.clear()
@@ -387,7 +391,10 @@ class RtmsStreams:
         """Read both sockets until one closes (raise: reconnect) or the stream ends (raise _Ended)."""
         readers = [asyncio.create_task(self._read(stream, ws)) for ws in (signaling, media)]
         try:
-            done, _ = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(readers, return_when=asyncio.FIRST_COMPLETED)
+            if pending and any(not t.cancelled() and isinstance(t.exception(), _Ended) for t in done):
+                # the end came on one socket: what the other still holds was said before it
+                await asyncio.wait(pending, timeout=self.end_grace)
             for task in done:
                 task.result()
             raise ConnectionResetError("an RTMS socket closed")
@@ -416,7 +423,9 @@ class RtmsStreams:
 
     async def _apply(self, stream: Stream, events: list[MeetingEvent]) -> None:
         # storage down: the event waits, and so does everything after it on this stream (``Backlog``)
-        backlog = self._backlogs[stream.start.rtms_stream_id]
+        backlog = self._backlogs.get(stream.start.rtms_stream_id)
+        if backlog is None:  # a stream stopped meanwhile: the frame was said before, a backlog of its own
+            backlog = self._backlogs[stream.start.rtms_stream_id] = Backlog(self.handle, name="zoom_rtms")
         for event in events:
             await backlog.put(event)
 

@@ -310,3 +310,23 @@ async def test_a_stream_started_again_never_reuses_a_segment_id(rtms: Rtms) -> N
     await rtms.fake.send_media(transcript_frame(GWEN, "Gwen Ap Rhys: Ops", "Second stream", 1, 1795852912100))
     await wait_for(_texts_reach(rtms, 2), "the second stream's sentence")
     assert [text for _, _, text in texts(rtms.rig.gw)] == ["First stream", "Second stream"]
+
+
+@pytest.mark.parametrize("how", ["end_on_signaling", "rtms_stopped_webhook"])
+async def test_frames_sent_before_the_stream_ends_are_all_decided(rtms: Rtms, how: str) -> None:
+    """Zoom sends the last sentences on the media socket and the end on another channel (an end message on
+    signaling, or the ``rtms_stopped`` webhook), with no order between them. What was sent before the end
+    is still read and decided, not cut off with the sockets."""
+    await _consented_meeting(rtms)
+    await rtms.started()
+    await rtms.until(lambda: rtms.fake.ready_count() == 1, "ready")
+    for n in range(20):
+        await rtms.fake.send_media(
+            transcript_frame(GWEN, "Gwen Ap Rhys: Ops", f"Closing remark {n}", 100 + n, 1795852812100 + n)
+        )
+    if how == "end_on_signaling":
+        await rtms.fake.send_signaling({"msg_type": 8, "rtms_stream_id": STREAM, "state": 4, "reason": 6})
+    else:
+        await rtms.rig.accept(fixture("meeting.rtms_stopped.json", STREAM_ID=STREAM))
+    await wait_for(_texts_reach(rtms, 20), "every sentence sent before the end")
+    await rtms.until(lambda: not rtms.streams.running(STREAM), "the stream to end")
