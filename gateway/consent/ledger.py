@@ -226,7 +226,8 @@ class VerifyReport:
     head_hash: str
     """Hash of the last entry (``GENESIS`` when empty): keep it outside the database as an anchor."""
     problems: tuple[tuple[int, str], ...] = ()
-    """``(seq, code)`` with code one of hash_mismatch, broken_link, seq_gap, seq_order, head_mismatch."""
+    """``(seq, code)`` with code one of hash_mismatch, broken_link, seq_gap, seq_order, columns_mismatch,
+    head_mismatch."""
     anchored: bool = False
     """Whether the chain was checked against an expected head (only then is tail truncation detectable)."""
 
@@ -240,17 +241,32 @@ def _row_problems(row: LedgerRow, prev_seq: int, prev_hash: str) -> Iterator[str
         yield "broken_link"
     if entry_hash(row.seq, row.prev_hash, row.record_json) != row.hash:
         yield "hash_mismatch"
+    if row.columns is not None and row.columns != _columns_of(row.record_json):
+        yield "columns_mismatch"
+
+
+def _columns_of(record_json: str) -> tuple[str, str, str, str] | None:
+    """What a row's indexed columns must hold for its record (None: the record cannot be read)."""
+    try:
+        record = record_from_dict(json.loads(record_json))
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None
+    return (record.record_id, record.meeting_id, record.subject, format_time(record.at))
 
 
 def verify_rows(rows: Iterable[LedgerRow], expect_head: str | None = None) -> VerifyReport:
     """Check rows in stored order; each problem is reported at the seq where it shows."""
     problems: list[tuple[int, str]] = []
     (prev_seq, prev_hash), count = EMPTY_HEAD, 0
+    kept = expect_head is None or expect_head == GENESIS
     for row in rows:
         problems.extend((row.seq, code) for code in _row_problems(row, prev_seq, prev_hash))
         # continue from the stored hash so one bad row is reported once, not for the rest of the chain
         prev_seq, prev_hash, count = row.seq, row.hash, count + 1
-    if expect_head is not None and prev_hash != expect_head:
+        kept = kept or row.hash == expect_head
+    if not kept:
+        # the head kept at an earlier audit must still be in the chain: entries recorded since then are
+        # growth; a head that is gone means what it ended with was cut off or rewritten
         problems.append((prev_seq, "head_mismatch"))
     return VerifyReport(not problems, count, prev_hash, tuple(problems), expect_head is not None)
 

@@ -44,6 +44,10 @@ class LedgerRow:
     record_json: str
     prev_hash: str
     hash: str
+    columns: tuple[str, str, str, str] | None = None
+    """The row's indexed columns (record id, meeting id, subject, time), decoded to the values the record
+    holds, when read from a database: reads filter on them, so ``verify`` checks them against the record
+    (the hash covers only the record). None for an export, which has no such columns."""
 
 
 class Store(Protocol):

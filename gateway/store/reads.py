@@ -18,6 +18,9 @@ from gateway.store import outbox, rows
 from gateway.store.base import LedgerEntry, LedgerRow
 
 SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
+SELECT_LEDGER_COLUMNS = (
+    "SELECT seq, record_json, prev_hash, hash, record_id, meeting_id, subject, at FROM ledger"
+)
 SELECT_DECISIONS = "SELECT id, record_json FROM decisions"
 LEDGER_FILTERS = ("meeting_id", "subject")
 DECISION_FILTERS = ("meeting_id", "participant_id")
@@ -49,7 +52,8 @@ class SQLReads(ABC):
     def _where(self, columns: Sequence[str], values: Sequence[str | None]) -> tuple[str, list[str]]: ...
 
     async def ledger_rows(self) -> list[LedgerRow]:
-        found = await self._fetch(SELECT_LEDGER + " ORDER BY seq", [])
+        """Every row as stored, with its indexed columns, for ``verify``."""
+        found = await self._fetch(SELECT_LEDGER_COLUMNS + " ORDER BY seq", [])
         return [rows.ledger_row(r) for r in found]
 
     async def ledger_entries(
@@ -57,7 +61,15 @@ class SQLReads(ABC):
     ) -> list[LedgerEntry]:
         where, params = self._where(LEDGER_FILTERS, (meeting_id, participant_id))
         found = await self._fetch(SELECT_LEDGER + where + " ORDER BY seq", params)
-        return [rows.decode_entry(rows.ledger_row(r)) for r in found]
+        entries = [rows.decode_entry(rows.ledger_row(r)) for r in found]
+        # the filter ran on the indexed columns, which the hash does not cover: what it found must be what
+        # was asked for (``verify`` reports a row whose columns disagree with its record)
+        return [
+            e
+            for e in entries
+            if (meeting_id is None or e.record.meeting_id == meeting_id)
+            and (participant_id is None or e.record.subject == participant_id)
+        ]
 
     async def standing_records(self, email: str) -> list[ConsentRecord]:
         subject = standing.subject_for(email)

@@ -16,6 +16,7 @@ from gateway.consent import ledger
 from gateway.decision_log import SCHEMA, decision_from_dict
 from gateway.model import ConsentRecord, Decision
 from gateway.store.base import LedgerEntry, LedgerRow, StorageError
+from gateway.store.columns import unstored
 
 
 def verbatim(value: str) -> str:
@@ -87,8 +88,12 @@ def ledger_params(
 
 
 def ledger_row(row: Any) -> LedgerRow:
-    """A ledger row from a driver's ``(seq, record_json, prev_hash, hash)`` result row."""
-    return LedgerRow(int(row[0]), str(row[1]), str(row[2]), str(row[3]))
+    """A ledger row from a driver's ``(seq, record_json, prev_hash, hash)`` result row, with its indexed
+    columns (decoded) when the row has them (``SELECT_LEDGER_COLUMNS``)."""
+    columns = None
+    if len(row) >= 8:
+        columns = (unstored(str(row[4])), unstored(str(row[5])), unstored(str(row[6])), str(row[7]))
+    return LedgerRow(int(row[0]), str(row[1]), str(row[2]), str(row[3]), columns)
 
 
 def decode_entry(row: LedgerRow) -> LedgerEntry:

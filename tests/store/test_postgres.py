@@ -366,8 +366,16 @@ async def insert_forged(db: asyncpg.Connection, n: int, data: st.DataObject) -> 
     )
 
 
+async def move_columns(db: asyncpg.Connection, n: int, data: st.DataObject) -> None:
+    """Reads filter on the indexed columns: moving a row's meeting or subject hides it from them."""
+    seq = data.draw(st.integers(1, n), label="seq")
+    column = data.draw(st.sampled_from(["meeting_id", "subject", "record_id", "at"]), label="column")
+    await db.execute(f"UPDATE ledger SET {column} = {column} || '-moved' WHERE seq = $1", seq)  # noqa: S608
+
+
 ATTACKS: dict[str, tuple[int, Attack]] = {
     "edit_field": (1, edit_field),
+    "move_columns": (1, move_columns),
     "delete_middle": (3, delete_middle),
     "delete_first": (2, delete_first),
     "swap_rows": (2, swap_rows),

@@ -296,8 +296,16 @@ def insert_forged(db: sqlite3.Connection, n: int, data: st.DataObject) -> None:
     )
 
 
+def move_columns(db: sqlite3.Connection, n: int, data: st.DataObject) -> None:
+    """Reads filter on the indexed columns: moving a row's meeting or subject hides it from them."""
+    seq = data.draw(st.integers(1, n), label="seq")
+    column = data.draw(st.sampled_from(["meeting_id", "subject", "record_id", "at"]), label="column")
+    db.execute(f"UPDATE ledger SET {column} = {column} || '-moved' WHERE seq = ?", (seq,))  # noqa: S608
+
+
 ATTACKS: dict[str, tuple[int, Attack]] = {
     "edit_field": (1, edit_field),
+    "move_columns": (1, move_columns),
     "delete_middle": (3, delete_middle),
     "delete_first": (2, delete_first),
     "swap_rows": (2, swap_rows),
@@ -354,3 +362,19 @@ def test_tail_truncation_is_detected_only_against_an_anchor(records: list[Consen
         assert verify_file(path).ok  # the documented limit
         report = verify_file(path, expect_head=head)
         assert [code for _, code in report.problems] == ["head_mismatch"]
+
+
+@tamper_settings
+@given(records=chains, more=st.integers(1, 3))
+def test_a_chain_grown_since_the_kept_head_verifies_against_it(
+    records: list[ConsentRecord], more: int
+) -> None:
+    """The head an auditor kept is still in the chain after legitimate growth: that is no problem (only a
+    kept head that is gone, cut off or rewritten, is)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ledger.db"
+        extra = [consent_record(record_id=f"later{n}") for n in range(more)]
+        entries = write_ledger(path, [*records, *extra])
+        kept = entries[len(records) - 1].hash
+        assert verify_file(path, expect_head=kept).ok
+        assert not verify_file(path, expect_head="f" * 64).ok
