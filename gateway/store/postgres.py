@@ -105,6 +105,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 5: signed delivery ids claimed while their signatures verify (gateway.store.deliveries): a delivery one
     # replica accepted is a replay on every other
     deliveries.POSTGRES_TABLE,
+    # 6: the decision log is append-only in the schema too (nothing the gateway does changes a decision)
+    (
+        """CREATE FUNCTION decisions_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the decision log is append-only'; END $$""",
+        """CREATE TRIGGER decisions_no_update BEFORE UPDATE OR DELETE ON decisions
+            FOR EACH ROW EXECUTE FUNCTION decisions_append_only()""",
+        """CREATE TRIGGER decisions_no_truncate BEFORE TRUNCATE ON decisions
+            FOR EACH STATEMENT EXECUTE FUNCTION decisions_append_only()""",
+    ),
 )
 _CLAIM_DELIVERY = outbox.numbered(deliveries.CLAIM)
 _FORGET_EXPIRED_DELIVERIES = outbox.numbered(deliveries.FORGET_EXPIRED)

@@ -86,6 +86,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 4: signed delivery ids claimed while their signatures verify (gateway.store.deliveries): a replay is
     # refused after a restart too
     deliveries.SQLITE_TABLE,
+    # 5: the decision log is append-only in the schema too (nothing the gateway does changes a decision)
+    (
+        """CREATE TRIGGER decisions_no_update BEFORE UPDATE ON decisions
+            BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END""",
+        """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
+            BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END""",
+    ),
 )
 
 _WAL_CHECKPOINT_PAGES = 8192

@@ -71,6 +71,21 @@ async def test_ledger_is_append_only_in_the_schema(store: PostgresStore, pg_url:
     assert len(await store.ledger_rows()) == 1
 
 
+@pytest.mark.parametrize(
+    "statement", ["UPDATE decisions SET action = 'drop'", "DELETE FROM decisions", "TRUNCATE decisions"]
+)
+async def test_the_decision_log_is_append_only_in_the_schema(
+    store: PostgresStore, pg_url: str, statement: str
+) -> None:
+    """UPDATE, DELETE and TRUNCATE on the decision log are refused by triggers (migration 6)."""
+    from tests.store.test_contract import decision
+
+    await store.append_decisions([decision(1)])
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        await as_attacker(pg_url, statement)
+    assert len(await store.decision_records()) == 1
+
+
 async def test_migrations_are_recorded_once(pg_url: str) -> None:
     """Opening twice applies each migration step once and records its version."""
     for _ in range(2):

@@ -79,6 +79,18 @@ async def test_ledger_is_append_only_in_the_schema(store: SQLiteStore) -> None:
             db.execute("DELETE FROM ledger")
 
 
+async def test_the_decision_log_is_append_only_in_the_schema(store: SQLiteStore) -> None:
+    """UPDATE and DELETE on the decision log are refused by triggers (migration 5)."""
+    from tests.store.test_contract import decision
+
+    await store.append_decisions([decision(1)])
+    with closing(raw(store.path)) as db:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("UPDATE decisions SET action = 'drop'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute("DELETE FROM decisions")
+
+
 # --- schema ------------------------------------------------------------------------------------------
 
 
