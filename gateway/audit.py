@@ -48,14 +48,14 @@ def _summary(entry: LedgerEntry) -> dict[str, Any]:
     }
 
 
-def _printable(value: object) -> str:
+def printable(value: object) -> str:
     """Escape control characters so a crafted id cannot drive the auditor's terminal."""
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(value))
 
 
 def format_table(rows: list[dict[str, Any]], columns: Iterable[str]) -> str:
     header = list(columns)
-    cells = [header, *([_printable(row[c]) for c in header] for row in rows)]
+    cells = [header, *([printable(row[c]) for c in header] for row in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
     return "".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() + "\n" for line in cells

@@ -445,8 +445,16 @@ def _receipt_verify(args: argparse.Namespace) -> int:
     if not result.ok:
         print(f"{args.file}: INVALID ({result.reason})")
         return 1
-    pinned = "" if result.key_pinned else " (against the key inside it; pass --key to pin the gateway's)"
-    print(f"{args.file}: valid receipt {receipt['record_id']} signed by key {receipt['key']['kid']}{pinned}")
+    from gateway.audit import printable
+
+    record_id, kid = printable(receipt["record_id"]), printable(receipt["key"]["kid"])
+    if not result.key_pinned:
+        # anyone can sign a receipt with a key of their own and put it inside: only the gateway's key,
+        # from the verifier, shows who signed it
+        print(f"{args.file}: UNPINNED receipt {record_id}: consistent with the key inside it ({kid}), which "
+              "proves nothing about who signed it; pass --key with the gateway's public key")  # fmt: skip
+        return 2
+    print(f"{args.file}: valid receipt {record_id} signed by key {kid}")
     return 0
 
 

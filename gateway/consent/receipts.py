@@ -130,6 +130,8 @@ def verify(receipt: object, public: bytes | None = None) -> Verified:
         return Verified(False, "malformed")
     if public is not None and public != embedded:
         return Verified(False, "key_mismatch", True)
+    if receipt["key"].get("kid") != key_id(embedded):
+        return Verified(False, "kid_mismatch", public is not None)
     try:
         Ed25519PublicKey.from_public_bytes(embedded).verify(signature, payload)
     except (InvalidSignature, ValueError):

@@ -100,13 +100,22 @@ def test_public_key_loads_from_jwks_jwk_and_base64() -> None:
 
 
 def test_cli_receipt_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`receipt verify` exits 0 for a genuine receipt (pinned or not), 1 for a tampered one or wrong key."""
+    """`receipt verify` exits 0 for a genuine receipt checked against the gateway's key, 2 for one checked
+    only against the key inside it (anyone can make such a receipt, with a key of their own), 1 for a
+    tampered one, a wrong key, or a key id that is not the embedded key's."""
     good = tmp_path / "receipt.json"
     good.write_text(json.dumps(issue()))
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps(SIGNER.jwks()))
-    assert main(["receipt", "verify", str(good)]) == 0
+    assert main(["receipt", "verify", str(good)]) == 2
     assert "pass --key" in capsys.readouterr().out
+    forged = tmp_path / "forged.json"
+    made = OTHER.issue(chain(None, consent_record()), T0, "x")
+    made["key"]["kid"] = SIGNER.key_id  # claims the gateway's key id
+    forged.write_text(json.dumps(made))
+    assert main(["receipt", "verify", str(forged)]) == 1
+    assert "kid_mismatch" in capsys.readouterr().out
+    assert main(["receipt", "verify", str(forged), "--key", str(key_file)]) == 1
     assert main(["receipt", "verify", str(good), "--key", str(key_file)]) == 0
     assert main(["receipt", "verify", str(good), "--key", receipts.b64url(SIGNER.public)]) == 0
     assert main(["receipt", "verify", str(good), "--key", receipts.b64url(OTHER.public)]) == 1
