@@ -243,7 +243,7 @@ async def _schema_version(conn: asyncpg.Connection) -> int:
 
 async def migrate(conn: asyncpg.Connection) -> None:
     """Bring the schema up to this build's version; replicas opening together take turns on a lock."""
-    async with conn.transaction():
+    async with conn.transaction(isolation="read_committed"):
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version"
@@ -351,7 +351,7 @@ class PostgresStore(GroupCommit, SQLReads):
         pool = self._pool_or_fail()
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
                     await self._insert(conn, writes)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 if attempt == _COMMIT_ATTEMPTS:
@@ -394,7 +394,7 @@ class PostgresStore(GroupCommit, SQLReads):
         "after the last one I applied" never skips a row that commits late."""
         pool = self._pool_or_fail()
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", ROSTER_LOCK)
                 row = await conn.fetchrow(
                     _INSERT_ROSTER, change_id, platform, meeting_id, participant_id, names, sealed
@@ -422,7 +422,7 @@ class PostgresStore(GroupCommit, SQLReads):
     ) -> list[outbox.OutboxItem]:
         pool = self._pool_or_fail()
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction(isolation="read_committed"):
                 claim = _CLAIM_HELD if held else _CLAIM
                 heads = await conn.fetch(claim, lease.owner, lease.until, now, lease.owner, limit)
                 items = []

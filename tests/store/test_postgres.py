@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.consent import ledger
-from gateway.model import ConsentRecord
+from gateway.model import ConsentChoice, ConsentRecord
 from gateway.store import outbox
 from gateway.store.base import StorageError
 from gateway.store.postgres import MIGRATIONS, PostgresStore
@@ -518,3 +518,39 @@ async def test_a_group_commit_ended_to_break_a_deadlock_runs_again(store: Postgr
         assert rows == {"k1": "delivered", "k2": "pending"}
     finally:
         await admin.close()
+
+
+# --- the server's defaults -----------------------------------------------------------------------------
+
+
+async def test_concurrent_writers_keep_working_whatever_the_servers_default_isolation(pg_url: str) -> None:
+    """A server (or database) whose default isolation is REPEATABLE READ made concurrent consent writes of
+    two replicas fail with serialisation errors (503s); the store names READ COMMITTED, which its chain
+    lock is written for, on every transaction."""
+    name = pg_url.rsplit("/", 1)[1].split("?", 1)[0]
+    await as_attacker(
+        pg_url, f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'"
+    )
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    results: list[object] = []
+
+    async def replica(store: PostgresStore, who: str) -> None:
+        for chunk in range(0, 150, 30):
+            writes = [store.append_consent(_record(who, n)) for n in range(chunk, chunk + 30)]
+            results.extend(await asyncio.gather(*writes, return_exceptions=True))
+
+    try:
+        await asyncio.gather(replica(a, "a"), replica(b, "b"))
+        report = ledger.verify_rows(await a.ledger_rows())
+    finally:
+        await a.close()
+        await b.close()
+    assert [type(r).__name__ for r in results if isinstance(r, BaseException)] == []
+    assert report.ok and report.count == 300
+
+
+def _record(who: str, n: int) -> ConsentRecord:
+    choice = ConsentChoice.WITHDRAWN if n % 3 == 0 else ConsentChoice.GIVEN
+    return consent_record(record_id=f"{who}{n}", meeting_id=f"m{n % 7}", subject=f"{who}{n}", choice=choice)
