@@ -82,7 +82,8 @@ class Metrics:
 
     def on_decisions(self, decisions: Sequence[Decision]) -> None:
         for decision in decisions:
-            reason = decision.reasons[0] if decision.reasons else "none"
+            # a reason's ":<count>" ("names_scrubbed_at_send:2") is no label: one series per count
+            reason = decision.reasons[0].split(":", 1)[0] if decision.reasons else "none"
             self._child(self.decisions, decision.action._value_, reason).inc()  # _value_: no descriptor call
 
     def on_consent(self, record: ConsentRecord) -> None:

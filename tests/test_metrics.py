@@ -80,3 +80,29 @@ async def test_refused_consent_with_an_odd_channel_stays_bounded(tmp_path: Path)
     assert "carrier-pigeon" not in text
     assert value(samples, "gateway_consent_changes_total", choice="given", outcome="rejected",
                  channel="other") == 1  # fmt: skip
+
+
+async def test_a_reason_carrying_a_count_is_one_label(tmp_path: Path) -> None:
+    """Scrubbing at send counts names in its reason (``names_scrubbed_at_send:2``); the metric labels it
+    without the count, so the number of series does not grow with it."""
+    from tests.web.harness import wait_for
+
+    async with serving(tmp_path) as gw:
+        await gw.send(joined("p-ada", "Ada Lovelace"), joined("p-wen", "Wen Li"), consent("p-ada", "given"))
+        gw.fake.fail_next(1, 503, retry_after=1)
+        await gw.send(consent("p-wen", "given"), segment("s1", "p-ada", "Wen Li and Wen agree."))
+
+        async def attempted() -> bool:
+            return len(gw.fake.received) == 1
+
+        await wait_for(attempted, "the failed attempt")
+        await gw.send(consent("p-wen", "withdrawn"))
+
+        async def delivered() -> bool:
+            return len(gw.fake.accepted()) == 1
+
+        await wait_for(delivered, "the retry")
+        await gw.settle()
+        text, samples = await scrape(gw)
+    assert "names_scrubbed_at_send:" not in text
+    assert value(samples, "gateway_decisions_total", action="redact", reason="names_scrubbed_at_send") == 1

@@ -69,7 +69,7 @@ def signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def encrypted_token(secret: str, plain_token: str) -> str:
     """The URL-validation answer: hex HMAC-SHA256(secret, plainToken)."""
-    return hmac.new(secret.encode(), plain_token.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret.encode(), plain_token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

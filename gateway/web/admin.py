@@ -63,7 +63,7 @@ class AdminAuth:
         self._sessions: dict[str, _Session] = {}
 
     def role_of_token(self, token: str) -> Role | None:
-        given = token.encode()
+        given = token.encode("utf-8", "surrogatepass")  # any header: a wrong one is refused, not a 500
         found: Role | None = None
         for known, role in self._tokens:  # compare with all, in constant time each
             if hmac.compare_digest(given, known) and found != "admin":

@@ -45,7 +45,7 @@ class Authenticator:
         """The caller's identity for the record, or a 401/409 Problem."""
         scheme, _, credentials = headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self._token is not None:  # schemes are case-insensitive (RFC 9110)
-            if hmac.compare_digest(credentials.strip().encode(), self._token):
+            if hmac.compare_digest(credentials.strip().encode("utf-8", "surrogatepass"), self._token):
                 return "bearer"
             return self._refuse("bad_token")
         if self._secrets and _signed(headers):

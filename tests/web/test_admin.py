@@ -6,6 +6,7 @@ with a wrong token, and must refuse each with a 401 problem document; auditor to
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -324,3 +325,17 @@ async def test_admin_api_is_described_in_openapi() -> None:
     paths = build()["paths"]
     for method, path, _, _ in ROUTES:
         assert method.lower() in paths[PREFIX + path], path
+
+
+async def test_credentials_that_are_not_utf_8_are_refused_not_a_500(gw: LiveGateway) -> None:
+    """An Authorization header with bytes that are not UTF-8 is a wrong credential like any other: 401."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    for path in ("/admin/v1/ledger", "/dashboard/", "/v1/meetings/m/participants/p/consent-link"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+                     b"Connection: close\r\n\r\n")  # fmt: skip
+        await writer.drain()
+        status = (await reader.readline()).decode()
+        writer.close()
+        await writer.wait_closed()
+        assert status.split()[1] == "401", (path, status)
