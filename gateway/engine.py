@@ -144,6 +144,12 @@ def _unconfirmed(outcome: Outcome, dest: Destination, now: datetime) -> Outcome:
     return replace(outcome, decision=decision, text=None)
 
 
+def _over(held: Held, policy: Policy, now: datetime) -> bool:
+    """Whether a hold's time is up: at the end of its window exactly, whichever path asks (a tick, or a
+    consent re-deciding it), so that the same consent at the same moment gets the same answer."""
+    return now - held.since >= _hold_limit(held, policy)
+
+
 def _hold_limit(held: Held, policy: Policy) -> timedelta:
     window = timedelta(seconds=policy.spec.pending.window_seconds)
     return max(window, STALE_HOLD_LIMIT) if held.stale else window
@@ -448,7 +454,7 @@ def _redecide(
 def _redecide_held(
     held: Held, state: MeetingState, policy: Policy, dest: Destination, now: datetime
 ) -> Outcome:
-    if now - held.since > _hold_limit(held, policy):
+    if _over(held, policy, now):
         return _expired(held, policy, dest, now)
     if policy.mode_for(state.jurisdiction) == "all_party":
         return decide_all_party(held.segment, state, policy, dest, now, held.present)
@@ -508,11 +514,11 @@ def tick(state: MeetingState, policy: Policy, now: datetime, *, view_fresh: bool
     only because it was not (``STALE``)."""
     decisions: list[Decision] = []
     state = _without_lost_destinations(state, policy, now, decisions)
-    expired = [h for h in state.held if now - h.since >= _hold_limit(h, policy)]
+    expired = [h for h in state.held if _over(h, policy, now)]
     stale = view_fresh and any(h.stale for h in state.held)
     if not expired and not stale:
         return Step(state, tuple(decisions))
-    keep = tuple(h for h in state.held if now - h.since < _hold_limit(h, policy))
+    keep = tuple(h for h in state.held if not _over(h, policy, now))
     decisions += [_expired(h, policy, policy.destination(h.destination), now).decision for h in expired]
     emits: list[Emit] = []
     state = replace(state, held=keep)

@@ -402,3 +402,14 @@ def test_a_full_hold_cites_the_bound_it_met() -> None:
     m.say("s1", "bo", "x" * 15, t=1)
     m.say("s2", "bo", "y" * 15, t=2)
     assert m.last("s2").rule_ids == ("pending.max_chars_per_meeting",)
+
+
+def test_a_consent_at_the_very_end_of_the_window_finds_the_hold_over_whichever_path_asks() -> None:
+    """The window is 30 s: a consent recorded at exactly 30 s finds Ada's held words over, as the tick
+    would at that moment (before, a consent re-deciding them released them, while a tick dropped them)."""
+    m = Meeting()
+    m.join("ada", "Ada Lovelace")
+    m.say("s1", "ada", "Held.", t=0)
+    m.consent("ada", ("summary",), t=30)
+    assert m.last("s1").action is Action.DROP
+    assert m.sent("live") == []
