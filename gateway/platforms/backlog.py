@@ -9,8 +9,10 @@ then they are applied in the order they came. While nothing waits, a message is 
 there were no backlog.
 
 Bounded: at most ``limit`` messages wait (the next ``put`` waits for room, so the stream is read no
-faster than storage takes it), and after ``give_up_seconds`` of storage refusing the oldest one, the
-backlog is dropped and logged (counts only), as the platform's own buffer would have dropped it.
+faster than storage takes it), and after ``give_up_seconds`` of storage refusing the oldest one, the words
+waiting are dropped and logged (counts only), as the platform's own buffer would have dropped them. What
+``keep`` says must never be dropped (who joined, left or was renamed, whose names are scrubbed from later
+words; a chat message that may be a withdrawal) keeps waiting, and is applied once storage is back.
 """
 
 from __future__ import annotations
@@ -47,15 +49,17 @@ class Backlog(Generic[T]):
         give_up_seconds: float = GIVE_UP_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         delays: tuple[float, float] = (FIRST_DELAY, MAX_DELAY),
+        keep: Callable[[T], bool] = lambda message: False,
     ) -> None:
         """``apply``: applies one message, raising StorageError when storage cannot take it; ``name``: the
-        stream's kind, for logs."""
+        stream's kind, for logs; ``keep``: messages never given up on."""
         self._apply = apply
         self._name = name
         self._limit = limit
         self._give_up = give_up_seconds
         self._clock = clock
         self._first_delay, self._max_delay = delays
+        self._keep = keep
         self._waiting: deque[T] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._room = asyncio.Event()
@@ -108,8 +112,8 @@ class Backlog(Generic[T]):
                 await self._apply(self._waiting[0])
             except StorageError:
                 if self._clock() - since > self._give_up:
-                    self._drop("storage_unavailable")
-                    return
+                    self._drop("storage_unavailable", keeping=True)
+                    since = self._clock()
                 delay = min(max(delay * 2, self._first_delay), self._max_delay)
                 continue
             except Exception as exc:  # ``apply`` handles its own bad input; never wedge the stream on one
@@ -119,8 +123,13 @@ class Backlog(Generic[T]):
             delay, since = 0.0, self._clock()
         log.info("stream.backlog_applied", stream=self._name)
 
-    def _drop(self, reason: str) -> None:
-        if self._waiting:
-            log.error("stream.backlog_dropped", stream=self._name, messages=len(self._waiting), reason=reason)
-            self._waiting.clear()
+    def _drop(self, reason: str, *, keeping: bool = False) -> None:
+        """Drop what waits; ``keeping``: except what ``keep`` says must wait on."""
+        kept = deque(m for m in self._waiting if keeping and self._keep(m))
+        dropped = len(self._waiting) - len(kept)
+        if dropped:
+            log.error(
+                "stream.backlog_dropped", stream=self._name, messages=dropped, kept=len(kept), reason=reason
+            )
+        self._waiting = kept
         self._room.set()

@@ -280,7 +280,9 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     request.app[RECALL_AUTH].accepted(caller)
     # Recall does not send a message on the socket again: one storage cannot take waits, and so does
     # everything after it, until it can be applied (a "/optout" in the chat is never lost to an outage)
-    backlog: Backlog[Parsed] = Backlog(functools.partial(_apply_message, request.app), name="recall")
+    backlog: Backlog[Parsed] = Backlog(
+        functools.partial(_apply_message, request.app), name="recall", keep=_never_given_up
+    )
     try:
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
@@ -296,6 +298,16 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     finally:
         await backlog.close()
     return ws
+
+
+def _never_given_up(parsed: Parsed) -> bool:
+    """A message that names someone (whose name must reach the roster) or holds a chat message (which may
+    be a withdrawal) waits however long storage is down; an utterance alone may be given up."""
+    speech = all(
+        isinstance(event, SegmentReceived) and event.segment.kind is ContentKind.SPEECH
+        for event in parsed.events
+    )
+    return parsed.named is not None or not speech
 
 
 async def _apply_message(app: web.Application, parsed: Parsed) -> None:

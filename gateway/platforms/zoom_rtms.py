@@ -303,7 +303,7 @@ class RtmsStreams:
         stream = Stream(start, client_id, client_secret, sentences=sentences)
         self.streams[start.rtms_stream_id] = stream
         if start.rtms_stream_id not in self._backlogs:
-            self._backlogs[start.rtms_stream_id] = Backlog(self.handle, name="zoom_rtms")
+            self._backlogs[start.rtms_stream_id] = _backlog(self.handle)
         task = asyncio.create_task(self._run(stream), name=f"rtms-{start.rtms_stream_id[:16]}")
         self._tasks[start.rtms_stream_id] = task
         return True
@@ -425,9 +425,15 @@ class RtmsStreams:
         # storage down: the event waits, and so does everything after it on this stream (``Backlog``)
         backlog = self._backlogs.get(stream.start.rtms_stream_id)
         if backlog is None:  # a stream stopped meanwhile: the frame was said before, a backlog of its own
-            backlog = self._backlogs[stream.start.rtms_stream_id] = Backlog(self.handle, name="zoom_rtms")
+            backlog = self._backlogs[stream.start.rtms_stream_id] = _backlog(self.handle)
         for event in events:
             await backlog.put(event)
+
+
+def _backlog(handle: Handle) -> Backlog[MeetingEvent]:
+    """A stream's backlog: words may be given up after a long outage, who joined, left or was renamed never
+    (the stream remembers having told them, and a name the core lacks is never scrubbed)."""
+    return Backlog(handle, name="zoom_rtms", keep=lambda event: not isinstance(event, SegmentReceived))
 
 
 async def _send(ws: ClientConnection, message: dict[str, Any]) -> None:

@@ -77,3 +77,27 @@ def test_storage_refusing_past_the_limit_drops_the_backlog_and_says_so() -> None
         return storage.applied, waiting
 
     assert asyncio.run(run()) == ([3], 0)
+
+
+def test_what_must_not_be_given_up_waits_through_a_long_outage() -> None:
+    """Words (odd numbers here) may be given up after ``give_up_seconds``; what ``keep`` says (a join,
+    a rename, a chat message that may be a withdrawal: even numbers here) waits on and is applied, in
+    order, once storage is back."""
+
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            self.now += 1.0
+            return self.now
+
+    async def run() -> list[int]:
+        storage = Storage([True] * 40)
+        backlog: Backlog[int] = Backlog(storage.apply, name="test", give_up_seconds=10, clock=Clock(),
+                                        delays=(0.0, 0.0), keep=lambda n: n % 2 == 0)  # fmt: skip
+        for n in range(1, 7):
+            await backlog.put(n)
+        await backlog.drain()
+        return storage.applied
+
+    assert asyncio.run(run()) == [2, 4, 6]
