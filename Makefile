@@ -37,6 +37,9 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed (needs root): browser tests will skip"; }
 
+# Both runs: tests of one backend only, or of no storage, run in one of them (tests/conftest.py, ONE_RUN_*);
+# `make test-sqlite` or `make test-postgres` alone runs everything it can.
+test: export CONSENT_GATEWAY_BOTH_RUNS := 1
 test: test-sqlite test-postgres
 
 test-sqlite: lint policy-test browser

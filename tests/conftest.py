@@ -272,8 +272,69 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_UNREACHABLE] = message
 
 
+# `make test` runs the suite twice, on SQLite and then on PostgreSQL. Everything that stores anything runs in
+# both runs, on the backend under test; what is about one backend only, or about no storage at all, runs in
+# one of them (``ONE_RUN``), so that the pair covers everything once, not twice. Run one run alone (`make
+# test-sqlite`) and those are still selected (RUN_ONCE unset): see ``_other_run``.
+ONE_RUN_SQLITE = (
+    # no storage at all: the pure core, parsers, names, policy compilation, signing, docs
+    "tests/bench/test_scrub_baseline.py",
+    "tests/consent/test_ledger.py",
+    "tests/consent/test_links.py",
+    "tests/consent/test_receipts.py",
+    "tests/delivery/test_batches.py",
+    "tests/delivery/test_dispatcher.py",
+    "tests/delivery/test_dispatcher_properties.py",
+    "tests/delivery/test_http.py",
+    "tests/delivery/test_retry.py",
+    "tests/names/",
+    "tests/platforms/test_backlog.py",
+    "tests/platforms/test_zoom_signatures.py",
+    "tests/platforms/test_zoom_vtt.py",
+    "tests/policy/",
+    "tests/store/test_rows.py",
+    "tests/test_decision_log.py",
+    "tests/test_deploy.py",
+    "tests/test_docs.py",
+    "tests/test_engine.py",
+    "tests/test_held.py",
+    "tests/test_names.py",
+    "tests/test_names_corpus.py",
+    "tests/test_roster_log.py",
+    "tests/test_sealing.py",
+    "tests/test_signing.py",
+    "tests/web/test_ingest_parse.py",
+    # about SQLite itself, whatever the backend under test
+    "tests/store/test_sqlite.py",
+)
+"""Run only in the SQLite run of `make test`."""
+ONE_RUN_POSTGRES = ("tests/store/test_postgres.py", "tests/test_outbox_faults.py::test_postgres_restart")
+"""Run only in the PostgreSQL run (PostgreSQL-only tests, which need the server in either run)."""
+_BOTH_BACKEND_PARAMS = ("tests/test_outbox_faults.py", "tests/test_cli.py")
+"""Modules whose fixtures are parametrised over both backends: each run keeps its own backend's cases."""
+
+
+def _other_run(item: pytest.Item) -> bool:
+    """Whether ``item`` belongs to the other run of `make test` (only when it says both runs happen)."""
+    if os.environ.get("CONSENT_GATEWAY_BOTH_RUNS") != "1":
+        return False
+    node = item.nodeid
+    theirs = ONE_RUN_SQLITE if ON_POSTGRES else ONE_RUN_POSTGRES
+    if node.startswith(theirs):
+        return True
+    if node.startswith(_BOTH_BACKEND_PARAMS) and "[" in node:
+        other = "[sqlite" if ON_POSTGRES else "[postgres"
+        return other in node
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On PostgreSQL with no server (and not everything required), every test skips saying why."""
+    """On PostgreSQL with no server (and not everything required), every test skips saying why. In one run of
+    `make test`'s pair, what the other run covers is deselected (``_other_run``)."""
+    other = [item for item in items if _other_run(item)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [item for item in items if not _other_run(item)]
     message = config.stash.get(_UNREACHABLE, None)
     if message is not None:
         for item in items:
