@@ -190,8 +190,73 @@ async def database_for(tmp: Path, name: str = "gateway.db") -> str:
     if not ON_POSTGRES:
         return sqlite_url(tmp, name)
     if path not in _databases:
-        _databases[path] = await create_postgres_database(template=await _migrated_template())
+        _databases[path] = (
+            _spare.pop() if _spare else await create_postgres_database(template=await _migrated_template())
+        )
     return _databases[path]
+
+
+# A test's database is emptied for the next test rather than dropped and copied from the template again
+# (each copy and drop costs about 0.13 s, on a few thousand databases a run): every connection to it is
+# ended, every table emptied with its identities restarted, database settings reset. One whose schema is no
+# longer the migrated one (a test altered it) is dropped instead.
+_spare: list[str] = []
+_SPARE_MAX = 8
+_schema_signature: tuple[int, ...] | None = None
+_SIGNATURE = (
+    "SELECT (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal),"
+    " (SELECT count(*) FROM pg_tables WHERE schemaname = 'public'),"
+    " (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+    "  WHERE n.nspname = 'public'),"
+    " (SELECT coalesce(max(version), 0) FROM schema_version)"
+)
+
+
+async def _give_back(urls: list[str]) -> None:
+    for url in urls:
+        if len(_spare) < _SPARE_MAX and await _emptied(url):
+            _spare.append(url)
+        else:
+            await drop_postgres_database(url)
+
+
+async def _emptied(url: str) -> bool:
+    """Whether ``url`` is now as a fresh copy of the template would be."""
+    import asyncpg
+
+    global _schema_signature
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        signature = tuple(await conn.fetchrow(_SIGNATURE))
+        if _schema_signature is None:
+            template = await asyncpg.connect(f"{POSTGRES}/{await _migrated_template()}")
+            try:
+                _schema_signature = tuple(await template.fetchrow(_SIGNATURE))
+            finally:
+                await template.close()
+        if signature != _schema_signature:
+            return False
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'"
+        )
+        await conn.execute("SET session_replication_role = replica")  # the append-only triggers
+        await conn.execute(
+            "TRUNCATE " + ", ".join(f'"{row[0]}"' for row in tables) + " RESTART IDENTITY CASCADE"
+        )
+        name = url.split("?", 1)[0].rsplit("/", 1)[1]
+        await conn.execute(f'ALTER DATABASE "{name}" RESET ALL')
+        return True
+    except (OSError, asyncpg.PostgresError):
+        return False
+    finally:
+        await conn.close()
 
 
 def sqlite_url(tmp: Path, name: str = "gateway.db") -> str:
@@ -207,7 +272,7 @@ async def fresh_database(tmp: Path, name: str = "gateway.db") -> AsyncIterator[s
         yield url
     finally:
         if _databases.pop(tmp / name, None) is not None:
-            await drop_postgres_database(url)
+            await _give_back([url])
 
 
 @asynccontextmanager
@@ -252,7 +317,7 @@ def _drop_the_tests_databases() -> Iterator[None]:
     yield
     made = [_databases.pop(path) for path in set(_databases) - before]
     if made:
-        asyncio.run(_drop_all(made))
+        asyncio.run(_give_back(made))
 
 
 async def _drop_all(urls: list[str]) -> None:
@@ -349,8 +414,9 @@ def pytest_report_header() -> str:
 
 
 def pytest_sessionfinish() -> None:
-    leftovers = [*_databases.values(), *([f"{POSTGRES}/{_template}"] if _template else [])]
+    leftovers = [*_databases.values(), *_spare, *([f"{POSTGRES}/{_template}"] if _template else [])]
     _databases.clear()
+    _spare.clear()
     if leftovers:
         asyncio.run(_drop_all(leftovers))
 
