@@ -274,9 +274,38 @@ def evaluate_consent(
     if event.choice is ConsentChoice.GIVEN and event.expires_at is not None:
         expires = min(event.expires_at, expires or event.expires_at)
     notice = event.notice_version or _notice_of(policy, event.purposes)
+    return _record(state.platform, event, record_id, notice, policy.revision, expires, delegation, reason)
+
+
+NO_POLICY = "none"
+"""The ``policy_revision`` of a refusal or withdrawal recorded while no loaded policy covered its meeting."""
+
+
+def evaluate_ungoverned(platform: str, event: ConsentSubmitted, record_id: str) -> ConsentRecord:
+    """The record a consent request deserves when no loaded policy covers its meeting (a reload narrowed
+    ``applies_to``): a refusal or withdrawal by the participant is accepted (every channel can withdraw,
+    DESIGN); with no policy no delegation can be checked, and consent to give is the shell's to ignore."""
+    reason = None
+    if not event.purposes:
+        reason = "unknown_purpose"
+    elif event.indicated_by != event.participant_id:
+        reason = "indicated_by_other"
+    return _record(platform, event, record_id, event.notice_version, NO_POLICY, None, None, reason)
+
+
+def _record(
+    platform: str,
+    event: ConsentSubmitted,
+    record_id: str,
+    notice: str | None,
+    revision: str,
+    expires: datetime | None,
+    delegation: str | None,
+    reason: str | None,
+) -> ConsentRecord:
     return ConsentRecord(
         record_id=record_id,
-        platform=state.platform,
+        platform=platform,
         meeting_id=event.meeting_id,
         subject=event.participant_id,
         indicated_by=event.indicated_by,
@@ -284,7 +313,7 @@ def evaluate_consent(
         choice=event.choice,
         channel=event.channel,
         notice_version=notice,
-        policy_revision=policy.revision,
+        policy_revision=revision,
         at=event.at,
         expires_at=expires,
         evidence=event.evidence,

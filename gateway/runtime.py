@@ -58,9 +58,6 @@ from gateway.store.outbox import DROPPED, FAILED, MERGED, Finished, Lease, Outbo
 
 log = structlog.get_logger("gateway.runtime")
 
-NO_POLICY = "none"
-"""The ``policy_revision`` of a refusal or withdrawal recorded while no loaded policy covered its meeting."""
-
 MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
 _UNHELD_SECONDS = 5.0
@@ -458,32 +455,11 @@ class Gateway:
         return Result("accepted", None, record.record_id)
 
     async def _restrict_ungoverned(self, platform: str, event: ConsentSubmitted, now: datetime) -> Result:
-        """A refusal or withdrawal for a meeting no loaded policy covers (a reload narrowed ``applies_to``)
-        is recorded all the same, and everything queued of the participant is purged: a later reload that
-        covers the meeting again must find it (every channel can withdraw, DESIGN). Only the participant's
-        own counts: without a policy no delegation can be checked. Consent to give waits for a policy."""
-        own = event.indicated_by == event.participant_id
-        reason = (
-            None
-            if own and event.purposes
-            else ("indicated_by_other" if event.purposes else "unknown_purpose")
-        )
-        record = ConsentRecord(
-            record_id=self._new_id(),
-            platform=platform,
-            meeting_id=event.meeting_id,
-            subject=event.participant_id,
-            indicated_by=event.indicated_by,
-            purposes=tuple(dict.fromkeys(event.purposes)),
-            choice=event.choice,
-            channel=event.channel,
-            notice_version=event.notice_version,
-            policy_revision=NO_POLICY,
-            at=event.at,
-            evidence=event.evidence,
-            outcome=RecordOutcome.REJECTED if reason else RecordOutcome.ACCEPTED,
-            reason=reason,
-        )
+        """A refusal or withdrawal for a meeting no loaded policy covers is recorded all the same
+        (``engine.evaluate_ungoverned``), and everything queued of the participant is purged: a later
+        reload that covers the meeting again must find it."""
+        record = engine.evaluate_ungoverned(platform, event, self._new_id())
+        reason = record.reason
         key = (platform, event.meeting_id)
         every = tuple(sorted({d.id for policy in self.policies.policies for d in policy.destinations}))
         purge = Purge(event.meeting_id, event.participant_id, every) if reason is None and every else None

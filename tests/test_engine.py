@@ -413,3 +413,20 @@ def test_a_consent_at_the_very_end_of_the_window_finds_the_hold_over_whichever_p
     m.consent("ada", ("summary",), t=30)
     assert m.last("s1").action is Action.DROP
     assert m.sent("live") == []
+
+
+def test_a_restriction_no_policy_governs_is_the_participants_own_or_rejected() -> None:
+    """With no policy covering the meeting, a participant's own refusal is accepted (every channel can
+    withdraw); one indicated by someone else, or naming no purpose, is rejected: no delegation can be
+    checked without a policy."""
+
+    def submitted(by: str, purposes: tuple[str, ...]) -> ConsentSubmitted:
+        return ConsentSubmitted("generic", "m1", "ada", purposes, ConsentChoice.REFUSED, by, "api", at(0))
+
+    own = engine.evaluate_ungoverned("generic", submitted("ada", ("summary",)), "r1")
+    assert (own.outcome, own.policy_revision, own.expires_at) == (RecordOutcome.ACCEPTED, "none", None)
+    assert (
+        engine.evaluate_ungoverned("generic", submitted("host", ("summary",)), "r2").reason
+        == "indicated_by_other"
+    )
+    assert engine.evaluate_ungoverned("generic", submitted("ada", ()), "r3").reason == "unknown_purpose"
