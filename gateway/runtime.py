@@ -62,7 +62,7 @@ MeetingKey = tuple[str, str]
 _FORGET_AFTER = timedelta(minutes=10)
 _UNHELD_SECONDS = 5.0
 """How long delivery's request to hold a meeting the stored roster lacks is answered from memory."""
-LATE_END_SECONDS = 0.5
+LATE_END_SECONDS = 2.0
 """How long after the latest part kept after a meeting's end it is ended again (``_end_again_soon``)."""
 _FORGOTTEN_ROSTERS = 1000
 """Rosters of forgotten meetings kept for transcripts that arrive late (the latest this many meetings)."""
