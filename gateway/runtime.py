@@ -15,7 +15,7 @@ import hashlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -229,6 +229,8 @@ class Gateway:
         """Meeting ids delivery asked to hold that the stored roster did not have, until when (monotonic)."""
         self._ending_again: dict[MeetingKey, float] = {}
         """Meetings to be ended again, for parts kept after their end, and when (``_end_again_soon``)."""
+        self._late_transcripts: dict[MeetingKey, int] = {}
+        """Meetings a late transcript is being applied to now, and by how many (``late_transcript``)."""
         self._ungoverned: dict[str, tuple[MeetingKey, ...]] = {}
         """Meetings the stored roster has that no loaded policy covers (``hold_meeting``), with their keys."""
         self._forgotten: OrderedDict[MeetingKey, Mapping[str, Participant]] = OrderedDict()
@@ -890,11 +892,34 @@ class Gateway:
         if not pending:
             self._background(self._end_again(key))
 
+    @contextlib.asynccontextmanager
+    async def late_transcript(self, platform: str, meeting_id: str) -> AsyncIterator[None]:
+        """While a platform's late transcript (Zoom's recording, Teams', Meet's entries after the end) is
+        applied cue by cue, its parts are not ended again on their own (``_end_again_soon``), however long
+        a slow store makes the applying take: the adapter ends the meeting again once, after the last cue,
+        and the recording goes in one transcript. Should the adapter stop half way (storage gone), what it
+        applied is ended again ``LATE_END_SECONDS`` after it leaves."""
+        key = (platform, meeting_id)
+        self._late_transcripts[key] = self._late_transcripts.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            if (left := self._late_transcripts[key] - 1) > 0:
+                self._late_transcripts[key] = left
+            else:
+                del self._late_transcripts[key]
+                if key in self._ending_again:
+                    self._ending_again[key] = time.monotonic() + LATE_END_SECONDS
+
     async def _end_again(self, key: MeetingKey) -> None:
         try:
-            # a deadline each new late part pushes back: a timer, not a condition to be signalled
-            while (wait := self._ending_again[key] - time.monotonic()) > 0:  # noqa: ASYNC110
-                await asyncio.sleep(wait)
+            # a deadline each new late part pushes back, and that waits for a late transcript being applied:
+            # a timer, not a condition to be signalled
+            while True:
+                wait = self._ending_again[key] - time.monotonic()
+                if wait <= 0 and key not in self._late_transcripts:
+                    break
+                await asyncio.sleep(wait if wait > 0 else LATE_END_SECONDS)
         finally:
             self._ending_again.pop(key, None)
         state = self._states.get(key)

@@ -311,16 +311,17 @@ async def _apply(
     # the gateway's roster (with former names, and joins from before a restart), then any join the
     # webhooks told this process that it lacks
     joins = rosters.joins(job.meeting_id)
-    state, ended = await gateway.bring_back(platform, job.meeting_id, datetime.now(UTC), joins)
-    roster = dict(state.participants) if state is not None else {}
-    voices = unknown_voices(cues, roster, platform, job.meeting_id, datetime.now(UTC))
-    for voice in voices:
-        await gateway.handle(platform, voice, ask=False)  # known only by a name: nobody to ask
-    events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)
-    for event in events:
-        await gateway.handle(platform, event)
-    if ended:
-        await gateway.handle(platform, MeetingEnded(platform, job.meeting_id, datetime.now(UTC)))
+    async with gateway.late_transcript(platform, job.meeting_id):  # one transcript, however slow the store
+        state, ended = await gateway.bring_back(platform, job.meeting_id, datetime.now(UTC), joins)
+        roster = dict(state.participants) if state is not None else {}
+        voices = unknown_voices(cues, roster, platform, job.meeting_id, datetime.now(UTC))
+        for voice in voices:
+            await gateway.handle(platform, voice, ask=False)  # known only by a name: nobody to ask
+        events = segments(job.meeting_id, file, cues, roster, job.started_at, platform)
+        for event in events:
+            await gateway.handle(platform, event)
+        if ended:
+            await gateway.handle(platform, MeetingEnded(platform, job.meeting_id, datetime.now(UTC)))
     attributed = sum(1 for e in events if e.segment.participant_id is not None)
     log.info(
         "zoom.transcript.applied",

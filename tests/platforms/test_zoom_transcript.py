@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from gateway import runtime
 from gateway.platforms import vtt
 from gateway.platforms.zoom_transcript import VOICE_PREFIX, speaker_label
 from gateway.sealing import new_key_spec
@@ -235,6 +236,31 @@ async def test_a_long_late_recording_reaches_a_meeting_end_destination_as_one_tr
         await rig.accept(fixture("meeting.ended.json"))
         if forgotten:
             await rig.gw.app[GATEWAY].tick(datetime.now(UTC) + timedelta(minutes=11))
+        url = rig.zoom.add_transcript("late", vtt_text, TOKEN)
+        await rig.accept(transcript_completed(UUID, url, TOKEN))
+        await _downloaded(rig)
+        await rig.gw.settle()
+    assert [len(t) for t in transcripts(rig.gw.fakes["archive"])] == [cues]
+
+
+async def test_a_late_recording_is_one_transcript_however_slow_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store so slow that every cue takes longer to apply than the pause after which late parts are
+    sent on their own (the pause made nil here): the recording is still sent whole, once, because no
+    part is ended again on its own while a late transcript is being applied."""
+    monkeypatch.setattr(runtime, "LATE_END_SECONDS", 0.0)
+    cues = 120
+    vtt_text = "WEBVTT\n\n" + "\n".join(
+        f"{i + 1}\n00:{i // 60:02d}:{i % 60:02d}.000 --> 00:{i // 60:02d}:{i % 60:02d}.500\n"
+        f"Tomás Ó Briain: Point number {i} of the review.\n"
+        for i in range(cues)
+    )
+    async with zoom_gateway(tmp_path, monkeypatch, (Dest("archive", delivery="meeting_end"),)) as rig:
+        await rig.accept(fixture("meeting.started.json"))
+        await rig.accept(participant_event("meeting.participant_joined", UUID, "16778242", "Tomás Ó Briain"))
+        await rig.accept(chat_event(UUID, "16778242", "c-1", "/consent summary"))
+        await rig.accept(fixture("meeting.ended.json"))
         url = rig.zoom.add_transcript("late", vtt_text, TOKEN)
         await rig.accept(transcript_completed(UUID, url, TOKEN))
         await _downloaded(rig)
