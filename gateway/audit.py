@@ -26,7 +26,8 @@ SHOW_COLUMNS = (
 _RECORD_FIELDS = tuple(f.name for f in fields(ConsentRecord))
 _DECISION_FIELDS = tuple(f.name for f in fields(Decision))
 # Spreadsheets execute cells starting with these; ids come from platforms, so they are not trusted.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+"""Characters a spreadsheet may read a cell starting with as a formula (with their full-width forms)."""
 
 
 # --- show --------------------------------------------------------------------------------------------
@@ -115,7 +116,9 @@ def _cell(value: object) -> str:
         text = ";".join(json.dumps(v) if isinstance(v, dict) else str(v) for v in encoded)
     else:
         text = "" if encoded is None else str(encoded)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    # a spreadsheet may skip leading spaces before reading a formula (" =HYPERLINK(...)")
+    formula = text.startswith(_FORMULA_STARTS) or text.lstrip().startswith(_FORMULA_STARTS)
+    return "'" + text if formula else text
 
 
 def _ledger_csv(entry: LedgerEntry) -> list[str]:

@@ -170,6 +170,16 @@ async def test_decision_exports_and_formula_cells(store: Store) -> None:
     assert rows[0]["reasons"] == "consent.unknown"
 
 
+@pytest.mark.parametrize("value", [" =1+1", "  @SUM(A1)", "\n-2", "\uff1dcmd", " \t+3"])
+def test_a_formula_behind_spaces_or_in_full_width_is_neutralised(value: str) -> None:
+    """A spreadsheet may skip leading spaces before a formula, and some read full-width signs as theirs."""
+    assert audit._cell(value) == "'" + value
+
+
+def test_ordinary_cells_are_left_as_they_are() -> None:
+    assert [audit._cell(v) for v in ("p-1", " summary", "a=b")] == ["p-1", " summary", "a=b"]
+
+
 async def test_unknown_formats_are_refused(store: Store) -> None:
     """An unknown format or log name raises ValueError naming the choices."""
     with pytest.raises(ValueError, match="jsonl or csv"):
