@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 InstallId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 EnvName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -80,18 +80,64 @@ class RecallInstall(_Strict):
     """Variables holding the workspace's ``whsec_`` verification secrets (several during a rotation)."""
 
 
+TokenUrl = Annotated[
+    str, Field(pattern=r"^(?:https://[^/?#@\s]+|http://127\.0\.0\.1(?::[0-9]{1,5})?)(?:/[^?#\s]*)?$")
+]
+"""Where the client secret is sent: https, or plain http to 127.0.0.1 only (a fake token server in tests)."""
+
+
+class OAuthClient(_Strict):
+    """An OAuth 2.0 client that gets the API's bearer tokens from a token endpoint and keeps them fresh
+    (``gateway.platforms.oauth``): app-only ``client_credentials`` (Microsoft Graph) or ``refresh_token``
+    (Google)."""
+
+    token_url: TokenUrl
+    """``https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token``; ``https://oauth2.googleapis.com/token``."""
+    grant: Literal["client_credentials", "refresh_token"]
+    client_id: Annotated[str, Field(min_length=1, max_length=256)]
+    client_secret_env: EnvName
+    """Variable holding the client secret."""
+    refresh_token_env: EnvName | None = None
+    """Variable holding the refresh token (grant ``refresh_token`` only, and required there)."""
+    scope: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    """Sent as ``scope`` when set: ``https://graph.microsoft.com/.default`` for Graph app-only access."""
+
+    @model_validator(mode="after")
+    def _refresh_token_iff_grant(self) -> Self:
+        if self.grant == "refresh_token" and self.refresh_token_env is None:
+            raise ValueError("refresh_token_env is required when grant is refresh_token")
+        if self.grant != "refresh_token" and self.refresh_token_env is not None:
+            raise ValueError(f"refresh_token_env is only for grant refresh_token, not {self.grant}")
+        return self
+
+
+def _exactly_one_token_source(token_env: str | None, oauth: OAuthClient | None) -> None:
+    if (token_env is None) == (oauth is None):
+        found = "neither is set" if token_env is None else "both are set"
+        raise ValueError(f"exactly one of token_env or oauth is required ({found})")
+
+
 class TeamsInstall(_Strict):
     """One Microsoft 365 tenant's Graph change-notification subscription for meeting transcripts."""
 
     id: InstallId
     client_state_env: EnvName
     """Variable holding the ``clientState`` secret given when the subscription was created."""
-    token_env: EnvName
-    """Variable holding a Graph bearer token (OnlineMeetingTranscript.Read.All); the operator refreshes it."""
+    token_env: EnvName | None = None
+    """Variable holding a static Graph bearer token (OnlineMeetingTranscript.Read.All), which the operator
+    must replace before it expires; or, instead, ``oauth``."""
+    oauth: OAuthClient | None = None
+    """The app registration whose client-credentials tokens are fetched and refreshed (instead of
+    ``token_env``)."""
     graph_base: str = "https://graph.microsoft.com/v1.0"
     meeting_platform: Annotated[str, Field(min_length=1, max_length=32)] = "generic"
     """The platform key of the meetings whose roster and consent apply: the integration sends them through
     the generic API (Teams transcripts carry display names only)."""
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Self:
+        _exactly_one_token_source(self.token_env, self.oauth)
+        return self
 
 
 class MeetInstall(_Strict):
@@ -100,9 +146,18 @@ class MeetInstall(_Strict):
     id: InstallId
     push_token_env: EnvName
     """Variable holding the shared token the push subscription's URL carries (``?token=``)."""
-    token_env: EnvName
-    """Variable holding an OAuth bearer token for the Meet REST API (meetings.space.readonly)."""
+    token_env: EnvName | None = None
+    """Variable holding a static OAuth bearer token for the Meet REST API (meetings.space.readonly), which
+    the operator must replace before it expires; or, instead, ``oauth``."""
+    oauth: OAuthClient | None = None
+    """The OAuth client and refresh token whose access tokens are fetched and refreshed (instead of
+    ``token_env``)."""
     api_base: str = "https://meet.googleapis.com/v2"
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> Self:
+        _exactly_one_token_source(self.token_env, self.oauth)
+        return self
 
 
 class PlatformsConfig(_Strict):

@@ -17,15 +17,20 @@ synchronised before the delivery is answered:
 4. an ended conference then ends the meeting; entries that come after that (Meet makes a transcript ready
    after the conference) bring the meeting back (``Gateway.bring_back``) and end it again.
 
+Requests bear the installation's bearer token: a static one, or one its OAuth client keeps fresh (``oauth``);
+a 401 invalidates the token and the request is made once more at once with a new one.
+
 Answering after the sync is how a failed one is retried: a sync that fails for a reason that may pass (the
-Meet API's 5xx, 401/403/429, a timeout, a page that is not JSON, storage unavailable) is answered 503, and
-Pub/Sub delivers the message again under the subscription's retry policy (exponential backoff, a
-dead-letter topic), which outlives this process; a retry loop in the process would be lost on a restart
-while the last event of a conference (``transcript.fileGenerated``) would never come again. A failure that
-will not pass (400, 404: the conference or transcript is gone) is acknowledged and logged. The
-subscription's acknowledgement deadline must cover a sync (set it to a minute or more): a delivery answered
-late is delivered again, which costs a sync that feeds nothing new. Pushes for a conference that arrive
-while it is being synchronised share one next sync (``synchronise``), so a burst of events costs two.
+Meet API's 5xx, 401/403/429, a timeout, a page that is not JSON, no token from the token endpoint, storage
+unavailable) is answered 503, and Pub/Sub delivers the message again under the subscription's retry policy
+(exponential backoff, a dead-letter topic), which outlives this process; a retry loop in the process would
+be lost on a restart while the last event of a conference (``transcript.fileGenerated``) would never come
+again. So a token endpoint that refuses the client is answered 503 too: the redelivery meets the restart
+with the configuration mended. A failure that will not pass (400, 404: the conference or transcript is
+gone) is acknowledged and logged. The subscription's acknowledgement deadline must cover a sync (set it to
+a minute or more): a delivery answered late is delivered again, which costs a sync that feeds nothing new.
+Pushes for a conference that arrive while it is being synchronised share one next sync (``synchronise``),
+so a burst of events costs two.
 
 The meeting id is the conference record name (``conferenceRecords/{c}``). What was fed in is remembered per
 process, so repeated events feed only what is new; segment ids are stable, so a restart's repeats are
@@ -58,6 +63,7 @@ from yarl import URL
 from gateway.events import MeetingEnded, MeetingEvent, ParticipantJoined, ParticipantLeft, SegmentReceived
 from gateway.instant import Instant
 from gateway.model import Segment
+from gateway.platforms import oauth
 from gateway.platforms.config import MeetInstall, env_secret
 from gateway.store.base import StorageError
 from gateway.web.keys import GATEWAY
@@ -269,7 +275,7 @@ def _presence(
 class _Install:
     config: MeetInstall
     push_token: bytes
-    token: str
+    tokens: oauth.TokenSource
 
 
 class FetchError(Exception):
@@ -299,7 +305,11 @@ class _Next:
 class Meet:
     def __init__(self, installs: Sequence[MeetInstall], environ: Mapping[str, str]) -> None:
         self.installs = [
-            _Install(i, env_secret(i.push_token_env, environ).encode(), env_secret(i.token_env, environ))
+            _Install(
+                i,
+                env_secret(i.push_token_env, environ).encode(),
+                oauth.token_source(i.token_env, i.oauth, environ, label=f"meet:{i.id}"),
+            )
             for i in installs
         ]
         self.session: aiohttp.ClientSession | None = None
@@ -430,19 +440,35 @@ class Meet:
         self, install: _Install, path: str, params: Mapping[str, str], key: str
     ) -> dict[str, Any]:
         """One JSON object from the Meet API; a ``FetchError`` (naming ``key``, never content) otherwise."""
-        assert self.session is not None, "the cleanup context opens the session"
         url = URL(install.config.api_base.rstrip("/") + "/" + path)
-        headers = {"Authorization": f"Bearer {install.token}"}
-        async with self.session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
-            if resp.status != 200:
-                raise FetchError(f"{key}: HTTP {resp.status}", retry=resp.status not in _FINAL)
-            try:
-                doc = await resp.json(content_type=None)
-            except (ValueError, UnicodeDecodeError):  # a proxy's error page, a truncated body
-                raise FetchError(f"{key}: not JSON") from None
+        token = await self._token(install, key)
+        status, doc = await self._get(url, params, token, key)
+        if status == 401 and install.tokens.invalidate(token):  # expired or revoked: once more, at once
+            status, doc = await self._get(url, params, await self._token(install, key), key)
+        if status != 200:
+            raise FetchError(f"{key}: HTTP {status}", retry=status not in _FINAL)
         if not isinstance(doc, dict):
             raise FetchError(f"{key}: not an object")
         return doc
+
+    async def _token(self, install: _Install, key: str) -> str:
+        assert self.session is not None, "the cleanup context opens the session"
+        try:
+            return await install.tokens.token(self.session)
+        except (oauth.TokenUnavailable, oauth.TokenRefused) as exc:
+            raise FetchError(f"{key}: {exc}") from None
+
+    async def _get(self, url: URL, params: Mapping[str, str], token: str, key: str) -> tuple[int, Any]:
+        """The status, and the JSON document of a 200."""
+        assert self.session is not None, "the cleanup context opens the session"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.session.get(url, params=params, headers=headers, allow_redirects=False) as resp:
+            if resp.status != 200:
+                return resp.status, None
+            try:
+                return 200, await resp.json(content_type=None)
+            except (ValueError, UnicodeDecodeError):  # a proxy's error page, a truncated body
+                raise FetchError(f"{key}: not JSON") from None
 
     async def fetch_all(self, install: _Install, path: str, key: str, model: type[_T]) -> list[_T]:
         """Every valid item of a paginated Meet list (``pageToken`` / ``nextPageToken``); an invalid one is
@@ -511,6 +537,8 @@ def _lifecycle(meet: Meet) -> Callable[[web.Application], AsyncIterator[None]]:
             for task in list(meet.tasks):
                 task.cancel()
             await meet.idle()
+            for install in meet.installs:
+                await install.tokens.aclose()
 
     return ctx
 

@@ -4,7 +4,9 @@ Graph validates the subscription by posting ``?validationToken=...``: the URL-de
 ``text/plain``. Notifications carry no signature, only the ``clientState`` secret given at subscription time:
 it is compared in constant time with every installation's, and a request with any notification that matches
 none is refused whole (401, logged without its body). Accepted notifications are answered 202 at once; the
-transcript is then fetched in the background as ``text/vtt`` with the installation's bearer token.
+transcript is then fetched in the background as ``text/vtt`` with the installation's bearer token (a static
+one, or one its OAuth client keeps fresh: ``oauth``); a 401 invalidates the token and is tried once more at
+once with a new one.
 
 Teams transcripts carry display names only (``<v Name>`` voice tags), and display names are not identity.
 So a Teams meeting is keyed the way the integration keys it: the roster and the consent come through the
@@ -37,7 +39,8 @@ from yarl import URL
 
 from gateway.events import MeetingEnded, ParticipantJoined, SegmentReceived
 from gateway.model import Participant, Segment
-from gateway.platforms import vtt
+from gateway.platforms import oauth, vtt
+from gateway.platforms.capped import read_capped
 from gateway.platforms.config import TeamsInstall, env_secret
 from gateway.store.base import StorageError
 from gateway.web.keys import GATEWAY
@@ -159,7 +162,7 @@ def _voice_id(voice: str) -> str:
 class _Install:
     config: TeamsInstall
     client_state: bytes
-    token: str
+    tokens: oauth.TokenSource
 
 
 class Teams:
@@ -167,7 +170,11 @@ class Teams:
 
     def __init__(self, installs: Sequence[TeamsInstall], environ: Mapping[str, str]) -> None:
         self.installs = [
-            _Install(i, env_secret(i.client_state_env, environ).encode(), env_secret(i.token_env, environ))
+            _Install(
+                i,
+                env_secret(i.client_state_env, environ).encode(),
+                oauth.token_source(i.token_env, i.oauth, environ, label=f"teams:{i.id}"),
+            )
             for i in installs
         ]
         self.session: aiohttp.ClientSession | None = None
@@ -252,50 +259,58 @@ class Teams:
             await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
 
     async def fetch(self, install: _Install, ref: TranscriptRef, fields: dict[str, str]) -> str | None:
-        assert self.session is not None, "the cleanup context opens the session"
         url = ref.content_url(install.config.graph_base)
-        headers = {"Authorization": f"Bearer {install.token}", "Accept": "text/vtt"}
-        try:
-            async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
-                if resp.status == 403:
-                    # Speaker attribution is disabled for the tenant: nothing can be attributed, so
-                    # nothing at all is fed in (not even as unattributed text).
-                    log.warning("teams.attribution_unavailable", **fields)
-                    return None
-                if resp.status in TRANSIENT:
-                    raise _Transient(f"status {resp.status}")
-                if resp.status != 200:
-                    log.warning("teams.fetch_failed", status=resp.status, **fields)
-                    return None
-                raw = await read_capped(resp, MAX_TRANSCRIPT_BYTES)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _Transient(type(exc).__name__) from None
+        token = await self._token(install)
+        status, raw = await self._get(url, token)
+        if status == 401 and install.tokens.invalidate(token):  # expired or revoked: once more, at once
+            status, raw = await self._get(url, await self._token(install))
+        if status == 403:
+            # Speaker attribution is disabled for the tenant: nothing can be attributed, so
+            # nothing at all is fed in (not even as unattributed text).
+            log.warning("teams.attribution_unavailable", **fields)
+            return None
+        if status in TRANSIENT:
+            raise _Transient(f"status {status}")
+        if status != 200:
+            log.warning("teams.fetch_failed", status=status, **fields)
+            return None
         if raw is None:
             log.warning("teams.transcript_too_large", **fields)
             return None
         return raw.decode("utf-8", errors="replace")
+
+    async def _token(self, install: _Install) -> str:
+        assert self.session is not None, "the cleanup context opens the session"
+        try:
+            return await install.tokens.token(self.session)
+        except (oauth.TokenUnavailable, oauth.TokenRefused) as exc:
+            # a refusal too: the identity platform may not know a secret minutes old yet, and what is
+            # retried here is a consenting participant's words (logged as a configuration error there)
+            raise _Transient(f"token: {exc}") from None
+
+    async def _get(self, url: URL, token: str) -> tuple[int, bytes | None]:
+        """The status, and the body of a 200 (None when over ``MAX_TRANSCRIPT_BYTES``)."""
+        assert self.session is not None, "the cleanup context opens the session"
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/vtt"}
+        try:
+            async with self.session.get(url, headers=headers, allow_redirects=False) as resp:
+                if resp.status != 200:
+                    return resp.status, None
+                return 200, await read_capped(resp, MAX_TRANSCRIPT_BYTES)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _Transient(type(exc).__name__) from None
 
 
 RETRY_DELAYS = (5.0, 30.0, 120.0, 600.0, 1800.0)
 """Seconds before each new attempt at a transcript (about 45 minutes in all)."""
 TRANSIENT = frozenset({404, 408, 429, 500, 502, 503, 504})
 """Graph statuses a later attempt may not get: 404 too, since a transcript is announced before its content
-can always be read. 401 (the token, which only a restart changes) and 403 (attribution off) are final."""
+can always be read. 401 after a fresh token (the app lacks the permission) and 403 (attribution off) are
+final; so is 401 to a static ``token_env`` token, which only a restart changes."""
 
 
 class _Transient(Exception):
     """A fetch that failed for a reason that may pass; the message is a status or class name only."""
-
-
-async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds ``limit`` bytes."""
-    chunks, total = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        total += len(chunk)
-        if total > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 TEAMS = web.AppKey("teams", Teams)
@@ -340,6 +355,8 @@ def _lifecycle(teams: Teams) -> Callable[[web.Application], AsyncIterator[None]]
             for task in list(teams.tasks):
                 task.cancel()
             await teams.idle()
+            for install in teams.installs:
+                await install.tokens.aclose()
 
     return ctx
 

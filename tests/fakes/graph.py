@@ -2,15 +2,17 @@
 
 It is a real aiohttp server on 127.0.0.1 that answers
 ``GET /v1.0/users/{u}/onlineMeetings/{m}/transcripts/{t}/content?$format=text/vtt`` (and the
-``communications/onlineMeetings`` form) for the bearer token it was given, 401 for any other token, 404 for an
-unknown transcript, and 403 for every transcript when ``attribution_disabled`` is set (what a tenant that
-turned speaker attribution off answers). As Graph, it also sends the subscription validation request and
+``communications/onlineMeetings`` form) for the bearer token it was given (or any of ``tokens``: a set, or a
+predicate such as ``FakeOAuth.valid``), 401 for any other token, 404 for an unknown transcript, and 403 for
+every transcript when ``attribution_disabled`` is set (what a tenant that turned speaker attribution off
+answers). As Graph, it also sends the subscription validation request and
 change notifications ``{"value": [...]}`` to a gateway.
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -32,6 +34,8 @@ class Request:
 @dataclass
 class FakeGraph:
     token: str = TOKEN
+    tokens: Collection[str] | Callable[[str], bool] | None = None
+    """Valid bearer tokens instead of ``token`` alone (a set, or a predicate asked on every request)."""
     transcripts: dict[tuple[str, str], str] = field(default_factory=dict)
     """(meeting id, transcript id) -> VTT text."""
     attribution_disabled: bool = False
@@ -68,7 +72,7 @@ class FakeGraph:
         self.requests.append(Request(request.path, dict(request.query), auth))
         if self.fail_next:
             return web.json_response({"error": {"code": "Unavailable"}}, status=self.fail_next.pop(0))
-        if auth != f"Bearer {self.token}":
+        if not self._authorized(auth):
             return web.json_response({"error": {"code": "InvalidAuthenticationToken"}}, status=401)
         if self.attribution_disabled:
             return web.json_response(
@@ -78,6 +82,12 @@ class FakeGraph:
         if vtt is None:
             return web.json_response({"error": {"code": "NotFound"}}, status=404)
         return web.Response(text=vtt, content_type="text/vtt")
+
+    def _authorized(self, auth: str | None) -> bool:
+        token = auth.removeprefix("Bearer ") if auth and auth.startswith("Bearer ") else None
+        if token is None or self.tokens is None:
+            return token is not None and token == self.token
+        return self.tokens(token) if callable(self.tokens) else token in self.tokens
 
     # --- Graph as a client of the gateway ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """A fake Google Meet REST API (v2) with pagination, and the Pub/Sub push that announces its events.
 
-A real aiohttp server on 127.0.0.1 answering, for its bearer token only:
+A real aiohttp server on 127.0.0.1 answering, for its bearer token only (or any of ``tokens``: a set, or a
+predicate such as ``FakeOAuth.valid``; 401 otherwise):
 ``GET /v2/conferenceRecords/{c}`` (``startTime``, and ``endTime`` once ``end()`` was called; 404 for a
 conference it has no data of), and the lists ``GET /v2/conferenceRecords/{c}/participants``,
 ``.../participants/{p}/participantSessions``, ``.../transcripts`` and ``.../transcripts/{t}/entries``, each
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -29,6 +31,8 @@ TOKEN = "meet-test-token"
 @dataclass
 class FakeMeet:
     token: str = TOKEN
+    tokens: Collection[str] | Callable[[str], bool] | None = None
+    """Valid bearer tokens instead of ``token`` alone (a set, or a predicate asked on every request)."""
     participants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """conference id -> participant resources."""
     entries: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
@@ -125,7 +129,7 @@ class FakeMeet:
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         self.requests.append((request.path, dict(request.query)))
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if not self._authorized(request.headers.get("Authorization")):
             return web.json_response({"error": {"code": 401, "status": "UNAUTHENTICATED"}}, status=401)
         if self.fail_times > 0 or (self.fail_with is not None):
             self.fail_times = max(0, self.fail_times - 1)
@@ -134,6 +138,12 @@ class FakeMeet:
         if self.not_json:
             return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
         return None
+
+    def _authorized(self, auth: str | None) -> bool:
+        token = auth.removeprefix("Bearer ") if auth and auth.startswith("Bearer ") else None
+        if token is None or self.tokens is None:
+            return token is not None and token == self.token
+        return self.tokens(token) if callable(self.tokens) else token in self.tokens
 
     def _page(self, request: web.Request, key: str, items: list[dict[str, Any]]) -> web.Response:
         if (refused := self._refusal(request)) is not None:

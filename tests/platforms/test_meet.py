@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from gateway.platforms import meet
-from gateway.platforms.config import MeetInstall, PlatformsConfigError
+from gateway.platforms.config import MeetInstall, OAuthClient, PlatformsConfigError
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.meet import FakeMeet
+from tests.fakes.oauth import FakeOAuth
 from tests.platforms.platform_gateway import consent, forwarded, platform_gateway
 from tests.web.harness import LiveGateway
 
@@ -189,3 +191,76 @@ def test_missing_secrets_name_their_variable() -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+# --- OAuth refresh token ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def oauth_world(tmp_path: Path) -> AsyncIterator[tuple[World, FakeOAuth]]:
+    """The Meet API accepting only the live access tokens a fake Google token endpoint issued."""
+    async with FakeOAuth() as google, FakeMeet(tokens=google.valid) as api:
+        client = OAuthClient(
+            token_url=google.url,
+            grant="refresh_token",
+            client_id=google.client_id,
+            client_secret_env="SECRET",
+            refresh_token_env="REFRESH",
+        )
+        install = MeetInstall(id="ws", push_token_env="PUSH", oauth=client, api_base=api.base)
+        environ = {"PUSH": PUSH_TOKEN, "SECRET": google.client_secret, "REFRESH": google.refresh_token}
+
+        def setup(app: web.Application) -> None:
+            meet.setup(app, [install], environ=environ)
+
+        async with platform_gateway(tmp_path, setup) as live:
+            yield World(live, api), google
+
+
+async def test_an_access_token_revoked_mid_run_is_replaced_and_the_next_entries_arrive(
+    oauth_world: tuple[World, FakeOAuth],
+) -> None:
+    """The access token stops working between two syncs (its hour is up): the Meet API's 401 invalidates
+    it, the refresh token gets a new one at once, and the consenting participant's new words arrive."""
+    world, google = oauth_world
+    ada, _, _ = _conference(world.api)
+    await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}})
+    await consent(world.live, meet.PLATFORM, MEETING, ada)
+    google.revoke()
+    world.api.add_entry(CONF, "T1", ada, "After the hour.", 9)
+    assert await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}}) == (
+        200, {"status": "accepted"},
+    )  # fmt: skip
+    assert [p["text"] for p in forwarded(world.live)] == ["After the hour."]
+    assert [(r.grant, r.refresh_token_ok, r.secret_ok) for r in google.requests] == [
+        ("refresh_token", True, True)
+    ] * 2
+
+
+async def test_a_token_endpoint_down_is_answered_503_and_the_redelivery_feeds(
+    oauth_world: tuple[World, FakeOAuth],
+) -> None:
+    """The token endpoint answers 503: nothing is read, the push is answered 503 so that Pub/Sub delivers
+    it again, and the redelivery, with the endpoint back, feeds the consented words."""
+    world, google = oauth_world
+    ada, _, _ = _conference(world.api)
+    await consent(world.live, meet.PLATFORM, MEETING, ada)
+    google.fail_next = [503]
+    assert (await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}}))[0] == 503
+    assert world.api.requests == [] and forwarded(world.live) == []
+    assert (await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}}))[0] == 200
+    assert [p["text"] for p in forwarded(world.live)] == ["Good morning.", "Shall we?", "Item one.", "Done."]
+
+
+async def test_a_refused_refresh_token_is_answered_503_for_redelivery(
+    oauth_world: tuple[World, FakeOAuth],
+) -> None:
+    """A refresh token the endpoint refuses (400 ``invalid_grant``) is a configuration error, logged; the
+    push is still answered 503, so that a redelivery after the configuration is mended is not lost."""
+    world, google = oauth_world
+    _conference(world.api)
+    google.refresh_token = "the-operator-revoked-ours"
+    with capture_logs() as logs:
+        assert (await world.push({"transcript": {"name": f"{MEETING}/transcripts/T1"}}))[0] == 503
+    assert [e["status"] for e in logs if e["event"] == "oauth.token_refused"] == [400]
+    assert world.api.requests == []

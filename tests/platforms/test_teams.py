@@ -13,11 +13,12 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from gateway.platforms import teams, vtt
-from gateway.platforms.config import PlatformsConfigError, TeamsInstall
+from gateway.platforms.config import OAuthClient, PlatformsConfigError, TeamsInstall
 from gateway.runtime import wall_clock
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.graph import FakeGraph
+from tests.fakes.oauth import FakeOAuth
 from tests.platforms.platform_gateway import forwarded, platform_gateway
 from tests.web.harness import LiveGateway, consent, event, joined
 
@@ -321,3 +322,91 @@ async def test_a_transcript_that_keeps_failing_is_given_up_and_may_come_again(wo
     assert forwarded(world.live) == []
     assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
     assert [p["text"] for p in forwarded(world.live)] == ["At last."]
+
+
+# --- OAuth client credentials ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def oauth_world(tmp_path: Path) -> AsyncIterator[tuple[World, FakeOAuth]]:
+    """Graph accepting only the live tokens a fake Microsoft identity platform issued to the installation."""
+    async with FakeOAuth() as idp, FakeGraph(tokens=idp.valid) as graph:
+        client = OAuthClient(
+            token_url=idp.url,
+            grant="client_credentials",
+            client_id=idp.client_id,
+            client_secret_env="SECRET",
+            scope="https://graph.microsoft.com/.default",
+        )
+        install = TeamsInstall(id="contoso", client_state_env="STATE", oauth=client, graph_base=graph.base)
+        environ = {"STATE": CLIENT_STATE, "SECRET": idp.client_secret}
+
+        def setup(app: web.Application) -> None:
+            teams.setup(app, [install], environ=environ)
+
+        async with platform_gateway(tmp_path, setup) as live:
+            live.app[teams.TEAMS].retry_delays = (0.01, 0.01, 0.01)
+            yield World(live, graph), idp
+
+
+async def test_a_token_revoked_mid_run_is_replaced_and_the_next_transcript_arrives(
+    oauth_world: tuple[World, FakeOAuth],
+) -> None:
+    """The installation's client-credentials token stops working between two transcripts (expired,
+    revoked): Graph's 401 invalidates it, a new one is fetched at once, and Ada's words still arrive."""
+    world, idp = oauth_world
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    for n, transcript in enumerate(("first", "second")):
+        world.graph.transcripts[(MEETING, transcript)] = (
+            f"WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Part {n}.</v>\n"
+        )
+    assert await world.notify(FakeGraph.notification(MEETING, "first", CLIENT_STATE)) == 202
+    revoked = idp.revoke()
+    assert await world.notify(FakeGraph.notification(MEETING, "second", CLIENT_STATE)) == 202
+    assert [p["text"] for p in forwarded(world.live)] == ["Part 0.", "Part 1."]
+    assert [r.authorization for r in world.graph.requests] == [
+        f"Bearer {revoked}", f"Bearer {revoked}", f"Bearer {idp.issued[-1]}",
+    ]  # fmt: skip
+    assert [(r.grant, r.scope, r.secret_ok) for r in idp.requests] == [
+        ("client_credentials", "https://graph.microsoft.com/.default", True)
+    ] * 2
+
+
+async def test_a_token_endpoint_down_then_back_still_delivers_the_transcript(
+    oauth_world: tuple[World, FakeOAuth],
+) -> None:
+    """The token endpoint answers 503 (then 429): the fetch is retried on the transcript schedule, and once
+    a token is issued the transcript arrives."""
+    world, idp = oauth_world
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = (
+        "WEBVTT\n\n0:0:1.0 --> 0:0:2.0\n<v Ada Lovelace>Still here.</v>\n"
+    )
+    await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+    idp.fail_next = [503, 429]
+    with capture_logs() as logs:
+        assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [p["text"] for p in forwarded(world.live)] == ["Still here."]
+    retries = [e["reason"] for e in logs if e["event"] == "teams.transcript_retry"]
+    assert retries == ["token: token endpoint status 503", "token: token endpoint status 429"]
+    assert len(idp.requests) == 3 and len(world.graph.requests) == 1
+
+
+async def test_a_fresh_token_refused_by_graph_is_final(oauth_world: tuple[World, FakeOAuth]) -> None:
+    """A 401 to a token just fetched (the app lacks the permission) is not retried again: logged, skipped."""
+    world, idp = oauth_world
+    world.graph.tokens = set()
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = "WEBVTT\n"
+    with capture_logs() as logs:
+        assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [e.get("status") for e in logs if e["event"] == "teams.fetch_failed"] == [401]
+    assert len(world.graph.requests) == 2 and len(idp.requests) == 2
+
+
+async def test_a_static_token_refused_by_graph_is_not_retried(world: World) -> None:
+    """With ``token_env`` nothing can give another token: Graph's 401 is final at once, as before."""
+    world.graph.token = "rotated-by-someone-else"
+    world.graph.transcripts[(MEETING, TRANSCRIPT)] = "WEBVTT\n"
+    with capture_logs() as logs:
+        assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+    assert [e.get("status") for e in logs if e["event"] == "teams.fetch_failed"] == [401]
+    assert len(world.graph.requests) == 1
