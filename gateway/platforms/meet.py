@@ -419,22 +419,24 @@ class Meet:
         process ended already (a transcript Meet makes ready after the end) bring the meeting back first,
         with its roster (the gateway may have forgotten it), and end it again after them."""
         gateway, now = app[GATEWAY], datetime.now(UTC)
-        state = gateway.meeting(PLATFORM, conference)
-        if ended_at is not None and conference in self.ended:
-            if not entries:
-                return  # nothing new since the end
-            joins = [j for p in people if (j := participant_event(conference, p, now))]
-            state, _ = await gateway.bring_back(PLATFORM, conference, now, joins)
-        known = {pid: p.present for pid, p in state.participants.items()} if state else {}
-        planned = plan(conference, people, left, entries, known, now)
-        log.info("meet.sync", meeting_id=conference, events=len(planned), ended=ended_at is not None)
-        for event, ask in planned:
-            await gateway.handle(PLATFORM, event, ask=ask)
-            if isinstance(event, SegmentReceived):
-                self.fed.add(event.segment.segment_id)
-        if ended_at is not None and (entries or conference not in self.ended):
-            await gateway.handle(PLATFORM, MeetingEnded(PLATFORM, conference, ended_at))
-            self.ended.add(conference)
+        # entries after the end go in one late transcript, however long a slow store makes them take
+        async with gateway.late_transcript(PLATFORM, conference):
+            state = gateway.meeting(PLATFORM, conference)
+            if ended_at is not None and conference in self.ended:
+                if not entries:
+                    return  # nothing new since the end
+                joins = [j for p in people if (j := participant_event(conference, p, now))]
+                state, _ = await gateway.bring_back(PLATFORM, conference, now, joins)
+            known = {pid: p.present for pid, p in state.participants.items()} if state else {}
+            planned = plan(conference, people, left, entries, known, now)
+            log.info("meet.sync", meeting_id=conference, events=len(planned), ended=ended_at is not None)
+            for event, ask in planned:
+                await gateway.handle(PLATFORM, event, ask=ask)
+                if isinstance(event, SegmentReceived):
+                    self.fed.add(event.segment.segment_id)
+            if ended_at is not None and (entries or conference not in self.ended):
+                await gateway.handle(PLATFORM, MeetingEnded(PLATFORM, conference, ended_at))
+                self.ended.add(conference)
 
     async def fetch(
         self, install: _Install, path: str, params: Mapping[str, str], key: str

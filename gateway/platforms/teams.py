@@ -246,17 +246,18 @@ class Teams:
         # Graph has a transcript ready minutes after the meeting ends, often after the gateway forgot
         # the meeting: its roster is announced again (who spoke; whose names to scrub), and a meeting
         # that had ended is ended again after, so meeting-end destinations get the transcript too
-        state, ended = await gateway.bring_back(platform, ref.meeting_id, datetime.now(UTC))
-        roster = state.participants if state else {}
-        found = segments(cues, roster, platform, ref, datetime.now(UTC))
-        unattributed = sum(1 for s in found if s.segment.participant_id is None)
-        log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
-        for voice in unknown_voices(cues, roster, platform, ref.meeting_id, datetime.now(UTC)):
-            await gateway.handle(platform, voice, ask=False)  # nobody to ask: no way to reach them
-        for event in found:
-            await gateway.handle(platform, event)
-        if ended and found:
-            await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
+        async with gateway.late_transcript(platform, ref.meeting_id):  # one transcript, however slow
+            state, ended = await gateway.bring_back(platform, ref.meeting_id, datetime.now(UTC))
+            roster = state.participants if state else {}
+            found = segments(cues, roster, platform, ref, datetime.now(UTC))
+            unattributed = sum(1 for s in found if s.segment.participant_id is None)
+            log.info("teams.transcript", cues=len(found), unattributed=unattributed, **fields)
+            for voice in unknown_voices(cues, roster, platform, ref.meeting_id, datetime.now(UTC)):
+                await gateway.handle(platform, voice, ask=False)  # nobody to ask: no way to reach them
+            for event in found:
+                await gateway.handle(platform, event)
+            if ended and found:
+                await gateway.handle(platform, MeetingEnded(platform, ref.meeting_id, datetime.now(UTC)))
 
     async def fetch(self, install: _Install, ref: TranscriptRef, fields: dict[str, str]) -> str | None:
         url = ref.content_url(install.config.graph_base)

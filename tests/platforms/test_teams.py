@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from gateway import runtime
 from gateway.platforms import teams, vtt
 from gateway.platforms.config import OAuthClient, PlatformsConfigError, TeamsInstall
 from gateway.runtime import wall_clock
@@ -20,7 +21,8 @@ from tests.conftest import require_shared
 from tests.fakes.graph import FakeGraph
 from tests.fakes.oauth import FakeOAuth
 from tests.platforms.platform_gateway import forwarded, platform_gateway
-from tests.web.harness import LiveGateway, consent, event, joined
+from tests.test_transcript_batches import transcripts
+from tests.web.harness import Dest, LiveGateway, consent, event, joined
 
 MEETING = "MSo1N2Y5ZGFjYy03MWJmLTQ3NDMtYjQxMy01M2EdFGkdRWHJlQ"
 TRANSCRIPT = "MSMjMCMjNzU3ODc2ZDYtOTcwMi00MDhkLWFkNDItOTE2ZDNmZjkwZGY4"
@@ -111,6 +113,32 @@ async def test_a_transcript_ready_after_the_meeting_was_forgotten_is_still_attri
     assert [(p["participant_id"], p["text"]) for p in forwarded(world.live)] == [
         ("p-ada", "Thanks, [participant 2], for the numbers.")
     ]
+
+
+async def test_a_late_transcript_is_one_transcript_at_meeting_end_however_slow_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transcript Graph makes ready after the end reaches a meeting-end destination whole, even when
+    every cue takes longer to apply than the pause after which late parts go on their own (made nil)."""
+    monkeypatch.setattr(runtime, "LATE_END_SECONDS", 0.0)
+    cues = 40
+    vtt_text = "WEBVTT\n\n" + "".join(
+        f"0:0:{i}.0 --> 0:0:{i}.5\n<v Ada Lovelace>Point {i} of the review.</v>\n\n" for i in range(cues)
+    )
+    async with FakeGraph() as graph:
+        graph.transcripts[(MEETING, TRANSCRIPT)] = vtt_text
+        install = TeamsInstall(id="contoso", client_state_env="S", token_env="T", graph_base=graph.base)
+
+        def setup(app: web.Application) -> None:
+            teams.setup(app, [install], environ={"S": CLIENT_STATE, "T": graph.token})
+
+        async with platform_gateway(tmp_path, setup, (Dest("archive", delivery="meeting_end"),)) as live:
+            world = World(live, graph)
+            await world.roster(("p-ada", "Ada Lovelace"), consenting=("p-ada",))
+            await live.send(event("meeting.ended", MEETING))
+            assert await world.notify(FakeGraph.notification(MEETING, TRANSCRIPT, CLIENT_STATE)) == 202
+            await live.settle()
+            assert [len(t) for t in transcripts(live.fakes["archive"])] == [cues]
 
 
 async def test_a_voice_the_roster_lacks_is_scrubbed_from_what_others_say(world: World) -> None:
