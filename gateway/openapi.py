@@ -190,7 +190,10 @@ def _channel_paths() -> dict[str, Any]:
                     "400": _problem("Invalid body; the field is named"),
                     "401": _problem("Missing or invalid credentials"),
                     "403": _problem("Refused by the policy (the refusal is recorded)"),
-                    "409": _problem("No loaded policy governs this platform"),
+                    "409": _problem(
+                        "No loaded policy governs this platform (consent to give only: a refusal or "
+                        "withdrawal is recorded even so)"
+                    ),
                 },
             }
         },

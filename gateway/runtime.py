@@ -684,16 +684,21 @@ class Gateway:
     async def record_standing(
         self, submitted: standing.StandingSubmitted, now: datetime | None = None
     ) -> Result:
-        """Record a standing consent choice; a refusal or withdrawal applies at once wherever it is held."""
+        """Record a standing consent choice; a refusal or withdrawal applies at once wherever it is held,
+        and is recorded even when no loaded policy covers standing consent (a reload narrowed
+        ``applies_to``): the consent it ends must derive nothing once a policy covers it again."""
         policy = self.policies.for_meeting(submitted.platform, standing.STANDING_MEETING)
-        if policy is None:
+        given = submitted.choice is ConsentChoice.GIVEN
+        if policy is None and given:
             return Result("ignored", "no_policy_applies")
         now = now or wall_clock()
-        # only consent can be superseded by a choice already recorded; a restriction applies whatever came
-        # before
-        given = submitted.choice is ConsentChoice.GIVEN
-        prior = await self.store.standing_records(submitted.email) if given else []
-        record = standing.evaluate(submitted, policy, self._new_id(), prior, now)
+        if policy is None:
+            record = standing.evaluate_ungoverned(submitted, self._new_id())
+        else:
+            # only consent can be superseded by a choice already recorded; a restriction applies whatever
+            # came before
+            prior = await self.store.standing_records(submitted.email) if given else []
+            record = standing.evaluate(submitted, policy, self._new_id(), prior, now)
         restricting = _restricts(record)
         holders = sorted(self._identities.get(record.subject, ()))
         # recorded before it reaches each meeting (a write, a read, each meeting's lock): meanwhile

@@ -51,6 +51,33 @@ class StandingSubmitted:
     delegation: str | None = None
 
 
+def _event(submitted: StandingSubmitted, expires_at: datetime | None) -> ConsentSubmitted:
+    """The request as the ledger's per-subject consent logic reads it."""
+    subject = subject_for(submitted.email)
+    by_self = submitted.indicated_by.strip().lower() == submitted.email.strip().lower()
+    return ConsentSubmitted(
+        platform=submitted.platform,
+        meeting_id=STANDING_MEETING,
+        participant_id=subject,
+        purposes=submitted.purposes,
+        choice=submitted.choice,
+        indicated_by=subject if by_self else submitted.indicated_by,
+        channel=CHANNEL,
+        at=submitted.at,
+        notice_version=submitted.notice_version,
+        delegation=submitted.delegation,
+        evidence=submitted.evidence,
+        expires_at=expires_at,
+    )
+
+
+def evaluate_ungoverned(submitted: StandingSubmitted, record_id: str) -> ConsentRecord:
+    """The record a standing refusal or withdrawal deserves when no loaded policy covers standing consent
+    (a reload narrowed ``applies_to``): accepted if the identity decides it themselves, so that the standing
+    consent it ends derives nothing in a meeting a later policy covers (``engine.evaluate_ungoverned``)."""
+    return engine.evaluate_ungoverned(submitted.platform, _event(submitted, None), record_id)
+
+
 def evaluate(
     submitted: StandingSubmitted,
     policy: Policy,
@@ -63,21 +90,7 @@ def evaluate(
     withdrawal already recorded is ``superseded`` (a resent old request must not undo the later choice);
     ``now``: when it is received (a consent stamped later is ``future_time``)."""
     subject = subject_for(submitted.email)
-    by_self = submitted.indicated_by.strip().lower() == submitted.email.strip().lower()
-    event = ConsentSubmitted(
-        platform=submitted.platform,
-        meeting_id=STANDING_MEETING,
-        participant_id=subject,
-        purposes=submitted.purposes,
-        choice=submitted.choice,
-        indicated_by=subject if by_self else submitted.indicated_by,
-        channel=CHANNEL,
-        at=submitted.at,
-        notice_version=submitted.notice_version,
-        delegation=submitted.delegation,
-        evidence=submitted.evidence,
-        expires_at=submitted.at + timedelta(days=policy.spec.consent.standing.max_days),
-    )
+    event = _event(submitted, submitted.at + timedelta(days=policy.spec.consent.standing.max_days))
     mine = (r for r in prior if r.platform == submitted.platform and r.subject == subject)
     record = engine.evaluate_consent(
         with_records(engine.new_meeting(submitted.platform, STANDING_MEETING), mine),

@@ -305,6 +305,37 @@ async def test_standing_consent_across_meetings_until_withdrawn(watched: Watched
     assert meeting_a[0].evidence == f"standing:{doc['record_id']}"
 
 
+async def test_a_standing_withdrawal_is_recorded_where_no_policy_covers_standing_consent(
+    watched: Watched,
+) -> None:
+    """A reload narrows ``applies_to`` to the team's meetings, so no policy covers standing consent any more:
+    a withdrawal is recorded all the same (a consent to give is not), it withdraws in the meeting Ada is
+    in at once, and her earlier standing consent derives nothing in a team meeting she joins after."""
+    live = watched.live
+    allow_standing(watched)
+    assert (await post_standing(live, standing_body("given")))[0] == 200
+    ada = {"id": "p-ada", "name": "Ada", "email": "ada@example.org", "email_verified": True}
+    await live.send(event("participant.joined", "team-1", participant=ada))
+    await live.send(segment("s1", "p-ada", "one", meeting="team-1"))
+    await live.settle()
+    watched.reload("pending:", "applies_to: {meetings: ['team-*']}\npending:")
+    status, doc = await post_standing(live, standing_body("withdrawn"))
+    assert (status, doc["status"]) == (200, "accepted")
+    status, doc = await post_standing(live, standing_body("given"))
+    assert (status, doc["type"].rsplit("/", 1)[-1]) == (409, "no-policy")  # nothing to check a yes against
+    await live.send(segment("s2", "p-ada", "two", meeting="team-1"))
+    await live.send(event("participant.joined", "team-2", participant=ada))
+    await live.send(segment("s3", "p-ada", "three", meeting="team-2"))
+    await live.settle()
+    assert watched.received() == ["s1"]
+    standing_records = [e.record for e in await live.store.ledger_entries(meeting_id="*standing*")]
+    assert [(r.choice, r.outcome, r.policy_revision) for r in standing_records][-1] == (
+        ConsentChoice.WITHDRAWN,
+        RecordOutcome.ACCEPTED,
+        "none",
+    )
+
+
 async def test_standing_consent_bad_input_changes_nothing(watched: Watched) -> None:
     """A body missing a field is 400 naming it; no credentials is 401; neither records anything."""
     body = standing_body("given")
