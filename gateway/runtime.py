@@ -408,7 +408,7 @@ class Gateway:
             if isinstance(event, ParticipantJoined):
                 if ask:
                     self.ask(policy, platform, event.meeting_id, event.participant_id, now)
-                if event.email and event.email_verified:
+                if event.email:
                     await self._standing_join(key, event, event.email, policy, now)
             if isinstance(event, MeetingEnded):
                 self._ended_at[key] = now
@@ -563,16 +563,18 @@ class Gateway:
     def _identify(self, key: MeetingKey, event: object) -> str | None:
         """Note a verified identity's place in a meeting (a join received here, read back from the stored
         roster, or replicated): a standing choice recorded later applies there at once. Returns the other
-        verified identity the participant id had here before, if any: a standing choice of that one must no
-        longer reach it."""
-        if not (isinstance(event, ParticipantJoined) and event.email and event.email_verified):
+        verified identity the participant id had here before, if any, when the join names another address,
+        verified or not (a platform that reuses an id for someone else): a standing choice of that one must
+        no longer reach it. A join naming no address changes nothing (some platforms send it later)."""
+        if not (isinstance(event, ParticipantJoined) and event.email):
             return None
         place, subject, before = (key, event.participant_id), standing.subject_for(event.email), None
         for other, holders in self._identities.items():
             if other != subject and place in holders:
                 holders.discard(place)
                 before = other
-        self._identities.setdefault(subject, set()).add(place)
+        if event.email_verified:
+            self._identities.setdefault(subject, set()).add(place)
         return before
 
     async def load_meetings(self) -> int:
@@ -663,9 +665,10 @@ class Gateway:
     async def _standing_join(
         self, key: MeetingKey, event: ParticipantJoined, email: str, policy: Policy, now: datetime
     ) -> None:
-        """A verified identity joins: what its standing consent covers is recorded for this meeting. If the
-        participant id had another verified identity here (a platform that reuses an id for someone else),
-        what was given under it is withdrawn first: it was another person's choice."""
+        """A join naming an address: if the participant id had another verified identity here (a platform
+        that reuses an id for someone else, whose address it vouches for or not), what was given under it is
+        withdrawn first: it was another person's choice. Then, for a verified identity, what its standing
+        consent covers is recorded for this meeting."""
         if self._identify(key, event) is not None:
             state = self._states[key]
             held = dict.fromkeys((*policy.purposes, *state.purposes_of(event.participant_id)))
@@ -677,6 +680,8 @@ class Gateway:
                 ended = ConsentSubmitted(*key, pid, given, withdrawn, pid, standing.CHANNEL, now,
                                          evidence="identity_changed")  # fmt: skip
                 await self._consent(key, Step(state), ended, policy, now)
+        if not event.email_verified:
+            return
         records = await self.store.standing_records(email)
         for submitted in standing.derive(self._states[key], event.participant_id, records, policy, now):
             await self._consent(key, Step(self._states[key]), submitted, policy, now)

@@ -551,3 +551,33 @@ async def test_a_participant_id_that_comes_back_as_someone_else_keeps_nothing_of
     assert sid not in world.forwarded()
     last = (await world.store.ledger_entries(meeting_id="m1"))[-1].record
     assert (last.choice, last.evidence) == (ConsentChoice.WITHDRAWN, "identity_changed")
+
+
+async def test_a_reused_id_with_an_address_the_platform_does_not_vouch_for_keeps_nothing_either(
+    world: World,
+) -> None:
+    """Bob comes back under p-1 with an address the platform does not vouch for (bob@, unverified): that is
+    still not Ada, so what her standing consent gave p-1 is withdrawn, and her later standing choices no
+    longer reach p-1."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-1")
+    assert world.state("m1", "p-1") is ConsentState.GIVEN
+    await world.join("m1", "p-1", "bob@example.org", verified=False)
+    assert world.state("m1", "p-1") is ConsentState.WITHDRAWN
+    await world.standing(ConsentChoice.GIVEN, ("summary", "training"))
+    assert world.state("m1", "p-1") is ConsentState.WITHDRAWN
+    sid = await world.say("m1", "p-1")
+    assert sid not in world.forwarded()
+
+
+async def test_a_join_again_without_an_address_keeps_the_identity(world: World) -> None:
+    """A platform may send a join again without the address (it comes on a later update): that says
+    nothing about who it is, so Ada keeps what her standing consent gave her."""
+    await world.standing(ConsentChoice.GIVEN)
+    await world.join("m1", "p-1")
+    await world.join("m1", "p-1", None)
+    assert world.state("m1", "p-1") is ConsentState.GIVEN
+    await world.join("m1", "p-1", ADA.upper(), verified=False)  # her own address, not vouched for
+    assert world.state("m1", "p-1") is ConsentState.GIVEN
+    sid = await world.say("m1", "p-1")
+    assert sid in world.forwarded()
