@@ -42,6 +42,7 @@ from gateway.model import (
     ConsentChoice,
     ConsentRecord,
     ConsentState,
+    ContentKind,
     Decision,
     DestinationId,
     Participant,
@@ -366,6 +367,8 @@ class Gateway:
         if policy is None:
             if isinstance(event, ConsentSubmitted) and event.choice is not ConsentChoice.GIVEN:
                 return await self._restrict_ungoverned(platform, event, now or wall_clock())
+            if isinstance(event, SegmentReceived) and (stop := await self._stop_ungoverned(platform, event)):
+                return await self._restrict_ungoverned(platform, stop, now or wall_clock())
             log.warning("event.no_policy", platform=platform, meeting_id=event.meeting_id)
             return Result("ignored", "no_policy_applies")
         key = (platform, event.meeting_id)
@@ -482,6 +485,25 @@ class Gateway:
         if reason is not None:
             return Result("rejected", reason, record.record_id)
         return Result("accepted", None, record.record_id)
+
+    async def _stop_ungoverned(self, platform: str, event: SegmentReceived) -> ConsentSubmitted | None:
+        """The withdrawal a chat opt-out makes in a meeting no loaded policy covers, over every purpose the
+        sender has a record for here (``chat.stop_ungoverned``)."""
+        sender = event.segment.participant_id
+        if event.segment.kind is not ContentKind.CHAT or sender is None:
+            return None
+        key = (platform, event.meeting_id)
+        state = self._states.get(key)
+        if state is None:
+            entries = await self.store.ledger_entries(meeting_id=event.meeting_id, participant_id=sender)
+            state = with_records(
+                engine.new_meeting(*key), (e.record for e in entries if e.record.platform == platform)
+            )
+        return chat.stop_ungoverned(event, self.last_policy(*key), state.purposes_of(sender))
+
+    def last_policy(self, platform: str, meeting_id: str) -> Policy | None:
+        """The policy that last governed a meeting held here (it may cover it no more after a reload)."""
+        return self._seen_policy.get((platform, meeting_id))
 
     def _erase_later(self, key: MeetingKey, record: ConsentRecord, policy: Policy) -> None:
         """After a withdrawal, ask each destination that declares an erasure endpoint to delete what it

@@ -73,6 +73,26 @@ def command_of(event: SegmentReceived, policy: Policy) -> Command | None:
     return parse(segment.text, policy.spec.consent.chat_commands, policy.purposes)
 
 
+def stop_ungoverned(
+    event: SegmentReceived, last: Policy | None, held: Sequence[Purpose]
+) -> ConsentSubmitted | None:
+    """The withdrawal an opt-out typed in a meeting no loaded policy covers makes (a reload narrowed
+    ``applies_to``): every channel can withdraw, so the words of the policy that last governed the meeting
+    (else the default words) still stop everything, its purposes and ``held`` (every purpose the sender
+    has a record for), so that nothing of the sender flows when a later policy covers the meeting again.
+    Only the opt-out counts: with no policy, nothing can be given and there is no status to tell."""
+    segment = event.segment
+    sender = segment.participant_id
+    if segment.kind is not ContentKind.CHAT or sender is None:
+        return None
+    commands = last.spec.consent.chat_commands if last is not None else ChatCommandsSpec()
+    command = parse(segment.text, commands, ())
+    purposes = tuple(dict.fromkeys((*(last.purposes if last is not None else ()), *held)))
+    if command is None or command.verb != "optout" or not purposes:
+        return None
+    return _submitted(event, sender, purposes, ConsentChoice.WITHDRAWN)
+
+
 def submissions(
     command: Command, event: SegmentReceived, state: MeetingState, policy: Policy
 ) -> tuple[ConsentSubmitted, ...]:

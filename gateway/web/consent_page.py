@@ -84,7 +84,10 @@ class _Link:
     token: str
     scope: LinkScope
     policy: Policy
+    """The policy governing the meeting; when none does, the one that last did (else the first loaded),
+    for its words only: the page then offers nothing but "Withdraw all" (``governed``)."""
     lang: str
+    governed: bool = True
 
 
 Page = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -126,14 +129,22 @@ def link_of(request: web.Request) -> _Link:
         log.info("consent_page.link_refused", reason=str(checked.refusal))
         raise Refused
     scope = checked.scope
-    policy = request.app[GATEWAY].policies.for_meeting(scope.platform, scope.meeting_id)
+    gateway = request.app[GATEWAY]
+    policy = gateway.policies.for_meeting(scope.platform, scope.meeting_id)
+    # Every channel can also withdraw: a policy reloaded without this channel still shows the page (a "No"
+    # is recorded; a "Yes" is recorded as rejected, channel_not_allowed, and the page says so), and a
+    # meeting no policy covers any more (a reload narrowed applies_to) shows it to withdraw everything,
+    # recorded all the same, so that nothing flows when a later policy covers the meeting again.
+    governed = policy is not None
     if policy is None:
-        log.info("consent_page.link_refused", reason="no_policy_applies")
+        policy = gateway.last_policy(scope.platform, scope.meeting_id) or next(
+            iter(gateway.policies.policies), None
+        )
+    if policy is None:
+        log.info("consent_page.link_refused", reason="no_policy_loaded")
         raise Refused
-    # A policy reloaded without this channel still shows the page: every channel can also withdraw, so a
-    # "No" here is recorded; a "Yes" is recorded as rejected (channel_not_allowed) and the page says so.
     lang = negotiate(request.query.get("lang"), request.headers.get("Accept-Language"), policy.spec.languages)
-    return _Link(token, scope, policy, lang)
+    return _Link(token, scope, policy, lang, governed)
 
 
 async def entries_of(request: web.Request, scope: LinkScope) -> list[LedgerEntry]:
@@ -160,6 +171,10 @@ async def show(request: web.Request) -> web.StreamResponse:
     saved = request.query.get("saved")
     messages = _saved_messages(link, entries, saved) if saved else []
     return await _render(request, link, entries, messages, saved=saved)
+
+
+def _uncovered(link: _Link) -> list[dict[str, Any]]:
+    return [] if link.governed else [{"text": words(link.lang)["uncovered"], "problem": True}]
 
 
 def _saved_messages(link: _Link, entries: Sequence[LedgerEntry], saved: str) -> list[dict[str, Any]]:
@@ -196,7 +211,8 @@ async def _render(
         css=_CSS_MARKUP,
         languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in link.policy.spec.languages],
         name=_name(request, link.scope),
-        messages=messages,
+        messages=[*_uncovered(link), *messages],
+        withdraw_only=not link.governed,
         purposes=purposes,
         action=f"{base}?lang={link.lang}",
         form_state=form_state,
@@ -286,6 +302,8 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if form.get("action") == "withdraw_all":
         groups = withdraw_all(consents, link.scope.participant_id, shown, now)
         empty = "nothing_to_withdraw"
+    elif not link.governed:  # nothing to check a "Yes" against: only withdrawing is offered
+        return await _render(request, link, entries, [], status=400)
     else:
         choices = {p: v == "yes" for p, v in values.items() if isinstance(v, str)}
         groups = plan(consents, link.scope.participant_id, choices, shown, now)

@@ -37,6 +37,10 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "nothing_chosen": "You did not choose Yes or No for anything, so nothing changed.",
         "nothing_changed": "These were already your choices, so nothing changed.",
         "nothing_to_withdraw": "You had not agreed to anything, so there was nothing to withdraw.",
+        "uncovered": (
+            "No consent policy covers this meeting at the moment, so nothing of yours is sent anywhere. "
+            "You can still withdraw everything you agreed to; agreeing waits until a policy covers it again."
+        ),
         "form_stale": "This form is out of date. Please make your choices again.",
         "rejected_stale_notice": "The notice changed while this page was open. Read it, then choose again.",
         "rejected_channel_not_allowed": "This meeting does not accept choices made on this page.",
@@ -96,6 +100,11 @@ TEXT: Mapping[str, Mapping[str, str]] = {
         "nothing_chosen": "Vous n'avez choisi ni Oui ni Non, donc rien n'a changé.",
         "nothing_changed": "C'étaient déjà vos choix, donc rien n'a changé.",
         "nothing_to_withdraw": "Vous n'aviez rien accepté, il n'y avait donc rien à retirer.",
+        "uncovered": (
+            "Aucune politique de consentement ne couvre cette réunion pour le moment : rien de ce qui vous "
+            "concerne n'est transmis. Vous pouvez toujours retirer tout votre accord ; pour donner votre "
+            "accord, attendez qu'une politique la couvre de nouveau."
+        ),
         "form_stale": "Ce formulaire n'est plus à jour. Veuillez refaire vos choix.",
         "rejected_stale_notice": (
             "L'information a changé pendant que cette page était ouverte. Veuillez la relire et choisir "

@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ from gateway.web.keys import GATEWAY, LINKS
 from tests.fakes.ai_service import FakeAIService
 from tests.strategies import consent_record
 from tests.web.consent_harness import consent_serving, form_fields, link_of, start_meeting
-from tests.web.harness import INGEST_TOKEN, SIGNING_SECRET, LiveGateway, segment, wait_for
+from tests.web.harness import INGEST_TOKEN, SIGNING_SECRET, LiveGateway, chat, segment, wait_for
 
 PEOPLE = (("p-sam", "Sam Okafor"), ("p-wen", "Wen Li"))
 
@@ -333,6 +334,52 @@ async def test_a_page_link_still_withdraws_after_the_policy_drops_the_page_chann
         ("given", ("training",), "consent_page", "rejected"),
     ]
     assert live.fakes["summariser"].segments() == []
+
+
+async def _cover_other_meetings_only(live: LiveGateway) -> str:
+    """Reload with ``applies_to`` narrowed so that no policy covers the meeting; returns the old text."""
+    original = live.policy_path.read_text()
+    narrowed = original.replace("consent:\n", "applies_to: {meetings: ['other-*']}\nconsent:\n", 1)
+    live.policy_path.write_text(narrowed)
+    outcome = live.app[POLICIES].reload(live.app[GATEWAY])
+    assert outcome.ok, outcome.errors
+    return original
+
+
+@pytest.mark.parametrize("channel", ["page", "chat"])
+async def test_everything_can_be_withdrawn_while_no_policy_covers_the_meeting(
+    tmp_path: Path, channel: str
+) -> None:
+    """Sam said Yes; a reload narrows ``applies_to`` so that no policy covers the meeting, and Sam withdraws,
+    on his page ("Withdraw all": the only thing it offers then, and it says why) or with "/optout" in chat.
+    It is recorded, so when the operator restores the policy Sam's words stay his own."""
+    async with consent_serving(tmp_path) as live:
+        await start_meeting(live, *PEOPLE)
+        url = (await link_of(live, "p-sam"))["url"]
+        await submit(live, url, {"summary": "yes", "training": "yes"})
+        original = await _cover_other_meetings_only(live)
+        status, page, _ = await page_of(live, url)
+        assert status == 200 and "No consent policy covers this meeting" in page
+        assert 'value="yes"' not in page and 'value="save"' not in page
+        yes_status, _ = await submit(live, url, {"summary": "yes"})  # a forged "save": changes nothing
+        if channel == "page":
+            status, page = await submit(live, url, {}, action="withdraw_all")
+            assert status == 200
+        else:
+            assert (await live.post(chat("c1", "p-sam", "/optout"))).status == 200
+        live.policy_path.write_text(original)
+        assert live.app[POLICIES].reload(live.app[GATEWAY]).ok
+        await live.send(segment("s1", "p-sam", "After I withdrew everything."))
+        await live.settle()
+        got = await choices(live, "p-sam")
+    assert yes_status == 400
+    withdrawals = got[2:]  # after the two Yes: what the withdrawal recorded, nothing else
+    assert {(c, *rest) for c, _, *rest in withdrawals} == {
+        ("withdrawn", "consent_page" if channel == "page" else "chat", "accepted")
+    }
+    assert {p for _, purposes, _, _ in withdrawals for p in purposes} == {"summary", "training"}
+    assert live.fakes["summariser"].segments() == []
+    assert live.fakes["trainer"].segments() == []
 
 
 # --- pure helpers --------------------------------------------------------------------------------------
