@@ -414,10 +414,27 @@ def _role(key_id: str, known: tuple[str, ...]) -> str:
 # --- receipt ---------------------------------------------------------------------------------------
 
 
+RECEIPT_EXIT_CODES = """\
+exit codes:
+  0  valid: signed by the --key given, and the consent it records was accepted
+  1  invalid: unreadable, malformed, a key repeated in the JSON, tampered, or another key
+  2  unpinned: no --key given, so nothing shows who signed it (also argparse's code for bad usage)
+  3  valid signature, but the consent was REJECTED (e.g. indicated by someone else): it grants nothing
+"""
+RECEIPT_REJECTED = 3
+
+
 def _receipt_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verbs.add_parser("receipt", help="check consent receipts")
     sub = p.add_subparsers(title="receipt verbs")
-    verify = sub.add_parser("verify", help="check a receipt's signature (exit 1 if it does not verify)")
+    verify = sub.add_parser(
+        "verify",
+        help="check a receipt's signature and say what it records (exit 0 only for accepted consent)",
+        description="Check a consent receipt's signature and print what it records: the choice, the "
+        "outcome, whose consent it is, who indicated it, the purposes and the time.",
+        epilog=RECEIPT_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verify.add_argument("file", type=Path, help="the receipt JSON a consent page gave")
     verify.add_argument(
         "--key",
@@ -428,34 +445,43 @@ def _receipt_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _receipt_verify(args: argparse.Namespace) -> int:
-    import json
-
+    from gateway.audit import printable
     from gateway.consent import receipts
 
     try:
-        receipt = json.loads(args.file.read_text(encoding="utf-8"))
+        text = args.file.read_text(encoding="utf-8")
         key = None
         if args.key is not None:
             key_path = Path(args.key)
             key = receipts.load_public_key(key_path.read_text() if key_path.is_file() else args.key)
+        result, receipt = receipts.verify_json(text, key)
     except (OSError, ValueError) as exc:
         print(f"{args.file}: cannot check: {exc}", file=sys.stderr)
         return 1
-    result = receipts.verify(receipt, key)
     if not result.ok:
         print(f"{args.file}: INVALID ({result.reason})")
         return 1
-    from gateway.audit import printable
-
-    record_id, kid = printable(receipt["record_id"]), printable(receipt["key"]["kid"])
+    record_id, kid = printable(receipt.get("record_id")), printable(receipt["key"]["kid"])
     if not result.key_pinned:
         # anyone can sign a receipt with a key of their own and put it inside: only the gateway's key,
         # from the verifier, shows who signed it
-        print(f"{args.file}: UNPINNED receipt {record_id}: consistent with the key inside it ({kid}), which "
-              "proves nothing about who signed it; pass --key with the gateway's public key")  # fmt: skip
-        return 2
-    print(f"{args.file}: valid receipt {record_id} signed by key {kid}")
-    return 0
+        headline = (f"UNPINNED receipt {record_id}: consistent with the key inside it ({kid}), which proves "
+                    "nothing about who signed it; pass --key with the gateway's public key")  # fmt: skip
+        code = 2
+    elif not receipts.accepted(receipt):
+        # the gateway signs rejected attempts too (the ledger keeps them so they are provable): a genuine
+        # receipt of one must not read as consent
+        outcome = printable(receipt.get("outcome")).upper()
+        why = f" ({printable(receipt['reason'])})" if receipt.get("reason") else ""
+        headline = (f"valid signature, but this consent was {outcome}{why}: receipt {record_id} signed by "
+                    f"key {kid}")  # fmt: skip
+        code = RECEIPT_REJECTED
+    else:
+        headline, code = f"valid receipt {record_id} signed by key {kid}", 0
+    print(f"{args.file}: {headline}")
+    for name, value in receipts.summary(receipt):
+        print(f"  {name + ':':<13} {printable(value)}")
+    return code
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ everything else. A public-key signature is what lets a participant or an auditor
 *without* the gateway's secret (an HMAC would need the verifier to hold the key that can forge receipts);
 the public key is published at ``/.well-known/consent-gateway/receipt-key`` and named by ``key_id``.
 
+A valid signature says the gateway issued the receipt, not that consent was given: a rejected attempt (a
+host consenting for someone else) is signed like any record, so verifiers also read ``accepted``.
+
 Pure: signing and verification are functions of their inputs (the issue time is passed in).
 """
 
@@ -26,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway.consent.ledger import canonical_dumps, format_time
+from gateway.model import RecordOutcome
 from gateway.store.base import LedgerEntry
 
 RECEIPT_VERSION = "consent-gateway-receipt/1"
@@ -111,7 +115,8 @@ def signed_bytes(receipt: Mapping[str, Any]) -> bytes:
 class Verified:
     ok: bool
     reason: str
-    """``ok``, ``malformed``, ``unknown_version``, ``key_mismatch`` or ``bad_signature``."""
+    """``ok``, ``malformed``, ``duplicate_key``, ``unknown_version``, ``key_mismatch``, ``kid_mismatch`` or
+    ``bad_signature``."""
     key_pinned: bool = False
     """Whether the key came from the verifier (``--key``), not only from the receipt itself."""
 
@@ -137,6 +142,60 @@ def verify(receipt: object, public: bytes | None = None) -> Verified:
     except (InvalidSignature, ValueError):
         return Verified(False, "bad_signature", public is not None)
     return Verified(True, "ok", public is not None)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object in a receipt names the same key twice."""
+
+
+def loads(text: str) -> Any:
+    """Parse receipt JSON, refusing a key repeated in any object: readers disagree on which copy counts
+    (Python keeps the last, a person reading the file sees the first), so one file could show a person
+    ``"outcome": "accepted"`` while the verifier checks the signed ``"rejected"``."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKeyError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def verify_json(text: str, public: bytes | None = None) -> tuple[Verified, Any]:
+    """Parse ``text`` strictly (``loads``) and ``verify`` it; also returns the parsed receipt.
+
+    A repeated key is ``duplicate_key``; text that is not JSON raises ``ValueError``.
+    """
+    try:
+        receipt = loads(text)
+    except DuplicateKeyError:
+        return Verified(False, "duplicate_key"), None
+    return verify(receipt, public), receipt
+
+
+def accepted(receipt: Mapping[str, Any]) -> bool:
+    """Whether the ledger accepted the consent the receipt records (its signature aside)."""
+    return receipt.get("outcome") == RecordOutcome.ACCEPTED.value
+
+
+def summary(receipt: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a receipt records, as ``(field, text)`` pairs for a person: the choice, whether it was accepted
+    (and why not), whose consent it is, who indicated it, for which purposes, and when."""
+    purposes = receipt.get("purposes")
+    outcome = str(receipt.get("outcome"))
+    if receipt.get("reason"):
+        outcome += f" ({receipt['reason']})"
+    return [
+        ("choice", str(receipt.get("choice"))),
+        ("outcome", outcome),
+        ("subject", str(receipt.get("subject"))),
+        ("indicated_by", str(receipt.get("indicated_by"))),
+        ("purposes", ", ".join(map(str, purposes)) if isinstance(purposes, list) else str(purposes)),
+        ("at", str(receipt.get("at"))),
+    ]
 
 
 def load_public_key(text: str) -> bytes:

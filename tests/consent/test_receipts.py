@@ -15,7 +15,7 @@ from gateway.cli import main
 from gateway.consent import receipts
 from gateway.consent.ledger import chain
 from gateway.consent.receipts import ReceiptSigner
-from gateway.model import ConsentChoice
+from gateway.model import ConsentChoice, RecordOutcome
 from gateway.settings import Settings, with_generated_secrets
 from tests.strategies import T0, consent_record, consent_records
 
@@ -117,6 +117,8 @@ def test_cli_receipt_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "kid_mismatch" in capsys.readouterr().out
     assert main(["receipt", "verify", str(forged), "--key", str(key_file)]) == 1
     assert main(["receipt", "verify", str(good), "--key", str(key_file)]) == 0
+    out = capsys.readouterr().out
+    assert "valid receipt r1" in out and "outcome:      accepted" in out and "choice:       given" in out
     assert main(["receipt", "verify", str(good), "--key", receipts.b64url(SIGNER.public)]) == 0
     assert main(["receipt", "verify", str(good), "--key", receipts.b64url(OTHER.public)]) == 1
     tampered = tmp_path / "tampered.json"
@@ -128,6 +130,78 @@ def test_cli_receipt_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     not_json = tmp_path / "junk.json"
     not_json.write_text("{")
     assert main(["receipt", "verify", str(not_json)]) == 1
+
+
+REJECTED = {"choice": ConsentChoice.GIVEN, "outcome": RecordOutcome.REJECTED, "reason": "indicated_by_other",
+            "subject": "p-sam", "indicated_by": "p-host", "purposes": ("summary", "training")}  # fmt: skip
+
+
+def test_cli_receipt_verify_reports_a_rejected_consent_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A genuine receipt of a rejected attempt exits 3 with "valid signature, but this consent was REJECTED
+    (reason)" and what the record says; unpinned it stays 2, since nothing shows who signed it."""
+    path = tmp_path / "rejected.json"
+    path.write_text(json.dumps(issue(**REJECTED)))
+    key = receipts.b64url(SIGNER.public)
+    assert main(["receipt", "verify", str(path), "--key", key]) == 3
+    out = capsys.readouterr().out
+    assert "valid signature, but this consent was REJECTED (indicated_by_other)" in out
+    assert "valid receipt" not in out
+    for line in (
+        "choice:       given",
+        "outcome:      rejected (indicated_by_other)",
+        "subject:      p-sam",
+        "indicated_by: p-host",
+        "purposes:     summary, training",
+        "at:           2025-03-01T12:00:00Z",
+    ):
+        assert line in out, line
+    assert main(["receipt", "verify", str(path)]) == 2
+    assert "outcome:      rejected" in capsys.readouterr().out
+
+
+def _with_duplicate(doc: dict[str, Any], path: tuple[str, ...], first: object) -> str:
+    """``doc`` as JSON text with the key at ``path`` written twice: ``first``, then the real value."""
+    members = []
+    for key, value in doc.items():
+        text = json.dumps(value)
+        if key == path[0] and len(path) > 1:
+            text = _with_duplicate(value, path[1:], first)
+        elif key == path[0]:
+            members.append(f"{json.dumps(key)}: {json.dumps(first)}")
+        members.append(f"{json.dumps(key)}: {text}")
+    return "{" + ", ".join(members) + "}"
+
+
+@given(st.data())
+def test_a_key_written_twice_anywhere_is_invalid(data: st.DataObject) -> None:
+    """A receipt whose JSON repeats any key, at any depth, is refused as ``duplicate_key``, though a plain
+    parser (which keeps the last copy) would find the signature good."""
+    receipt = issue(**REJECTED)
+    path = data.draw(st.sampled_from([*_paths(receipt), ("signature",)]))
+    text = _with_duplicate(receipt, path, data.draw(st.one_of(st.none(), st.text(max_size=8))))
+    assert receipts.verify(json.loads(text), SIGNER.public).ok
+    assert receipts.verify_json(text, SIGNER.public) == (receipts.Verified(False, "duplicate_key"), None)
+
+
+def test_cli_receipt_verify_refuses_an_accepted_outcome_written_before_the_real_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit's disguise: ``"outcome": "accepted"`` placed before the signed ``"rejected"`` is INVALID."""
+    forged = tmp_path / "forged.json"
+    forged.write_text(_with_duplicate(issue(**REJECTED), ("outcome",), "accepted"))
+    assert main(["receipt", "verify", str(forged), "--key", receipts.b64url(SIGNER.public)]) == 1
+    assert "INVALID (duplicate_key)" in capsys.readouterr().out
+
+
+def test_cli_receipt_verify_help_lists_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    """`receipt verify --help` documents each exit code."""
+    with pytest.raises(SystemExit):
+        main(["receipt", "verify", "--help"])
+    out = capsys.readouterr().out
+    for code in ("0  valid", "1  invalid", "2  unpinned", "3  valid signature, but the consent was REJECTED"):
+        assert code in out, code
 
 
 def test_generated_receipt_key_is_a_usable_ed25519_seed(tmp_path: Path) -> None:
