@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -180,6 +181,15 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     return response
 
 
+def url_component(value: object) -> str:
+    """Percent-encode every reserved character, ``/`` included, for an id placed in a URL path or query.
+
+    Jinja's ``urlencode`` leaves ``/`` alone, and ids are not ours to choose: Zoom's meeting UUIDs are
+    base64 and often hold ``/``, which would split the path and send the link to a 404.
+    """
+    return quote(str(value), safe="")
+
+
 def _short(value: str | None) -> str:
     return (value or "")[:12]
 
@@ -268,9 +278,11 @@ async def stylesheet(_: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[TEMPLATE_ENV] = jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
     )
+    env.filters["url_component"] = url_component
+    app[TEMPLATE_ENV] = env
     app[ROSTER] = Roster()
     r = app.router
     r.add_get(f"{BASE}/login", login_form)

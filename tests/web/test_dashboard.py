@@ -3,7 +3,9 @@ shows (transcript text, display names)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from html import escape, unescape
 from pathlib import Path
 
 import aiohttp
@@ -108,6 +110,34 @@ async def test_overview_and_participant_search(gw: LiveGateway) -> None:
     assert "Nothing is recorded" in html
     status, _, _ = await get(gw, "/dashboard/meetings/never-held")
     assert status == 404
+
+
+async def test_links_reach_meetings_whose_ids_hold_slash_plus_and_equals(gw: LiveGateway) -> None:
+    """Links to a meeting whose id holds ``/``, ``+`` and ``=`` (a Zoom meeting UUID) open it, on any page."""
+    zoom_uuid, pid = "aDYl/hsHRtCd4ii1uC2+hA==", "p/ada+1="
+    await gw.send(
+        event("meeting.started", zoom_uuid),
+        joined(pid, "Ada", zoom_uuid),
+        consent(pid, "given", meeting=zoom_uuid),
+        segment("s1", pid, "hello", zoom_uuid),
+    )
+    await gw.settle()
+    _, overview, _ = await get(gw, "/dashboard/")
+    (meeting_href,) = _links(overview, "/dashboard/meetings/")
+    status, page, _ = await get(gw, meeting_href)
+    assert status == 200 and f"Meeting <code>{escape(zoom_uuid)}</code>" in page
+    (participant_href,) = _links(page, "/dashboard/participants?")
+    status, page, _ = await get(gw, participant_href)
+    assert status == 200 and f"<code>{escape(pid)}</code>" in page
+    hrefs = _links(page, "/dashboard/meetings/")
+    assert hrefs == [meeting_href, meeting_href]  # the consent record and the decision counts
+    for href in hrefs:
+        status, _, _ = await get(gw, href)
+        assert status == 200, href
+
+
+def _links(page: str, prefix: str) -> list[str]:
+    return [unescape(h) for h in re.findall(r'href="([^"]*)"', page) if h.startswith(prefix)]
 
 
 async def test_overview_reports_a_tampered_ledger(gw: LiveGateway) -> None:
