@@ -4,7 +4,9 @@ policy check|test, log show|verify|export, outbox status|keys and receipt verify
 serve, demo and replay run the gateway's core.
 
 Each verb parses its flags, builds what it needs, runs, and returns an exit code: 0 success, 1 a check
-that failed (a broken policy, a tampered ledger, a failing policy test), 2 a usage or settings error.
+that failed (a broken policy, a tampered ledger, a failing policy test), 2 a usage or settings error;
+receipt verify also exits 2 for a receipt checked without the gateway's key and 3 for a rejected consent
+(``RECEIPT_EXIT_CODES``).
 """
 
 from __future__ import annotations
