@@ -48,7 +48,10 @@ class Notifier:
         self._attempts = attempts
         self._base_delay = base_delay
         self._max_links = max_links
-        self._links: OrderedDict[tuple[str, str], Notice] = OrderedDict()
+        self._links: OrderedDict[tuple[str, str, str], Notice] = OrderedDict()
+        """(platform, meeting id, participant id) -> the latest consent request: the same ids on two
+        platforms are two people."""
+        self._platforms: set[str] = set()
         self._queue: asyncio.Queue[Notice] = asyncio.Queue(queue_size)
         self._session: aiohttp.ClientSession | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -60,7 +63,8 @@ class Notifier:
 
     def __call__(self, notice: Notice) -> None:
         if notice.kind == "consent_request":
-            key = (notice.meeting_id, notice.participant_id)
+            key = (notice.platform, notice.meeting_id, notice.participant_id)
+            self._platforms.add(notice.platform)
             self._links[key] = notice
             self._links.move_to_end(key)
             while len(self._links) > self._max_links:
@@ -73,12 +77,14 @@ class Notifier:
             self.failed += 1
             log.warning("notice.dropped", reason="queue_full", meeting_id=notice.meeting_id, kind=notice.kind)
 
-    def latest_link(self, meeting_id: str, participant_id: str, now: datetime) -> Notice | None:
-        """The participant's latest consent request, unless its link has expired."""
-        notice = self._links.get((meeting_id, participant_id))
-        if notice is None or parse_time(str(notice.data["expires_at"])) <= now:
-            return None
-        return notice
+    def latest_links(
+        self, meeting_id: str, participant_id: str, now: datetime, platform: str | None = None
+    ) -> list[Notice]:
+        """The participant's latest consent request on ``platform`` (on each platform that has one for
+        these ids, if None), unless its link has expired."""
+        platforms = sorted(self._platforms) if platform is None else [platform]
+        found = (self._links.get((p, meeting_id, participant_id)) for p in platforms)
+        return [n for n in found if n is not None and parse_time(str(n.data["expires_at"])) > now]
 
     # --- lifecycle ---------------------------------------------------------------------------------
 

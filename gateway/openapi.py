@@ -169,10 +169,20 @@ def _channel_paths() -> dict[str, Any]:
         "/v1/meetings/{meeting_id}/participants/{participant_id}/consent-link": {
             "get": {
                 "summary": "The participant's current personal consent link, to deliver to them privately",
+                "parameters": [
+                    {
+                        "name": "platform",
+                        "in": "query",
+                        "required": False,
+                        "description": "The platform the ids are of; needed only when two platforms use them",
+                        "schema": {"type": "string"},
+                    }
+                ],
                 "responses": {
                     "200": {"description": "platform, meeting_id, participant_id, url, purposes, expires_at"},
                     "401": _problem("Missing or invalid credentials"),
                     "404": _problem("No current link for this participant"),
+                    "409": _problem("The ids name a participant on several platforms: pass platform"),
                 },
             }
         },

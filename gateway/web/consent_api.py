@@ -54,11 +54,16 @@ async def consent_link(request: web.Request) -> web.Response:
     """``GET /v1/meetings/{meeting_id}/participants/{participant_id}/consent-link`` (ingest credentials)."""
     request.app[AUTH].accepted(await request.app[AUTH].check(request.headers, b""))
     meeting_id, participant_id = request.match_info["meeting_id"], request.match_info["participant_id"]
-    notice = request.app[NOTIFIER].latest_link(meeting_id, participant_id, wall_clock())
-    if notice is None:
+    platform = request.query.get("platform")
+    notices = request.app[NOTIFIER].latest_links(meeting_id, participant_id, wall_clock(), platform)
+    if not notices:
         raise Problem(
             404, "no-consent-link", "No current consent link for this participant", detail="participant_id"
         )
+    if len(notices) > 1:  # the same ids on two platforms are two people: never hand out the wrong link
+        raise Problem(409, "ambiguous-participant", "These ids name a participant on several platforms",
+                      detail="platform")  # fmt: skip
+    (notice,) = notices
     data = dict(notice.data)
     if request.app[SETTINGS].public_url is None:
         # without a configured public URL, links are relative to where the integration reached us

@@ -20,7 +20,7 @@ from gateway.notifier import Notifier
 from gateway.notify import Notice
 from gateway.reload import POLICIES
 from gateway.web.consent_text import negotiate
-from gateway.web.keys import GATEWAY, LINKS
+from gateway.web.keys import GATEWAY, LINKS, NOTIFIER
 from tests.fakes.ai_service import FakeAIService
 from tests.strategies import consent_record
 from tests.web.consent_harness import consent_serving, form_fields, link_of, start_meeting
@@ -433,10 +433,32 @@ def test_notifier_forgets_expired_links_and_keeps_the_latest() -> None:
     notifier = Notifier(None, "")
     notifier(request("old", NOW + timedelta(hours=1)))
     notifier(request("new", NOW + timedelta(hours=2)))
-    latest = notifier.latest_link("m", "p", NOW)
-    assert latest is not None and latest.data["url"] == "new"
-    assert notifier.latest_link("m", "p", NOW + timedelta(hours=2)) is None
-    assert notifier.latest_link("m", "someone-else", NOW) is None
+    assert [n.data["url"] for n in notifier.latest_links("m", "p", NOW)] == ["new"]
+    assert notifier.latest_links("m", "p", NOW + timedelta(hours=2)) == []
+    assert notifier.latest_links("m", "someone-else", NOW) == []
+
+
+async def test_the_same_ids_on_two_platforms_never_get_each_others_link(tmp_path: Path) -> None:
+    """A generic meeting and a Zoom meeting that happen to share the meeting and participant ids are two
+    people: without ``platform`` the link API refuses to choose (409), and with it each gets their own."""
+    async with consent_serving(tmp_path) as live:
+        await start_meeting(live, *PEOPLE)
+        notifier = live.app[NOTIFIER]
+        generic = await link_of(live, "p-sam")
+        zoom = {
+            **{k: generic[k] for k in ("path", "purposes", "expires_at")},
+            "url": "https://zoom.example/x",
+        }
+        notifier(Notice("zoom", generic["meeting_id"], "p-sam", "consent_request", zoom))
+        base = f"{live.url}/v1/meetings/{generic['meeting_id']}/participants/p-sam/consent-link"
+        auth = {"Authorization": f"Bearer {INGEST_TOKEN}"}
+        async with live.http.get(base, headers=auth) as resp:
+            assert (resp.status, (await resp.json())["detail"]) == (409, "platform")
+        for platform, path in (("generic", generic["path"]), ("zoom", zoom["path"])):
+            async with live.http.get(base, params={"platform": platform}, headers=auth) as resp:
+                assert resp.status == 200
+                doc = await resp.json()
+            assert (doc["platform"], doc["path"]) == (platform, path)
 
 
 @given(
