@@ -13,16 +13,17 @@ Events: ``participant_events.join`` / ``leave`` become roster events; ``particip
 chat segment; ``transcript.data`` one utterance (its words joined with single spaces).
 ``transcript.partial_data`` is acknowledged and ignored: partial results are superseded by the final
 ``transcript.data`` of the same words, and forwarding both would send words twice. ``speech_on`` /
-``speech_off`` and unknown events are acknowledged and ignored. Bot status webhooks, if the operator points
-them here too, start (``bot.in_call_recording``) and end (``bot.done``) the meeting, which flushes
-``meeting_end`` destinations.
+``speech_off`` only name their participant (below); unknown events are acknowledged and ignored. Bot status
+webhooks, if the operator points them here too, start (``bot.in_call_recording``) and end (``bot.done``)
+the meeting, which flushes ``meeting_end`` destinations.
 
-Whom a delivery names. An ``update`` (the e-mail arrives there, not on join, often with the name null), an
-utterance and a chat message name their participant too. The join may have been missed, or sent to another
-endpoint, and a name or e-mail the roster lacks is never scrubbed from others' words. So what such a
-delivery tells is announced before its events (``announce``): someone the roster lacks joins and is asked
-for consent like any joiner; for someone known, only a new e-mail (a join that keeps the known name) or a
-new name (a rename) is told, and nobody is asked again.
+Whom a delivery names. An ``update`` (the e-mail arrives there, not on join, often with the name null), a
+``leave``, a ``speech_on`` / ``speech_off``, an utterance and a chat message name their participant too. The
+join may have been missed, or sent to another endpoint, and a name or e-mail the roster lacks is never
+scrubbed from others' words. So what such a delivery tells is announced before its events (``announce``):
+someone the roster lacks joins and is asked for consent like any joiner (except a leaver, who is gone: a
+leave asks nobody); for someone known, only a new e-mail (a join that keeps the known name) or a new name
+(a rename) is told, and nobody is asked again.
 """
 
 from __future__ import annotations
@@ -172,6 +173,8 @@ class Parsed:
 
     events: list[MeetingEvent] = field(default_factory=list)
     named: ParticipantJoined | None = None
+    ask: bool = True
+    """Whether ``named``, if the roster lacks them, is asked for consent: not as they leave."""
 
 
 def parse(body: bytes, now: datetime) -> list[MeetingEvent]:
@@ -213,8 +216,10 @@ def _participant(kind: str, env: ParticipantEnvelope, now: datetime) -> Parsed:
         return Parsed([joined])
     if kind == "update":
         return Parsed(named=joined)
+    if kind in ("speech_on", "speech_off"):
+        return Parsed(named=_named(joined))
     if kind == "leave":
-        return Parsed([ParticipantLeft(PLATFORM, mid, pid, at)])
+        return Parsed([ParticipantLeft(PLATFORM, mid, pid, at)], _named(joined), ask=False)
     if kind == "chat_message" and data.data is not None:
         stamp = data.timestamp.model_dump_json() if data.timestamp else ""
         sid = "chat-" + _digest(env.recording.id, pid, stamp)
@@ -328,7 +333,7 @@ async def _apply(app: web.Application, parsed: Parsed) -> list[Result]:
         # Read outside the meeting's lock: two deliveries racing for someone new may both ask them, which
         # sends a second link and changes no consent; the roster change itself folds in twice harmlessly.
         told, ask = announce(gateway.meeting(PLATFORM, parsed.named.meeting_id), parsed.named)
-        events[:0] = [(told, ask)] if told is not None else []
+        events[:0] = [(told, ask and parsed.ask)] if told is not None else []
     results = []
     for event, ask in events:
         log.info("recall.event", kind=type(event).__name__, meeting_id=event.meeting_id)

@@ -170,6 +170,32 @@ async def test_an_update_without_a_name_brings_the_email_and_keeps_the_name(
     assert asked == [KEY_ADA, KEY_BEA]
 
 
+@pytest.mark.parametrize("kind", ["leave", "speech_on", "speech_off"])
+async def test_a_participant_named_only_by_a_leave_or_speech_event_is_scrubbed(
+    live: LiveGateway, sender: RecallSender, kind: str
+) -> None:
+    """Dora's join never arrived; Recall names her (name and e-mail) only in a ``leave``, ``speech_on`` or
+    ``speech_off``. She joins the roster from it, so her name and address are scrubbed from Ada's words.
+    Speaking, she is asked for consent like any joiner; leaving, she is asked nothing and is not present."""
+    asked = _consent_requests(live)
+    await _meeting_with_consent(live, sender)
+    dora, key = participant(400, "Dorothea Quist", "dorothea@example.org"), f"{RECORDING}:400"
+    assert (await sender.post(participant_event(kind, dora, relative=2.0))).status == 200
+    words = ["Dorothea", "Quist", "has", "the", "numbers,", "mail", "dorothea@example.org", "today."]
+    assert (await sender.post(transcript_data(ADA, words, start=5.0))).status == 200
+    await live.settle()
+    assert [p["text"] for p in forwarded(live)] == [
+        "[participant 3] has the numbers, mail [participant 3] today."
+    ]
+    state = live.app[GATEWAY].meeting(recall.PLATFORM, BOT)
+    assert state is not None
+    dora_now = state.participants[key]
+    assert (dora_now.name, dora_now.email, dora_now.present) == (
+        "Dorothea Quist", "dorothea@example.org", kind != "leave",
+    )  # fmt: skip
+    assert asked == [KEY_ADA, KEY_BEA] + ([] if kind == "leave" else [key])
+
+
 def test_announce_tells_only_what_the_roster_lacks() -> None:
     """Someone new joins and is asked; for someone known only a new e-mail (a join without the name) or a new
     name (a rename) is told, never an old name, and nobody is asked again."""
@@ -223,10 +249,12 @@ async def test_meeting_id_is_the_recording_without_a_bot(live: LiveGateway, send
 async def test_partial_data_and_unknown_events_are_acknowledged_and_ignored(
     live: LiveGateway, sender: RecallSender
 ) -> None:
-    """``transcript.partial_data``, ``speech_on`` and unknown events answer 200 and change nothing."""
+    """``transcript.partial_data``, a known participant's ``speech_on`` / ``speech_off`` and unknown events
+    answer 200 and change nothing."""
     await _meeting_with_consent(live, sender)
     partial = transcript_data(ADA, ["Shall", "we"], event="transcript.partial_data")
-    for doc in (partial, participant_event("speech_on", ADA), {"event": "bot.whatever", "data": {}}):
+    speech = [participant_event(kind, ADA) for kind in ("speech_on", "speech_off")]
+    for doc in (partial, *speech, {"event": "bot.whatever", "data": {}}):
         reply = await sender.post(doc)
         assert (reply.status, reply.doc) == (200, {"results": []})
     await live.settle()
