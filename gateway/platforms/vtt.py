@@ -6,11 +6,14 @@ to zero; unpadded timestamps (``0:0:1.5``) it reads as they are. Speakers come f
 (Teams) or, when a roster is given, from a ``Name: `` prefix (Zoom).
 
 Cue text is returned without markup (``<v>``, ``<b>``...) and with character references (``&amp;``,
-``&lt;``) decoded, whitespace collapsed to single spaces.
+``&lt;``) decoded, whitespace collapsed to single spaces; the text as written (markup kept) is returned too.
 
 Display names are not identity. A name is credited to a participant only when exactly one roster participant
 bears it (current or earlier name); otherwise the cue is unattributed, which the core treats as not consented.
 Zoom names may contain ``:``, so prefixes are matched against the roster's names, never split at a colon.
+Zoom writes a name as it was typed, so one that looks like markup ("Bob<Ops>") loses it in the text without
+markup ("Bob"), where it would read as someone else's name: a ``Name: `` prefix is credited only when the
+text as written and the text without markup name the same participant (``speaker``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class Cue:
     end: float
     text: str = field(repr=False)
     voice: str | None = field(default=None, repr=False)
+    written: str = field(default="", repr=False)
+    """The text as the file writes it, markup kept: character references decoded and whitespace collapsed,
+    as in ``text``. Empty when not known, which credits the cue to nobody (``speaker``)."""
 
     @property
     def key(self) -> str:
@@ -85,6 +91,7 @@ def parse(text: str) -> list[Cue]:
                 end=_seconds(caption.end_time),
                 text=" ".join(html.unescape(caption.text).split()),
                 voice=voice.group(1).strip() if voice else None,
+                written=" ".join(html.unescape(raw).split()),
             )
         )
     return cues
@@ -122,6 +129,17 @@ def bears_name(roster: Mapping[str, Participant], name: str) -> bool:
 
 def _same_name(name: str) -> str:
     return " ".join(name.split()).casefold()
+
+
+def speaker(roster: Mapping[str, Participant], cue: Cue) -> tuple[str | None, str]:
+    """(participant id, words) of a Zoom cue by its ``Name: `` prefix (``split_prefix``), read on the text
+    as written and on the text without markup: credited only when both name the same participant. Markup
+    stripped from a name ("Bob<Ops>: " becomes "Bob: ") would otherwise credit one person's words to
+    another; when the two disagree the cue is unattributed and its text kept whole."""
+    pid, words = split_prefix(roster, cue.text)
+    if split_prefix(roster, cue.written)[0] != pid:
+        return None, cue.text
+    return pid, words
 
 
 def split_prefix(roster: Mapping[str, Participant], text: str) -> tuple[str | None, str]:

@@ -4,9 +4,14 @@ The webhook carries a short-lived ``download_token``; each ``TRANSCRIPT`` file's
 with it as a Bearer token, only from the app's configured ``download_base`` (the token never goes elsewhere).
 The download runs in a background task so the webhook is answered at once; transient failures (network,
 timeouts, 5xx) are retried a few times, refusals (401/403/404) are not. The cues' ``Name: `` prefixes are
-matched against the meeting's roster as the core knows it (``vtt.split_prefix``): a name borne by no
-participant, or by several, leaves the cue unattributed, and cues without a prefix are unattributed.
-Segment ids are ``{meeting uuid}/vtt/{cue identifier}``, stable across redeliveries.
+matched against the meeting's roster as the core knows it (``vtt.speaker``): a name borne by no participant,
+or by several, leaves the cue unattributed, and cues without a prefix are unattributed.
+
+Segment ids are ``{meeting uuid}/vtt/{file}/{cue key}``, ``file`` being Zoom's id of the recording file (a
+hash of its download URL when it has none). Every file numbers its cues from 1, and a meeting can have
+several (a recording stopped and restarted, a second ``recording.transcript_completed``): without the file
+the second file's ids would be the first's, and its segments taken for redeliveries of them. The same file
+delivered again keeps its ids, so redeliveries still dedupe.
 
 Speakers the roster does not know. A cue may be labelled with a name no participant bears: the join was
 missed, or the speaker renamed themselves (no Zoom webhook tells a rename). That name must still be
@@ -80,6 +85,8 @@ class CompletedPayload(_Wire):
 class TranscriptFile:
     url: str
     recording_start: datetime | None
+    file_id: str
+    """Zoom's id of the file, or ``u`` and a hash of ``url`` when it has none: its part of segment ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +105,15 @@ def parse_completed(payload: dict[str, Any], at: datetime, token: str | None) ->
         raise Problem(400, "invalid-event", "Invalid event", detail="download_token: required")
     obj = parsed.object
     files = tuple(
-        TranscriptFile(f.download_url, f.recording_start or obj.start_time)
+        TranscriptFile(f.download_url, f.recording_start or obj.start_time, f.id or _url_id(f.download_url))
         for f in obj.recording_files
         if f.file_type == "TRANSCRIPT" and f.download_url and f.status in (None, "completed")
     )
     return TranscriptJob(obj.uuid, files, token, obj.start_time or at)
+
+
+def _url_id(url: str) -> str:
+    return "u" + hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
 
 
 def allowed(url: str, base: str) -> bool:
@@ -169,18 +180,19 @@ def segments(
     started_at: datetime,
     platform: str,
 ) -> list[SegmentReceived]:
-    """The cues of one transcript file as segments, attributed by ``Name: `` prefix against ``roster``;
-    never to a voice known only by its name (``unknown_voices``): nobody can consent for it."""
+    """The cues of one transcript file as segments, attributed by ``Name: `` prefix against ``roster``
+    (``vtt.speaker``); never to a voice known only by its name (``unknown_voices``): nobody can consent
+    for it."""
     roster = {pid: person for pid, person in roster.items() if not pid.startswith(VOICE_PREFIX)}
     origin = file.recording_start or started_at
     out = []
     for cue in cues:
-        participant_id, text = vtt.split_prefix(roster, cue.text)
+        participant_id, text = vtt.speaker(roster, cue)
         if not text:
             continue
         segment = Segment(
             meeting_id=meeting_id,
-            segment_id=f"{meeting_id}/vtt/{cue.key}",
+            segment_id=f"{meeting_id}/vtt/{file.file_id}/{cue.key}",
             participant_id=participant_id,
             text=text,
             at=origin + timedelta(seconds=cue.start),
@@ -220,15 +232,16 @@ def unknown_voices(
     """Joins for the speaker labels no roster participant bears, on cues no roster name prefixes. Joined,
     they are named on the roster, so what others say about them is scrubbed like the name of anyone who has
     not consented; the id is a hash of the name, so nobody can consent for it, and the same label is the
-    same participant again. A cue that names several participants (``split_prefix`` finds no one) may give
-    a label the roster lacks too ("Ann" of "Ann: Lee" and "Ann: Lee: Ops"): it joins, which only scrubs."""
+    same participant again. A cue that names several participants (``vtt.speaker`` finds no one) may give
+    a label the roster lacks too ("Ann" of "Ann: Lee" and "Ann: Lee: Ops"): it joins, which only scrubs.
+    So may a cue whose name lost markup ("Bob<Ops>" as "Bob"): the label as written joins too."""
     voices: dict[str, str] = {}
     for cue in cues:
-        if vtt.split_prefix(roster, cue.text)[0] is not None:
+        if vtt.speaker(roster, cue)[0] is not None:
             continue
-        label = speaker_label(cue.text)
-        if label and not vtt.bears_name(roster, label):
-            voices.setdefault(label.casefold(), label)
+        for label in (speaker_label(cue.written), speaker_label(cue.text)):
+            if label and not vtt.bears_name(roster, label):
+                voices.setdefault(label.casefold(), label)
     return [ParticipantJoined(platform, meeting_id, _voice_id(v), v, at) for v in voices.values()]
 
 

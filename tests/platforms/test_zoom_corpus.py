@@ -136,7 +136,7 @@ async def test_corpus_meeting_via_zoom_vtt_forwards_what_the_generic_api_does(ri
 
     await wait_for(applied, "the transcript to be applied")
     await rig.gw.settle()
-    expected = await _generic_rows(rig, meeting, f"{UUID}/vtt/{{n}}")
+    expected = await _generic_rows(rig, meeting, f"{UUID}/vtt/f-tr/{{n}}")
     assert expected, "nothing forwarded at all"
     assert all(pid != meeting.decliner for _, pid, _ in expected)
     assert _live_rows(rig) == expected

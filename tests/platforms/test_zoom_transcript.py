@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from gateway import runtime
+from gateway.model import Participant
 from gateway.platforms import vtt
-from gateway.platforms.zoom_transcript import VOICE_PREFIX, speaker_label
+from gateway.platforms.zoom_transcript import VOICE_PREFIX, speaker_label, unknown_voices
 from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
@@ -67,10 +69,45 @@ async def test_transcript_is_attributed_by_unique_roster_names(rig: ZoomRig) -> 
         ("16778242", "speech", "Thanks Gwen. The build is green since Tuesday."),
     ]
     segment_ids = {d.segment_id for d in await rig.gw.decisions() if "/vtt/" in d.segment_id}
-    assert segment_ids == {f"{UUID}/vtt/{n}" for n in range(1, 6)}
+    assert segment_ids == {f"{UUID}/vtt/0c7e1d2a-tr01/{n}" for n in range(1, 6)}
     reasons = {d.segment_id: d.reasons for d in await rig.gw.decisions()}
     for n in (3, 4, 5):
-        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/{n}"]), n
+        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/0c7e1d2a-tr01/{n}"]), n
+
+
+async def test_a_name_that_loses_its_markup_never_credits_its_words_to_another(rig: ZoomRig) -> None:
+    """Bob consents and "Bob<Ops>" refuses. Zoom writes the refuser's name as typed, "Bob<Ops>: ", which
+    without its markup reads "Bob: ": the cue is unattributed (not forwarded as Bob's), and an escaped
+    "Bob&lt;Ops&gt;: " is the refuser's; Bob's own cue still goes."""
+    await rig.accept(fixture("meeting.started.json"))
+    for user_id, name, command in (
+        ("16778261", "Bob", "/consent summary"),
+        ("16778262", "Bob<Ops>", "/optout"),
+    ):
+        await rig.accept(participant_event("meeting.participant_joined", UUID, user_id, name))
+        await rig.accept(chat_event(UUID, user_id, f"c-{user_id}", command))
+    doc = (
+        "WEBVTT\n\n1\n00:00:01.000 --> 00:00:03.000\nBob<Ops>: ZQXSECRET refuser's words\n\n"
+        "2\n00:00:04.000 --> 00:00:05.000\nBob&lt;Ops&gt;: ZQXSECRET again\n\n"
+        "3\n00:00:06.000 --> 00:00:07.000\nBob: my own words\n"
+    )
+    await rig.accept(transcript_completed(UUID, rig.zoom.add_transcript("t1", doc, TOKEN), TOKEN))
+    await _downloaded(rig)
+    await rig.gw.settle()
+    assert texts(rig.gw) == [("16778261", "speech", "my own words")]
+    decided = {d.segment_id.rsplit("/", 1)[1]: d for d in await rig.gw.decisions() if "/vtt/" in d.segment_id}
+    assert any("unattributed" in r for r in decided["1"].reasons)
+    assert decided["2"].participant_id == "16778262"
+
+
+def test_a_speaker_whose_name_lost_its_markup_joins_as_written() -> None:
+    """ "Bob<Ops>", whose join was missed, speaks where only Bob is known: the cue is nobody's, and the name
+    as written joins the roster as a voice (asking nobody), so it is scrubbed from others' words."""
+    cues = vtt.parse("WEBVTT\n\n1\n00:00:01.000 --> 00:00:02.000\nBob<Ops>: hi\n")
+    roster = {"16778261": Participant("16778261", "Bob")}
+    assert vtt.speaker(roster, cues[0]) == (None, "Bob: hi")
+    joins = unknown_voices(cues, roster, "zoom", UUID, datetime.now(UTC))
+    assert [(j.participant_id.startswith(VOICE_PREFIX), j.name) for j in joins] == [(True, "Bob<Ops>")]
 
 
 async def test_transcript_logs_carry_ids_and_counts_never_words(rig: ZoomRig) -> None:
@@ -136,6 +173,46 @@ async def test_redelivered_transcript_event_downloads_once(rig: ZoomRig) -> None
     await _downloaded(rig)
     await rig.gw.settle()
     assert len(rig.zoom.downloads) == 1 and len(texts(rig.gw)) == 2
+
+
+def _with_files(uuid: str, ts: int, files: list[tuple[str | None, str]]) -> dict[str, Any]:
+    """A ``recording.transcript_completed`` listing a TRANSCRIPT file for each (file id, download url);
+    a None id leaves ``id`` out."""
+    doc = transcript_completed(uuid, files[0][1], TOKEN, ts=ts)
+    template = doc["payload"]["object"]["recording_files"][1]
+    doc["payload"]["object"]["recording_files"][1:] = [
+        {k: v for k, v in {**template, "id": file_id, "download_url": url}.items() if v is not None}
+        for file_id, url in files
+    ]
+    return doc
+
+
+@pytest.mark.parametrize("file_ids", [("f-tr1", "f-tr2"), (None, None)], ids=["zoom-ids", "no-ids"])
+async def test_each_transcript_file_of_a_meeting_is_forwarded_once(
+    rig: ZoomRig, file_ids: tuple[str | None, str | None]
+) -> None:
+    """A recording stopped and restarted gives two transcript files, each numbering its cues from 1: both
+    are forwarded (segment ids carry the file: Zoom's id, or a hash of the download URL without one), and a
+    later event delivering the first file again forwards nothing more."""
+    await _meeting_with_consent(rig)
+    cue = "WEBVTT\n\n1\n00:00:01.000 --> 00:00:03.000\nTomás Ó Briain: {} recording words\n"
+    first = rig.zoom.add_transcript("t1", cue.format("first"), TOKEN)
+    second = rig.zoom.add_transcript("t2", cue.format("second"), TOKEN)
+    await rig.accept(_with_files(UUID, 1795855000001, [(file_ids[0], first), (file_ids[1], second)]))
+    await _downloaded(rig, 2)
+    await rig.accept(_with_files(UUID, 1795855000002, [(file_ids[0], first)]))
+    await _downloaded(rig, 3)
+    await rig.gw.settle()
+    assert texts(rig.gw) == [
+        ("16778242", "speech", "first recording words"),
+        ("16778242", "speech", "second recording words"),
+    ]
+    ids = sorted({d.segment_id for d in await rig.gw.decisions() if "/vtt/" in d.segment_id})
+    assert len(ids) == 2 and all(i.startswith(f"{UUID}/vtt/") and i.endswith("/1") for i in ids)
+    if file_ids[0] is not None:
+        assert ids == [f"{UUID}/vtt/f-tr1/1", f"{UUID}/vtt/f-tr2/1"]
+    else:
+        assert all(i.startswith(f"{UUID}/vtt/u") for i in ids)
 
 
 async def test_missing_download_token_is_400(rig: ZoomRig) -> None:
@@ -314,7 +391,7 @@ async def test_a_speaker_label_the_roster_lacks_is_scrubbed_and_never_credited(r
     assert asked == ["16778241"]
     reasons = {d.segment_id: d.reasons for d in await rig.gw.decisions()}
     for key in (1, 3, 7):
-        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/{key}"]), key
+        assert any("unattributed" in r for r in reasons[f"{UUID}/vtt/f-tr/{key}"]), key
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.model import Participant
@@ -155,3 +155,48 @@ def test_a_cue_with_two_voices_is_nobodys_and_negative_times_are_clamped_at_both
         (1.0, 2.0, None),
         (2.0, 3.0, "Ada Lovelace"),
     ]
+
+
+def _cue(line: str) -> vtt.Cue:
+    (cue,) = vtt.parse(f"WEBVTT\n\n1\n00:00:01.000 --> 00:00:02.000\n{line}\n")
+    return cue
+
+
+def test_a_name_that_loses_its_markup_credits_nobody() -> None:
+    """Zoom writes "Bob<Ops>" as typed; without markup the cue reads "Bob: ...". Credited only when the text
+    as written and the text without markup name the same participant: the refuser's words never go as Bob's,
+    nor as anyone's when one of the two names is missing from the roster."""
+    bob, ops = Participant("bob", "Bob"), Participant("ops", "Bob<Ops>")
+    cue = _cue("Bob<Ops>: private words")
+    assert (cue.text, cue.written) == ("Bob: private words", "Bob<Ops>: private words")
+    for roster in ({"bob": bob, "ops": ops}, {"bob": bob}, {"ops": ops}):
+        assert vtt.speaker(roster, cue) == (None, "Bob: private words"), roster
+    both = {"bob": bob, "ops": ops}
+    escaped = _cue("Bob&lt;Ops&gt;: escaped as WebVTT wants")
+    assert vtt.speaker(both, escaped) == ("ops", "escaped as WebVTT wants")
+    assert vtt.speaker(both, _cue("Bob: <i>markup</i> in the words")) == ("bob", "markup in the words")
+
+
+markup_names = st.builds(
+    str.__add__,
+    st.sampled_from(["Bob", "bob", "Bob Lee", "Ann:"]),
+    st.sampled_from(["", "<Ops>", "<b>", "</v>", "&lt;Ops&gt;", " <", "&amp;", ": Ops"]),
+)
+
+
+@given(roster_names=st.lists(markup_names, max_size=4), speaker=markup_names)
+@example(roster_names=["Bob", "Bob<Ops>"], speaker="Bob<Ops>")
+def test_a_cue_is_credited_only_to_the_unique_bearer_of_the_name_as_written(
+    roster_names: list[str], speaker: str
+) -> None:
+    """Whatever markup-like text names hold, a cue is credited only to a participant who alone bears the
+    name prefixing the cue as Zoom wrote it (markup kept), and alone its name once the markup is gone."""
+    roster = {str(i): Participant(str(i), n) for i, n in enumerate(roster_names)}
+    cue = _cue(f"{speaker}: words")
+    pid, _ = vtt.speaker(roster, cue)
+
+    def bearers(text: str) -> set[str]:
+        return {p for p, person in roster.items() if vtt.split_prefix({p: person}, text)[0] == p}
+
+    if pid is not None:
+        assert bearers(cue.written) == bearers(cue.text) == {pid}
