@@ -42,6 +42,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gateway.events import MeetingEnded, ParticipantJoined, ParticipantRenamed, SegmentReceived
 from gateway.instant import Instant
+from gateway.meeting import MeetingState
 from gateway.model import Participant, Segment
 from gateway.platforms import vtt
 from gateway.store.base import StorageError
@@ -110,6 +111,38 @@ def parse_completed(payload: dict[str, Any], at: datetime, token: str | None) ->
         if f.file_type == "TRANSCRIPT" and f.download_url and f.status in (None, "completed")
     )
     return TranscriptJob(obj.uuid, files, token, obj.start_time or at)
+
+
+def one_per_person(state: MeetingState, now: datetime) -> dict[str, Participant]:
+    """The roster to attribute cues against, with someone who rejoined counted once. Zoom gives a
+    rejoiner a new id; both ids bear the name, which would leave every cue of theirs unattributed (lost).
+    Ids are one person when they share an e-mail address and every choice (each purpose's consent and
+    its notice version): their cues are then credited to the latest id, which decides them as either
+    would. Otherwise (no address, other choices: perhaps another person, perhaps a changed mind) the
+    name stays ambiguous and the cues unattributed."""
+    roster = dict(state.participants)
+    by_address: dict[str, list[Participant]] = {}
+    for person in roster.values():
+        if person.email and not person.id.startswith(VOICE_PREFIX):
+            by_address.setdefault(person.email.lower(), []).append(person)
+    for people in by_address.values():
+        if len(people) < 2 or len({_choices(state, p.id, now) for p in people}) != 1:
+            continue
+        *earlier, latest = sorted(people, key=lambda p: p.ordinal)
+        names = tuple(dict.fromkeys(n for p in earlier for n in p.names if n not in latest.names))
+        for person in earlier:
+            del roster[person.id]
+        roster[latest.id] = replace(latest, former_names=(*latest.former_names, *names))
+    return roster
+
+
+def _choices(state: MeetingState, participant_id: str, now: datetime) -> frozenset[tuple[str, str, str]]:
+    """Each purpose the participant has a choice for: (purpose, state now, notice versions)."""
+    return frozenset(
+        (purpose, entry.at(now).value, entry.notice_version or "")
+        for purpose in state.purposes_of(participant_id)
+        for entry in (state.consent(participant_id, purpose),)
+    )
 
 
 def _url_id(url: str) -> str:
@@ -326,7 +359,7 @@ async def _apply(
     joins = rosters.joins(job.meeting_id)
     async with gateway.late_transcript(platform, job.meeting_id):  # one transcript, however slow the store
         state, ended = await gateway.bring_back(platform, job.meeting_id, datetime.now(UTC), joins)
-        roster = dict(state.participants) if state is not None else {}
+        roster = one_per_person(state, datetime.now(UTC)) if state is not None else {}
         voices = unknown_voices(cues, roster, platform, job.meeting_id, datetime.now(UTC))
         for voice in voices:
             await gateway.handle(platform, voice, ask=False)  # known only by a name: nobody to ask

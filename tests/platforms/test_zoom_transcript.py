@@ -8,19 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from gateway import runtime
-from gateway.model import Participant
+from gateway import meeting, runtime
+from gateway.meeting import MeetingState
+from gateway.model import ConsentChoice, Participant
 from gateway.platforms import vtt
-from gateway.platforms.zoom_transcript import VOICE_PREFIX, speaker_label, unknown_voices
+from gateway.platforms.zoom_transcript import VOICE_PREFIX, one_per_person, speaker_label, unknown_voices
 from gateway.sealing import new_key_spec
 from gateway.web.keys import GATEWAY
 from tests.conftest import require_shared
 from tests.fakes.zoom import chat_event, participant_event, transcript_completed
 from tests.platforms.test_zoom_webhook import consent_requests
 from tests.platforms.zoom_support import UUID, ZoomRig, fixture, fixture_text, texts, zoom_gateway
+from tests.strategies import consent_record
 from tests.test_transcript_batches import transcripts
 from tests.web.harness import Dest, wait_for
 
@@ -413,3 +417,75 @@ async def test_a_speaker_label_the_roster_lacks_is_scrubbed_and_never_credited(r
 def test_a_speaker_label_is_the_name_like_text_before_the_first_colon(text: str, label: str | None) -> None:
     """Up to six words with a letter before the first ``": "`` read as a name; capitals are not needed."""
     assert speaker_label(text) == label
+
+
+REJOINED = (
+    "WEBVTT\n\n1\n00:00:01.000 --> 00:00:03.000\nAlice Ames: Before my connection dropped.\n\n"
+    "2\n00:10:01.000 --> 00:10:03.000\nAlice Ames: After I rejoined.\n"
+)
+
+
+@pytest.mark.parametrize("consents_again", [True, False], ids=["same-choices", "other-choices"])
+async def test_a_rejoiner_under_a_new_id_is_one_speaker_only_when_their_choices_are_the_same(
+    rig: ZoomRig, consents_again: bool
+) -> None:
+    """Zoom gives Alice a new id when she rejoins, so two ids bear her name. With the same address and the
+    same choices they are one person: her recorded words go, credited to her latest id. If the second id
+    has not consented (a changed mind, or someone else at her address), the name stays ambiguous and
+    nothing of hers goes."""
+    alice = {"email": "alice@example.org"}
+    await rig.accept(fixture("meeting.started.json"))
+    await rig.accept(participant_event("meeting.participant_joined", UUID, "16778240", "Alice Ames", **alice))
+    await rig.accept(chat_event(UUID, "16778240", "c-1", "/consent summary"))
+    await rig.accept(participant_event("meeting.participant_left", UUID, "16778240", "Alice Ames", **alice))
+    await rig.accept(participant_event("meeting.participant_joined", UUID, "16779264", "Alice Ames", **alice))
+    if consents_again:
+        await rig.accept(chat_event(UUID, "16779264", "c-2", "/consent summary"))
+    await rig.accept(transcript_completed(UUID, rig.zoom.add_transcript("t1", REJOINED, TOKEN), TOKEN))
+    await _downloaded(rig)
+    await rig.gw.settle()
+    expected = [
+        ("16779264", "speech", "Before my connection dropped."),
+        ("16779264", "speech", "After I rejoined."),
+    ]
+    assert texts(rig.gw) == (expected if consents_again else [])
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, "a@example.org", "A@example.org", "b@example.org"]),
+            st.sampled_from([None, ConsentChoice.GIVEN, ConsentChoice.REFUSED, ConsentChoice.WITHDRAWN]),
+            st.sampled_from(["n1", "n2"]),
+        ),
+        max_size=6,
+    )
+)
+def test_one_per_person_merges_only_one_address_with_the_same_choices(
+    people: list[tuple[str | None, ConsentChoice | None, str]],
+) -> None:
+    """Whatever the roster, an id left out of the attribution roster has a kept id at the same address
+    (any case) with the same choice under the same notice, which bears its names; every other id is kept."""
+    state = MeetingState("zoom", "m1")
+    for n, (email, choice, notice) in enumerate(people):
+        state = meeting.joined(state, f"p{n}", "Alice Ames", email)
+        if choice is not None:
+            record = consent_record(record_id=f"r{n}", subject=f"p{n}", choice=choice, notice_version=notice)
+            state = meeting.with_record(state, record)
+    now = datetime(2026, 11, 28, tzinfo=UTC)
+    roster = one_per_person(state, now)
+
+    def choices(pid: str) -> tuple[object, ...]:
+        entry = state.consent(pid, "summary")
+        return entry.at(now), entry.notice_version
+
+    for pid, person in state.participants.items():
+        if pid in roster:
+            continue
+        assert person.email is not None
+        kept = [
+            k
+            for k, p in roster.items()
+            if (p.email or "").lower() == person.email.lower() and choices(k) == choices(pid)
+        ]
+        assert len(kept) == 1 and set(person.names) <= set(roster[kept[0]].names)
