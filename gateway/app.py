@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
@@ -116,15 +117,40 @@ class DispatchSink:
     async def delivered(
         self, meeting_id: str, participant_id: str, destination: str
     ) -> list[tuple[str, str]]:
+        """What the destination may hold of the participant: each part delivered (2xx), and each that an
+        attempt carried whatever its outcome (a timeout or a reset after the body went out may have
+        arrived). Asking to delete a part that never arrived is harmless; missing one that did is not.
+
+        Listed once no attempt carrying their words can still be on the wire, so that the request reaches
+        the destination after them: this process's (``quiesce``), and another's (a replica, or a process
+        that stopped) until its part is sent or the attempt's timeout has passed since it began."""
         config = self.configs[destination]
         await self.dispatcher.quiesce(meeting_id, participant_id, config.total_timeout + 1.0)
         await self.outbox.flush()
-        rows = await self.outbox.store.outbox_parts(meeting_id=meeting_id, participant_id=participant_id)
+        while True:
+            rows = await self.outbox.store.outbox_parts(meeting_id=meeting_id, participant_id=participant_id)
+            rows = [row for row in rows if row["destination"] == destination]
+            # polling: another process's attempt has no event here, and this runs once per withdrawal
+            if not self._elsewhere_on_the_wire(rows, config.total_timeout + 1.0):
+                break
+            await asyncio.sleep(ELSEWHERE_POLL_SECONDS)
         return [
             (str(row["segment_id"]), str(row["key"]))
             for row in rows
-            if row["destination"] == destination and row["state"] == "sent"
+            if row["state"] == "sent" or row["attempted_at"] is not None
         ]
+
+    def _elsewhere_on_the_wire(self, rows: Sequence[Mapping[str, object]], longest: float) -> bool:
+        """Whether a part of ``rows`` may be on the wire in another process's attempt now: it began less
+        than ``longest`` seconds ago and its part is not known to be sent."""
+        now = time.time()
+        return any(
+            row["state"] != "sent"
+            and isinstance(at := row["attempted_at"], float)
+            and at + longest > now
+            and row["attempted_by"] != self.outbox.owner
+            for row in rows
+        )
 
     async def batched(self, meeting_id: str) -> Batched:
         parts: dict[str, list[MeetingPart]] = {}
@@ -175,6 +201,9 @@ class DispatchSink:
             return False if gateway.ungoverned(meeting_id) else None
         return gateway.still_allowed(meeting_id, destination, participant_id)
 
+
+ELSEWHERE_POLL_SECONDS = 0.05
+"""How often a deletion request being prepared looks again at other processes' attempts still on the wire."""
 
 _REACHED_BY = ("kind", "model", "prompt", "api_key_env", "summary_url", "erasure_url", "retention_hours",
                "timeout_seconds", "batch_max_segments", "batch_seconds")  # fmt: skip
@@ -343,7 +372,8 @@ def _delivery(
 
 HELD_RECOVERY_SECONDS = LEASE_SECONDS / 3
 """With several replicas, how often each looks for held segments whose replica stopped renewing their lease
-(as often as delivery looks for items to take over)."""
+(as often as delivery looks for items to take over); as often, on any store, for owed deletion requests
+whose lease ran out (their writer stopped, or staging them failed)."""
 
 
 class _StartRecovery:
@@ -371,10 +401,20 @@ async def _start_recovery(app: web.Application) -> bool:
         if loaded:
             log.info("meetings.loaded", meetings=loaded)
         await gateway.recover_held(everything=not app[STORE].shared)
+        await _erase_owed(app, everything=not app[STORE].shared)
     except StorageError:
         log.error("start.recovery_storage_unavailable")
         return False
     return True
+
+
+async def _erase_owed(app: web.Application, *, everything: bool = False) -> None:
+    """Stage the deletion requests that withdrawals owe and nobody staged: a process that stopped after
+    acknowledging a withdrawal (``everything``: all of them, for a single-process store at start), or
+    whose staging failed. Those of a live writer are left to it until their lease runs out."""
+    owed = await app[GATEWAY].erase_owed(everything=everything)
+    if owed:
+        log.info("erasure.owed_claimed", requests=owed)
 
 
 async def _ticker(app: web.Application) -> AsyncIterator[None]:
@@ -388,12 +428,14 @@ async def _ticker(app: web.Application) -> AsyncIterator[None]:
         while True:
             if start.done is False:
                 start.done = await _start_recovery(app)
-            elif start.done and shared and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
+            elif start.done and loop.time() - recovered >= HELD_RECOVERY_SECONDS:
                 try:
-                    await gateway.recover_held()
+                    if shared:
+                        await gateway.recover_held()
+                    await _erase_owed(app)
                     recovered = loop.time()
                 except StorageError:
-                    log.error("held.recovery_storage_unavailable")
+                    log.error("recovery.storage_unavailable")
             await asyncio.sleep(app[SETTINGS].tick_seconds)
             try:
                 await gateway.tick()

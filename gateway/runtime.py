@@ -55,7 +55,7 @@ from gateway.policy.decide import scrubber_for
 from gateway.roster_log import ROSTER_EVENTS, Latest, RosterChange, SharedRoster
 from gateway.shadow import Shadow
 from gateway.store.base import LedgerEntry, StorageError, Store
-from gateway.store.outbox import DROPPED, FAILED, MERGED, Finished, Lease, OutboxItem, Purge
+from gateway.store.outbox import DROPPED, FAILED, LEASE_SECONDS, MERGED, Finished, Lease, OutboxItem, Purge
 
 log = structlog.get_logger("gateway.runtime")
 
@@ -507,8 +507,9 @@ class Gateway:
 
     def _erase_later(self, key: MeetingKey, record: ConsentRecord, policy: Policy) -> None:
         """After a withdrawal, ask each destination that declares an erasure endpoint to delete what it
-        already received of the participant. In the background: it waits for attempts on the wire to end
-        (their outcome decides what the destination has), and the withdrawal's answer must not wait."""
+        may hold of the participant. In the background: it waits for attempts on the wire to end (the
+        request must reach the destination after them), and the withdrawal's answer must not wait. Every
+        replica that learns of the withdrawal calls this; the one that claims what it owes asks."""
         targets = _erasure_targets(record, policy)
         if targets:
             self._background(self._request_erasure(key, record, policy, targets))
@@ -516,23 +517,70 @@ class Gateway:
     async def _request_erasure(
         self, key: MeetingKey, record: ConsentRecord, policy: Policy, targets: Sequence[Destination]
     ) -> None:
-        try:
-            for dest in targets:
+        """Stage each target's deletion request in the outbox (durable, retried) if this gateway claims
+        what the withdrawal owes it (``Purge.erase``), then clear that. Not claimed: staged already, or
+        being staged elsewhere, where the list covers this process's attempts too (``Sink.delivered``).
+        One that fails stays owed: staged again once its lease runs out (``erase_owed``)."""
+        for dest in targets:
+            try:
+                lease = self._erasure_lease()
+                if not await self.store.claim_erasure(record.record_id, dest.id, lease, time.time()):
+                    continue
                 sent = await self.sink.delivered(record.meeting_id, record.subject, dest.id)
                 made = _erasure(record, policy, dest, sent, wall_clock())
-                if made is None:
-                    continue
-                decisions, emit = made
-                if await self._asked_already(record.meeting_id, emit.idempotency_key):
-                    continue  # another replica asked for exactly these segments
-                async with self._locks.setdefault(key, asyncio.Lock()):
-                    state = await self._load(key)
-                    await self._commit(key, Step(state, decisions, (emit,)), wall_clock())
-                log.info("erasure.requested", meeting_id=record.meeting_id, destination=dest.id,
-                         record_id=record.record_id, segments=len(decisions))  # fmt: skip
-        except Exception as exc:
-            log.error("erasure.failed", meeting_id=record.meeting_id, record_id=record.record_id,
-                      error=type(exc).__name__)  # fmt: skip
+                if made is not None:
+                    decisions, emit = made
+                    # not if another replica asked for exactly these segments
+                    if not await self._asked_already(record.meeting_id, emit.idempotency_key):
+                        async with self._locks.setdefault(key, asyncio.Lock()):
+                            state = await self._load(key)
+                            await self._commit(key, Step(state, decisions, (emit,)), wall_clock())
+                        log.info("erasure.requested", meeting_id=record.meeting_id, destination=dest.id,
+                                 record_id=record.record_id, segments=len(decisions))  # fmt: skip
+                await self.store.erasure_done(record.record_id, dest.id)
+            except Exception as exc:
+                log.error("erasure.failed", meeting_id=record.meeting_id, record_id=record.record_id,
+                          destination=dest.id, error=type(exc).__name__)  # fmt: skip
+
+    async def erase_owed(self, *, everything: bool = False, limit: int = 500) -> int:
+        """Claim the deletion requests that withdrawals owe and nobody staged (their process stopped first,
+        or staging failed; ``everything``: all of them, for a single-process store at start), and stage
+        them in the background. Returns how many were claimed."""
+        now = float("inf") if everything else time.time()
+        owed = await self.store.claim_erasures(self._erasure_lease(), now, limit)
+        wanted: dict[tuple[str, str, str], set[str]] = {}
+        for row in owed:
+            wanted.setdefault((row.meeting_id, row.participant_id, row.record_id), set()).add(row.destination)
+        for (meeting_id, subject, record_id), destinations in wanted.items():
+            self._background(self._erase_owed(meeting_id, subject, record_id, destinations))
+        return len(owed)
+
+    def _erasure_lease(self) -> Lease:
+        """This gateway's lease on an owed deletion request it stages (one per gateway, not per process:
+        replicas may share one)."""
+        return Lease(f"{_ERASER}:{id(self):x}", time.time() + LEASE_SECONDS)
+
+    async def _erase_owed(
+        self, meeting_id: str, subject: str, record_id: str, destinations: set[str]
+    ) -> None:
+        """One withdrawal's owed requests, as ``_erase_later`` would have staged them. One the policies no
+        longer allow (the meeting, or the destination's erasure endpoint, gone from them) is given up."""
+        try:
+            entries = await self.store.ledger_entries(meeting_id=meeting_id, participant_id=subject)
+        except StorageError:
+            log.error("erasure.failed", meeting_id=meeting_id, record_id=record_id, error="StorageError")
+            return  # still owed: tried again once its lease runs out
+        record = next((e.record for e in entries if e.record.record_id == record_id), None)
+        policy = None if record is None else self.policies.for_meeting(record.platform, meeting_id)
+        targets = [] if record is None or policy is None else _erasure_targets(record, policy)
+        targets = [dest for dest in targets if dest.id in destinations]
+        for gone in sorted(destinations - {dest.id for dest in targets}):
+            log.error("erasure.given_up", meeting_id=meeting_id, record_id=record_id, destination=gone,
+                      reason="no_record" if record is None else "no_erasure_url")  # fmt: skip
+            with contextlib.suppress(StorageError):
+                await self.store.erasure_done(record_id, gone)
+        if record is not None and policy is not None and targets:
+            await self._request_erasure((record.platform, meeting_id), record, policy, targets)
 
     async def _asked_already(self, meeting_id: str, key: str) -> bool:
         return any(row["key"] == key for row in await self.store.outbox_report(meeting_id=meeting_id))
@@ -1231,6 +1279,10 @@ def _safely(call: Callable[..., None], *args: object) -> None:
         log.error("observer.failed", error=type(exc).__name__)
 
 
+_ERASER = f"erasure:{uuid.uuid4().hex[:12]}"
+"""This process's part of the lease owner on owed deletion requests (``Gateway._erasure_lease``)."""
+
+
 def _erasure_targets(record: ConsentRecord, policy: Policy) -> list[Destination]:
     taken = set(record.purposes)
     return [d for d in policy.destinations if d.erasure_url and taken.intersection(d.purposes)]
@@ -1288,7 +1340,9 @@ def _purge_for(record: ConsentRecord, policy: Policy) -> Purge | None:
         return None
     taken = set(record.purposes)
     destinations = tuple(d.id for d in policy.destinations if taken.intersection(d.purposes))
-    return Purge(record.meeting_id, record.subject, destinations) if destinations else None
+    # the deletion requests it owes are written with it: a crash before they are staged loses none
+    erase = tuple(d.id for d in _erasure_targets(record, policy))
+    return Purge(record.meeting_id, record.subject, destinations, erase) if destinations else None
 
 
 def _merge(first: Step, second: Step) -> Step:

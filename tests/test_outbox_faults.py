@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +24,8 @@ import aiohttp
 import pytest
 
 from gateway.sealing import new_key_spec
+from gateway.store import open_store
+from gateway.store.outbox import Lease
 from tests.conftest import _require_all as require_all
 from tests.conftest import postgres_database, require_postgres
 from tests.fakes.ai_service import FakeAIService
@@ -167,11 +169,18 @@ class Process:
 
 @asynccontextmanager
 async def gateway_process(
-    tmp: Path, service_url: str, database: str, key: str, window: float = 0
+    tmp: Path,
+    service_url: str,
+    database: str,
+    key: str,
+    window: float = 0,
+    dests: Sequence[Dest] = (Dest("summariser"),),
 ) -> AsyncIterator[Process]:
-    """``consent-gateway serve`` in its own process, ready when this yields; killed (if alive) after."""
+    """``consent-gateway serve`` in its own process, ready when this yields; killed (if alive) after.
+    ``dests``: the policy's destinations, each reaching ``service_url``."""
     policy = tmp / "policy.yaml"
-    policy.write_text(policy_yaml({"summariser": service_url}, [Dest("summariser")], window=window))
+    urls = {dest.id: service_url for dest in dests}
+    policy.write_text(policy_yaml(urls, dests, window=window))
     port = _free_port()
     env = {
         **os.environ,
@@ -383,3 +392,84 @@ async def test_withdrawal_sends_a_deletion_request_for_what_was_delivered(tmp_pa
         logged = [d for d in await live.decisions() if d.action == "erase"]
         assert sorted(d.segment_id for d in logged) == ["a0", "a1"]
         assert all(d.consent_record_ids == (record_id,) and d.participant_id == "ann" for d in logged)
+
+
+async def test_a_deletion_request_lists_segment_ids_as_the_platform_sent_them(tmp_path: Path) -> None:
+    """An id the store keeps escaped (backslashes) is listed, and logged as erased, as it was sent."""
+    sid = "rec\\2025\\seg-1"
+    async with serving(tmp_path, [Dest("summariser", erasure=True)]) as live:
+        await live.send(joined("ann", "Ann"), consent("ann", "given"), segment(sid, "ann", "words"))
+        await wait_for(lambda: _arrived(live.fake, {sid}), "the delivery")
+        await live.settle()
+        await live.send(consent("ann", "withdrawn"))
+        await wait_for(lambda: _erasure_arrived(live.fake), "the deletion request", 20)
+        [request] = _erasures(live.fake)
+        assert request["segment_ids"] == [sid]
+        assert [d.segment_id for d in await live.decisions() if d.action == "erase"] == [sid]
+
+
+async def test_a_deletion_request_lists_a_segment_whose_attempt_timed_out(tmp_path: Path) -> None:
+    """An attempt that timed out after its body went out may have arrived (here it did, its 200 too late for
+    the gateway): the deletion request after a withdrawal lists it all the same."""
+    async with serving(tmp_path, [Dest("summariser", erasure=True, timeout=1)]) as live:
+        await live.send(joined("ann", "Ann"), consent("ann", "given"))
+        live.fake.delay_next(1, 2.5)  # received at once, answered after the gateway gave up on it
+        live.fake.fail_next(10_000)  # and every retry meets an outage
+        await live.send(segment("a0", "ann", "ann's words"))
+
+        async def accepted() -> bool:
+            return any(
+                p["segment_id"] == "a0" for r in live.fake.received if r.ok for p in r.segment_payloads()
+            )
+
+        await wait_for(accepted, "the destination to accept a0", 10)
+        await live.send(consent("ann", "withdrawn"))
+        live.fake.recover()
+        await wait_for(lambda: _erasure_arrived(live.fake), "the deletion request", 20)
+        [request] = _erasures(live.fake)
+        assert request["segment_ids"] == ["a0"]
+        parts = await live.store.outbox_parts(meeting_id="m-weekly", participant_id="ann")
+        [a0] = [p for p in parts if p["segment_id"] == "a0"]
+        assert a0["state"] == "withdrawn" and a0["attempted_at"] is not None  # never a 2xx here
+
+
+async def test_kill_9_after_a_withdrawal_is_acknowledged_loses_no_deletion_request(
+    tmp_path: Path, database: str
+) -> None:
+    """Killed after acknowledging a withdrawal, before staging its deletion request (an attempt carrying the
+    participant's words still on the wire): a later process sends it, listing that attempt's segment too,
+    and nothing stays owed. (On PostgreSQL, once the dead process's lease on it has run out.)"""
+    key = new_key_spec()
+    dests = [Dest("summariser", erasure=True, timeout=10)]
+    async with FakeAIService(SIGNING_SECRET) as service:
+        async with gateway_process(tmp_path, service.url, database, key, dests=dests) as first:
+            await _post(first.url, joined("ann", "Ann"), consent("ann", "given"), segment("a0", "ann", "w"))
+            await wait_for(lambda: _arrived(service, {"a0"}), "a0 delivered", 20)
+            service.delay_next(1, 8)  # the request carrying a1 stays on the wire
+            await _post(first.url, segment("a1", "ann", "more words"))
+
+            async def on_the_wire() -> bool:
+                return service.in_flight == 1
+
+            await wait_for(on_the_wire, "a1 on the wire", 20)
+            await _post(first.url, consent("ann", "withdrawn"))  # acknowledged: the request is owed now
+            first.kill()  # while it waits for a1's attempt to end before listing what to erase
+        assert not [r for r in service.received if r.body and r.body.get("type") == "erasure"]
+        async with gateway_process(tmp_path, service.url, database, key, dests=dests):
+            await wait_for(lambda: _erasure_arrived(service), "the deletion request", 60)
+        [request] = _erasures(service)
+        assert request["participant_id"] == "ann" and request["segment_ids"] == ["a0", "a1"]
+    store = open_store(database)
+    await store.open()
+    try:
+        assert await store.claim_erasures(Lease("check", 0.0), float("inf"), 10) == []
+    finally:
+        await store.close()
+
+
+def _erasures(service: FakeAIService) -> list[dict[str, object]]:
+    return [r.body for r in service.received if r.ok and r.body.get("type") == "erasure"]
+
+
+async def _erasure_arrived(service: FakeAIService) -> bool:
+    return bool(_erasures(service))

@@ -20,6 +20,13 @@ Consent on a shared store: where this process does not hold the meeting's consen
 several processes share the store, the store's latest consent (``blocked``) is asked before every attempt
 too, then the in-memory answer, still with no await between it and the send.
 
+Deletion requests: before each attempt to a destination that declares an erasure endpoint, the parts are
+noted in the outbox as attempted, now, by this process (``Outbox.attempting``), durably and before the
+consent checks: a withdrawal recorded after the note is seen by the checks, one recorded before it lists
+the parts. So a deletion request covers every attempt that may have reached the destination, whatever came
+back (a timeout, a reset), and a crash loses none of them; and whoever lists them knows until when
+another process's attempt may still be on the wire.
+
 Batched destinations (``delivery: batched``): each segment is still an item of its own, stored and decided
 alone; the lane's worker waits until its oldest queued segment has waited ``batch_seconds`` (or ``batch_max``
 are queued, the meeting ended, or a drain began) and sends the segments queued at its head in one request,
@@ -29,8 +36,9 @@ carries its own item's key, so a destination deduplicates segment by segment eve
 them differently.
 
 Retries go on until the item's retention ends (then ``expired``), unless ``max_attempts`` bounds them; a
-per-destination circuit breaker stops hammering a destination that keeps failing. Concurrency towards
-destinations is bounded by the aiohttp session's connector (its per-host limit), not here.
+per-destination circuit breaker (one for its content, one for its deletion requests) stops hammering a
+destination that keeps failing. Concurrency towards destinations is bounded by the aiohttp session's
+connector (its per-host limit), not here.
 
 Logs and results carry ids, status codes, attempt numbers and timings, never payloads.
 """
@@ -492,7 +500,10 @@ class Dispatcher:
 
     async def _deliver(self, entry: _Entry) -> Result:
         config = self._destinations[entry.item.destination]
-        breaker = self._breakers.setdefault(config.id, _Breaker())
+        # a deletion request goes to another endpoint (``erasure_url``): an outage of the one content goes
+        # to must not hold it back, nor its failures count against content
+        endpoint = f"{config.id} erasure" if entry.item.kind == "erasure" else config.id
+        breaker = self._breakers.setdefault(endpoint, _Breaker())
         number = 0
         changed = 0  # attempts in a row stopped because consent or the names to scrub changed meanwhile
         while config.max_attempts is None or number < config.max_attempts:
@@ -550,6 +561,7 @@ class Dispatcher:
             else:
                 if self._prepare is not None:
                     await self._prepare(entry.item.meeting_id)
+                await self._note_attempt(config, entry)
                 if not await self._keep_unblocked(config, entry) or not self._keep_allowed(entry):
                     return None
         except Exception as exc:
@@ -582,6 +594,15 @@ class Dispatcher:
                 error=attempt.error,
             )
         return attempt
+
+    async def _note_attempt(self, config: DestinationConfig, entry: _Entry) -> None:
+        """Before an attempt's consent checks, where a deletion request may have to list them (the
+        destination declares an erasure endpoint): note the entry's parts as attempted now and wait until
+        that is durable. Some may be taken out by the checks next; a request listing them asks too much,
+        which is harmless, where one missing a part that arrived is not."""
+        if self._outbox is None or config.erasure_url is None:
+            return
+        await self._outbox.attempting({(_stored_key(entry, part), part.segment_id) for part in entry.parts})
 
     async def _keep_unblocked(self, config: DestinationConfig, entry: _Entry) -> bool:
         """Where needed, drop the parts the store's latest consent refuses; False when none is left."""
@@ -726,6 +747,13 @@ def _expire_members(batch: _Entry, now: float) -> None:
         if id(member) not in batch.expired and now >= member.expires_at:
             batch.expired.add(id(member))
             batch.parts = tuple(part for part in batch.parts if batch.owners[id(part)][0] is not member)
+
+
+def _stored_key(entry: _Entry, part: Part) -> str:
+    """The key of the stored item ``part`` is of: in a batch, its member's."""
+    if entry.members:
+        return entry.owners[id(part)][0].item.idempotency_key
+    return entry.item.idempotency_key
 
 
 def _sent_key(entry: _Entry, part: Part) -> str:

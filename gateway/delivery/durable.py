@@ -8,6 +8,9 @@ process asks next (or, on SQLite, to the next start), opened again with the outb
 
 Sealed plaintext is the part's ids and payload as JSON; the associated data binds it to its item key and
 segment, so a sealed payload moved to another row does not open.
+
+For deletion requests the dispatcher notes here (``attempting``) which parts it is about to send to a
+destination that declares an erasure endpoint, when and as whom, and waits until that is durable.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
+from typing import Literal
 
 import structlog
 
@@ -32,7 +36,7 @@ from gateway.store.base import StorageError, Store
 log = structlog.get_logger(__name__)
 
 
-LEASE_SECONDS = 15.0
+LEASE_SECONDS = stored.LEASE_SECONDS
 """How long an item stays its writer's without a renewal; the owner renews every third of it."""
 
 
@@ -99,13 +103,9 @@ class Outbox:
             meeting_id, participant_id, segment_id, payload = json.loads(plain)
             parts.append(Part(meeting_id, participant_id, segment_id, MappingProxyType(payload)))
         meeting = parts[0].meeting_id if parts else item.meeting_id
-        if item.kind == "transcript":
-            return Item(item.destination, item.key, meeting, "transcript", tuple(parts), item.expires_at)
-        if item.kind == "erasure":
-            return Item(item.destination, item.key, meeting, "erasure", tuple(parts), item.expires_at)
-        if item.kind == stored.HELD:
-            return Item(item.destination, item.key, meeting, "held", tuple(parts), item.expires_at)
-        return Item(item.destination, item.key, meeting, "segment", tuple(parts), item.expires_at)
+        written = item.written if len(item.written) > len(parts) else ()
+        kind = _KINDS.get(item.kind, "segment")
+        return Item(item.destination, item.key, meeting, kind, tuple(parts), item.expires_at, written)
 
     # --- parts kept for meeting-end transcripts (``stored.BATCHED``) -------------------------------------
 
@@ -153,6 +153,14 @@ class Outbox:
             at=self._clock(),
         )
         self._record(done)
+
+    async def attempting(self, parts: Iterable[tuple[str, str]]) -> None:
+        """Note ``(item key, segment id)`` parts as attempted now by this process, durably, before they are
+        sent: a deletion request lists them whatever the attempt's outcome, once it cannot be on the wire
+        any more. Raises StorageError (then nothing is sent)."""
+        at = self._clock()
+        marks = [stored.Attempted(key, segment, at, self.owner) for key, segment in sorted(parts)]
+        await self.store.attempt_outbox(marks)
 
     def _record(self, done: stored.Finished) -> None:
         # outcomes of one loop iteration share one write (and with it the writer's next commit)
@@ -238,6 +246,14 @@ class Outbox:
             )
             self._record(stored.Finished(row.key, str(Status.FAILED), reason, 0, None, (), self._clock()))
         return items
+
+
+_KINDS: dict[str, Literal["segment", "transcript", "erasure", "held"]] = {
+    "transcript": "transcript",
+    "erasure": "erasure",
+    stored.HELD: "held",
+}
+"""Stored kinds opened as items of their own kind; any other is a segment."""
 
 
 def _aad(key: str, segment_id: str) -> bytes:

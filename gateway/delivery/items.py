@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -41,6 +41,9 @@ class Item:
     parts: tuple[Part, ...]
     expires_at: float | None = None
     """Wall time after which the item is dropped (``expired``); None: submit time + destination retention."""
+    written: tuple[tuple[str, str], ...] = ()
+    """``(participant id, segment id)`` of the parts the item was stored with, when some of those are gone
+    (withdrawn before a restart read it back): its keys are derived against them. Empty: ``parts``."""
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -174,15 +177,19 @@ def idempotency_key(item: Item, parts: tuple[Part, ...]) -> str:
 
     A destination that honours idempotency keys keeps the first body it saw under a key (or refuses a
     different body under it). Once a withdrawal removed parts, the remaining content gets a key of its own,
-    derived deterministically so that every retry of the same content still shares it.
+    derived deterministically from the item's key and what remains, so that every retry of the same content
+    shares it, before a restart and after (``Item.written``: what the item had before it was read back).
     """
-    if parts == item.parts:
+    if parts == item.parts and not item.written:
         return item.idempotency_key
-    names = _names(parts)
-    if names == _names(item.parts):
+    names = _names((part.participant_id, part.segment_id) for part in parts)
+    whole = (
+        _names(item.written) if item.written else _names((p.participant_id, p.segment_id) for p in item.parts)
+    )
+    if names == whole:
         return item.idempotency_key  # the same segments, a name in them scrubbed since: the same item
     return f"{item.idempotency_key}.{hashlib.sha256(names.encode()).hexdigest()[:16]}"
 
 
-def _names(parts: tuple[Part, ...]) -> str:
-    return "\n".join(f"{part.participant_id}\t{part.segment_id}" for part in parts)
+def _names(ids: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f"{participant}\t{segment}" for participant, segment in ids)

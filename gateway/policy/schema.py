@@ -175,7 +175,9 @@ class DestinationSpec(_Strict):
     """``openai_summary``: where the summary is POSTed, signed like an ``http`` delivery."""
     erasure_url: HttpUrl | None = None
     """Where a deletion request is POSTed (signed, retried like any delivery) when a participant withdraws:
-    it lists the segments and idempotency keys this destination already received from them."""
+    it lists the segments and idempotency keys this destination received from them or may have received
+    (an attempt that timed out or was reset after its body went out). It is owed durably from the moment
+    the withdrawal is recorded, so a crash before it is sent does not lose it."""
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     """How long one delivery attempt may take in all (connect, send, answer) before it counts as failed and
     is retried; a hanging destination costs at most this per attempt."""

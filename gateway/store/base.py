@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gateway.model import ConsentRecord, Decision
 from gateway.roster_log import StoredChange
-from gateway.store.outbox import Finished, Lease, OutboxItem, Purge
+from gateway.store.outbox import Attempted, Finished, Lease, OutboxItem, OwedErasure, Purge
 
 
 class StorageError(Exception):
@@ -77,7 +77,8 @@ class Store(Protocol):
 
     async def append_consent(self, record: ConsentRecord, purge: Purge | None = None) -> LedgerEntry:
         """Chain and durably write one record; returns once committed. With ``purge``, the participant's
-        queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4)."""
+        queued outbox parts for those destinations are withdrawn in the same transaction (invariant 4), and
+        the deletion requests it owes (``Purge.erase``) are recorded there too."""
 
     async def append_decisions(
         self,
@@ -92,6 +93,19 @@ class Store(Protocol):
 
     def finish_outbox(self, done: Sequence[Finished]) -> asyncio.Future[None]:
         """Record outcomes of outbox items (payloads are cleared); shares the next commit."""
+
+    def attempt_outbox(self, marks: Sequence[Attempted]) -> asyncio.Future[None]:
+        """Note parts as attempted (the first time is kept); shares the next commit: send once it resolves."""
+
+    async def claim_erasures(self, lease: Lease, now: float, limit: int) -> list[OwedErasure]:
+        """Take up to ``limit`` owed deletion requests whose lease ran out before ``now``."""
+
+    async def claim_erasure(self, record_id: str, destination: str, lease: Lease, now: float) -> bool:
+        """Take one owed deletion request (False: no longer owed, or another's lease on it is live at
+        ``now``): whoever holds it stages it."""
+
+    async def erasure_done(self, record_id: str, destination: str) -> None:
+        """An owed deletion request is staged in the outbox (or cannot be any more): it is owed no longer."""
 
     async def append_roster(
         self, change_id: str, platform: str, meeting_id: str, participant_id: str, names: bool, sealed: bytes

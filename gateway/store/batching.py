@@ -64,6 +64,18 @@ class OutcomesWrite:
 
 
 @dataclass(slots=True)
+class AttemptsWrite:
+    """Parts about to be sent (``outbox.Attempted``): their caller sends only once this is committed."""
+
+    marks: list[outbox.Attempted]
+    future: asyncio.Future[None] = field(repr=False)
+
+    def resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+@dataclass(slots=True)
 class DeliveryWrite:
     """A signed delivery's id claimed until ``until``, given up (``release``), or kept until ``until``
     (``extend``), in the next commit (``gateway.store.deliveries``)."""
@@ -83,7 +95,7 @@ class DeliveryWrite:
             self.future.set_result(self.claimed)
 
 
-Write = ConsentWrite | DecisionsWrite | OutcomesWrite | DeliveryWrite
+Write = ConsentWrite | DecisionsWrite | OutcomesWrite | AttemptsWrite | DeliveryWrite
 
 GATHER_SECONDS = 0.002
 """How long the writer waits for more writes before a commit, only while the previous commit was shared by
@@ -94,8 +106,8 @@ several writes (under load): the ingest benchmark on SQLite, on a machine busy w
 
 @dataclass(slots=True)
 class Batch:
-    """One transaction's work, in the order it runs: ledger, consent view, purges, decisions, outbox,
-    outcomes."""
+    """One transaction's work, in the order it runs: ledger, consent view, purges (and the deletion requests
+    they owe), decisions, outbox, attempts, outcomes."""
 
     consents: list[ConsentWrite]
     decisions: list[tuple[str | None, ...]]
@@ -104,6 +116,7 @@ class Batch:
     outcomes: list[outbox.Finished]
     deliveries: list[DeliveryWrite]
     """Claims and releases of signed delivery ids, run first, each on its own."""
+    attempted: list[outbox.Attempted] = field(default_factory=list)
 
 
 def split(writes: Sequence[Write]) -> Batch:
@@ -118,15 +131,18 @@ def split(writes: Sequence[Write]) -> Batch:
             batch.items += write.items
             batch.parts += write.parts
             batch.outcomes += write.outcomes
+        elif isinstance(write, AttemptsWrite):
+            batch.attempted += write.marks
         else:
             batch.outcomes += write.done
     return batch
 
 
 def consent_effects(
-    consents: Sequence[ConsentWrite], column: Callable[[str], str] = rows.verbatim
+    consents: Sequence[ConsentWrite], column: Callable[[str], str] = rows.verbatim, now: float = 0.0
 ) -> tuple[list[tuple[object, ...]], list[tuple[str, tuple[object, ...]]]]:
-    """After chaining: the ``consent_now`` upserts of the batch's records and the statements of its purges."""
+    """After chaining: the ``consent_now`` upserts of the batch's records and the statements of its purges,
+    with the deletion requests they owe (``now``: the commit's unix time, their lease's start)."""
     upserts: list[tuple[object, ...]] = []
     purges: list[tuple[str, tuple[object, ...]]] = []
     for write in consents:
@@ -134,6 +150,7 @@ def consent_effects(
         upserts += outbox.consent_now_rows(write.entry.seq, write.record, column)
         if write.purge is not None:
             purges += outbox.purge_statements(write.purge, column)
+            purges += outbox.owed_statements(write.record.record_id, write.purge, now, column)
     return upserts, purges
 
 
@@ -222,6 +239,12 @@ class GroupCommit(ABC):
         """Record outcomes; they share the next commit. The returned future resolves after it (or fails)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._submit(OutcomesWrite(list(done), future))
+        return future
+
+    def attempt_outbox(self, marks: Sequence[outbox.Attempted]) -> asyncio.Future[None]:
+        """Note parts as attempted (the first time is kept); shares the next commit, then resolves."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._submit(AttemptsWrite(list(marks), future))
         return future
 
     async def claim_delivery(self, key: str, now: float, until: float) -> bool:

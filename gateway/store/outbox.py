@@ -15,6 +15,16 @@ Leases: the process that writes an item owns it for ``lease`` seconds and renews
 whose lease ran out (its owner died) is claimed by whoever asks next. Delivery is at least once: a crash
 between sending and recording the outcome sends again, under the same idempotency key.
 
+Deletion requests: before each attempt to carry a part to a destination that declares an erasure endpoint,
+the part's ``attempted_at`` and ``attempted_by`` (the attempt's start and its process's lease owner) are set,
+durably, and nothing clears them: what a destination may hold of a participant is every part ``sent`` or
+attempted (an attempt that timed out may have arrived), and an attempt of another process may be on the
+wire until its start plus the destination's timeout. A withdrawal writes one ``erasures_owed`` row per such
+destination in its own transaction (``Purge.erase``). Whoever stages the request claims the row first (its
+writer, or a replica that learnt of the withdrawal; one of them), and deletes it once the request's item is
+in the outbox: the request survives a crash in between, as whoever finds the row's lease run out (the next
+start, another replica) stages it.
+
 SQL is written with ``?`` placeholders; ``numbered()`` turns a statement into PostgreSQL's ``$n`` style.
 """
 
@@ -27,6 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.model import ConsentChoice, ConsentRecord, RecordOutcome
+from gateway.store.columns import unstored
+
+LEASE_SECONDS = 15.0
+"""How long an item (or an owed deletion request) stays its writer's without a renewal."""
 
 PENDING = "pending"
 DELIVERED = "delivered"
@@ -80,6 +94,11 @@ class OutboxItem:
     created_at: float
     expires_at: float
     parts: tuple[SealedPart, ...]
+    written: tuple[tuple[str, str], ...] = ()
+    """Read back from the store: ``(participant id, segment id)`` of every part the item was written with,
+    in order, withdrawn ones too (``parts`` holds only those still sealed). A request carrying fewer parts
+    than written goes under a key of its own (``gateway.delivery.items.idempotency_key``), the same before
+    and after a restart. Empty for an item made here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,30 @@ class Purge:
     meeting_id: str
     participant_id: str
     destinations: tuple[str, ...]
+    erase: tuple[str, ...] = ()
+    """Those of ``destinations`` that declare an erasure endpoint: each is owed a deletion request for what
+    it may hold of the participant, recorded (``erasures_owed``) in the same transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwedErasure:
+    """A deletion request a withdrawal owes a destination and nobody has staged yet (ids as given)."""
+
+    record_id: str
+    destination: str
+    meeting_id: str
+    participant_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempted:
+    """A part (by its item key and segment id) about to be sent, at ``at`` (unix seconds) by ``owner`` (the
+    sending process's lease owner)."""
+
+    key: str
+    segment_id: str
+    at: float
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +213,28 @@ SELECT_BATCHED_EXPIRED = (
     " ORDER BY id"
 )
 CLAIMED_PARTS = (
-    "SELECT participant_id, segment_id, digest, sealed FROM outbox_parts"
-    " WHERE item_key = ? AND sealed IS NOT NULL ORDER BY ord"
+    "SELECT participant_id, segment_id, digest, sealed FROM outbox_parts WHERE item_key = ? ORDER BY ord"
 )
+"""Every part, withdrawn ones too (no payload): ``OutboxItem.written``."""
+MARK_ATTEMPTED = (
+    "UPDATE outbox_parts SET attempted_at = ?, attempted_by = ? WHERE item_key = ? AND segment_id = ?"
+)
+INSERT_OWED = (
+    "INSERT INTO erasures_owed (record_id, destination, meeting_id, participant_id, created_at, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (record_id, destination) DO NOTHING"
+)
+CLAIM_OWED = (
+    "UPDATE erasures_owed SET lease_owner = ?, lease_until = ?"
+    " WHERE id IN (SELECT id FROM erasures_owed WHERE lease_until < ? ORDER BY id LIMIT ?)"
+    " RETURNING record_id, destination, meeting_id, participant_id"
+)
+"""Owed deletion requests whose lease ran out: their writer stopped (or failed) before staging them."""
+CLAIM_ONE_OWED = (
+    "UPDATE erasures_owed SET lease_owner = ?, lease_until = ? WHERE record_id = ? AND destination = ?"
+    " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?) RETURNING id"
+)
+"""One owed request, unless another process holds it (or it is no longer owed)."""
+OWED_DONE = "DELETE FROM erasures_owed WHERE record_id = ? AND destination = ?"
 
 
 Column = Callable[[str], str]
@@ -211,6 +273,29 @@ def purge_statements(purge: Purge, column: Column = _same) -> list[tuple[str, tu
         (withdraw_parts, (meeting, participant, meeting, *map(column, destinations))),
         (drop_emptied, (meeting, *map(column, destinations))),
     ]
+
+
+def owed_statements(
+    record_id: str, purge: Purge, now: float, column: Column = _same
+) -> list[tuple[str, tuple[object, ...]]]:
+    """The deletion requests a withdrawal owes (``Purge.erase``), written with it; leased to nobody until
+    ``now + LEASE_SECONDS``: its writer stages them at once, anyone may once that has passed."""
+    meeting, participant = column(purge.meeting_id), column(purge.participant_id)
+    return [
+        (INSERT_OWED, (column(record_id), column(dest), meeting, participant, now, now + LEASE_SECONDS))
+        for dest in purge.erase
+    ]
+
+
+def owed_erasure(row: Sequence[Any]) -> OwedErasure:
+    """An owed request from a CLAIM_OWED row (ids decoded)."""
+    record_id, destination, meeting, participant = (unstored(str(value)) for value in row)
+    return OwedErasure(record_id, destination, meeting, participant)
+
+
+def attempt_rows(marks: Sequence[Attempted], column: Column = _same) -> list[tuple[object, ...]]:
+    """MARK_ATTEMPTED parameters."""
+    return [(mark.at, mark.owner, mark.key, column(mark.segment_id)) for mark in marks]
 
 
 PAIRS_PER_QUERY = 400
@@ -281,9 +366,11 @@ def clearing_state(done: Finished) -> str:
 
 def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxItem:
     """An item from a CLAIM row ``(id, key, meeting, destination, kind, purposes, created, expires)`` and its
-    CLAIMED_PARTS rows. Ids come back as stored (a backend that escapes them unescapes nothing: the escaped
-    form is only compared with other escaped values; content ids go out inside the sealed payload)."""
+    CLAIMED_PARTS rows. The item's columns come back as stored (compared only with other stored values;
+    content ids go out inside the sealed payload); its parts' ids as given, since a sealed payload is bound
+    to its segment id as given (``gateway.delivery.durable``)."""
     _, key, meeting, destination, kind, purposes, created, expires = head
+    ids = [(unstored(str(p[0])), unstored(str(p[1]))) for p in parts]
     return OutboxItem(
         key=str(key),
         meeting_id=str(meeting),
@@ -292,7 +379,12 @@ def claimed_item(head: Sequence[Any], parts: Sequence[Sequence[Any]]) -> OutboxI
         purposes=tuple(p for p in str(purposes).split(",") if p),
         created_at=float(created),
         expires_at=float(expires),
-        parts=tuple(SealedPart(str(p[0]), str(p[1]), str(p[2]), bytes(p[3])) for p in parts),
+        parts=tuple(
+            SealedPart(who, segment, str(p[2]), bytes(p[3]))
+            for (who, segment), p in zip(ids, parts, strict=True)
+            if p[3] is not None
+        ),
+        written=tuple(ids),
     )
 
 
@@ -307,5 +399,5 @@ def batched_item(meeting_id: str, row: Sequence[Any]) -> OutboxItem:
         purposes=tuple(p for p in str(purposes).split(",") if p),
         created_at=float(created),
         expires_at=float(expires),
-        parts=(SealedPart(str(participant), str(segment), str(digest), bytes(sealed)),),
+        parts=(SealedPart(unstored(str(participant)), unstored(str(segment)), str(digest), bytes(sealed)),),
     )

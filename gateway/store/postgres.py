@@ -15,6 +15,7 @@ Migrations run on open under an advisory lock, so replicas starting together do 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,6 +115,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TRIGGER decisions_no_truncate BEFORE TRUNCATE ON decisions
             FOR EACH STATEMENT EXECUTE FUNCTION decisions_append_only()""",
     ),
+    # 7: when and by whom a part was last attempted to a destination that declares an erasure endpoint: a
+    # deletion request lists it even if no 2xx came back, once no attempt can still be on the wire
+    # (gateway.store.outbox)
+    (
+        "ALTER TABLE outbox_parts ADD COLUMN attempted_at DOUBLE PRECISION",
+        "ALTER TABLE outbox_parts ADD COLUMN attempted_by TEXT",
+    ),
+    # 8: deletion requests a withdrawal owes, written with it, gone once staged in the outbox: a crash in
+    # between does not lose them, and another replica takes over those of one that stopped
+    (
+        """CREATE TABLE erasures_owed (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, record_id TEXT NOT NULL,
+            destination TEXT NOT NULL, meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL, lease_owner TEXT,
+            lease_until DOUBLE PRECISION NOT NULL DEFAULT 0, UNIQUE (record_id, destination))""",
+        "CREATE INDEX erasures_owed_lease ON erasures_owed (lease_until, id)",
+    ),
 )
 _CLAIM_DELIVERY = outbox.numbered(deliveries.CLAIM)
 _FORGET_EXPIRED_DELIVERIES = outbox.numbered(deliveries.FORGET_EXPIRED)
@@ -193,6 +211,15 @@ _RENEW = (
     " WHERE lease_owner = $2 AND status = 'pending' FOR UPDATE SKIP LOCKED)"
 )
 _RELEASE = outbox.numbered(outbox.RELEASE)
+_CLAIM_OWED = outbox.numbered(outbox.CLAIM_OWED.replace(" LIMIT ?)", " LIMIT ? FOR UPDATE SKIP LOCKED)"))
+_OWED_DONE = outbox.numbered(outbox.OWED_DONE)
+_CLAIM_ONE_OWED = outbox.numbered(outbox.CLAIM_ONE_OWED)
+_MARK_ATTEMPTED = (
+    "UPDATE outbox_parts AS p SET attempted_at = a.at, attempted_by = a.owner"
+    " FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[]) AS a(at, owner, item_key, segment_id)"
+    " WHERE p.item_key = a.item_key AND p.segment_id = a.segment_id"
+)
+"""``outbox.MARK_ATTEMPTED`` for a commit's marks in one statement."""
 
 # What a connection or server failure looks like from asyncpg: all of these become StorageError.
 _COMMIT_ATTEMPTS = 3
@@ -370,7 +397,7 @@ class PostgresStore(GroupCommit, SQLReads):
             await conn.execute("SELECT pg_advisory_xact_lock($1)", LEDGER_LOCK)
             head = await self._ledger_head(conn)
             await conn.executemany(_INSERT_LEDGER, chain(batch.consents, head, _column))
-            upserts, purges = consent_effects(batch.consents, _column)
+            upserts, purges = consent_effects(batch.consents, _column, time.time())
             if upserts:
                 await conn.executemany(_UPSERT_CONSENT_NOW, upserts)
             for sql, params in purges:
@@ -382,6 +409,8 @@ class PostgresStore(GroupCommit, SQLReads):
                 *_arrays(batch.items, 9),
                 *_arrays(batch.parts, 7),
             )
+        if batch.attempted:
+            await conn.execute(_MARK_ATTEMPTED, *_arrays(outbox.attempt_rows(batch.attempted, _column), 4))
         if batch.outcomes:
             await conn.execute(_FINISH, *_finish_arrays(batch.outcomes))
 
@@ -438,6 +467,25 @@ class PostgresStore(GroupCommit, SQLReads):
 
     async def release_outbox(self, owner: str) -> None:
         await self._execute(_RELEASE, owner)
+
+    async def claim_erasures(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OwedErasure]:
+        pool = self._pool_or_fail()
+        try:
+            found = await pool.fetch(_CLAIM_OWED, lease.owner, lease.until, now, limit)
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
+        return [outbox.owed_erasure(tuple(row)) for row in found]
+
+    async def claim_erasure(self, record_id: str, destination: str, lease: outbox.Lease, now: float) -> bool:
+        pool = self._pool_or_fail()
+        params = (lease.owner, lease.until, _column(record_id), _column(destination), lease.owner, now)
+        try:
+            return await pool.fetchval(_CLAIM_ONE_OWED, *params) is not None
+        except _DRIVER_ERRORS as exc:
+            raise rows.storage_error(exc, "write", _error_name) from exc
+
+    async def erasure_done(self, record_id: str, destination: str) -> None:
+        await self._execute(_OWED_DONE, _column(record_id), _column(destination))
 
     async def _execute(self, sql: str, *params: object) -> None:
         pool = self._pool_or_fail()

@@ -16,6 +16,7 @@ from gateway.consent import standing
 from gateway.model import ConsentRecord, Decision
 from gateway.store import outbox, rows
 from gateway.store.base import LedgerEntry, LedgerRow
+from gateway.store.columns import unstored
 
 SELECT_LEDGER = "SELECT seq, record_json, prev_hash, hash FROM ledger"
 SELECT_LEDGER_COLUMNS = (
@@ -122,16 +123,29 @@ class SQLReads(ABC):
         return [dict(zip(names, tuple(r), strict=True)) for r in found]
 
     async def outbox_parts(self, *, meeting_id: str, participant_id: str) -> list[dict[str, object]]:
-        """A participant's outbox parts as stored, without payloads: item key, destination, segment, state."""
+        """A participant's outbox parts without payloads: item key, destination and segment id (as given,
+        not as stored), digest, state, whether the sealed payload is still there, and when and by whom the
+        latest attempt carrying it to a destination that declares an erasure endpoint began (else None)."""
         sql, params = (
-            "SELECT p.item_key, o.destination, p.segment_id, p.digest, p.state, p.sealed IS NOT NULL"
-            " FROM outbox_parts p JOIN outbox o ON o.item_key = p.item_key"
+            "SELECT p.item_key, o.destination, p.segment_id, p.digest, p.state, p.sealed IS NOT NULL,"
+            " p.attempted_at, p.attempted_by FROM outbox_parts p JOIN outbox o ON o.item_key = p.item_key"
             " WHERE p.meeting_id = ? AND p.participant_id = ? ORDER BY o.id, p.ord",
             [self._column_of(meeting_id), self._column_of(participant_id)],
         )
         found = await self._fetch(self._placeholders(sql), params)
-        names = ("key", "destination", "segment_id", "digest", "state", "sealed")
-        return [dict(zip(names, tuple(r), strict=True)) for r in found]
+        return [
+            {
+                "key": str(r[0]),
+                "destination": unstored(str(r[1])),
+                "segment_id": unstored(str(r[2])),
+                "digest": r[3],
+                "state": r[4],
+                "sealed": bool(r[5]),
+                "attempted_at": None if r[6] is None else float(r[6]),
+                "attempted_by": None if r[7] is None else str(r[7]),
+            }
+            for r in found
+        ]
 
     def _column_of(self, value: str) -> str:
         """How an id is stored in an indexed column (PostgreSQL escapes a few characters)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -92,6 +93,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END""",
         """CREATE TRIGGER decisions_no_delete BEFORE DELETE ON decisions
             BEGIN SELECT RAISE(ABORT, 'the decision log is append-only'); END""",
+    ),
+    # 6: when and by whom a part was last attempted to a destination that declares an erasure endpoint: a
+    # deletion request lists it even if no 2xx came back, once no attempt can still be on the wire
+    # (gateway.store.outbox)
+    (
+        "ALTER TABLE outbox_parts ADD COLUMN attempted_at REAL",
+        "ALTER TABLE outbox_parts ADD COLUMN attempted_by TEXT",
+    ),
+    # 7: deletion requests a withdrawal owes, written with it, gone once staged in the outbox: a crash in
+    # between does not lose them (gateway.store.outbox)
+    (
+        """CREATE TABLE erasures_owed (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT NULL, destination TEXT NOT NULL,
+            meeting_id TEXT NOT NULL, participant_id TEXT NOT NULL, created_at REAL NOT NULL,
+            lease_owner TEXT, lease_until REAL NOT NULL DEFAULT 0, UNIQUE (record_id, destination))""",
+        "CREATE INDEX erasures_owed_lease ON erasures_owed (lease_until, id)",
     ),
 )
 
@@ -315,7 +332,7 @@ class SQLiteStore(GroupCommit, SQLReads):
                 _deliveries(conn, batch.deliveries)
             if batch.consents:
                 conn.executemany(_INSERT_LEDGER, chain(batch.consents, self._ledger_head(conn), stored))
-                upserts, purges = consent_effects(batch.consents, stored)
+                upserts, purges = consent_effects(batch.consents, stored, time.time())
                 conn.executemany(outbox.UPSERT_CONSENT_NOW, upserts)
                 for sql, params in purges:
                     conn.execute(sql, params)
@@ -324,6 +341,8 @@ class SQLiteStore(GroupCommit, SQLReads):
             if batch.items:
                 conn.executemany(outbox.INSERT_ITEM, batch.items)
                 conn.executemany(outbox.INSERT_PART, batch.parts)
+            if batch.attempted:
+                conn.executemany(outbox.MARK_ATTEMPTED, outbox.attempt_rows(batch.attempted, stored))
             for sql, many in outbox.finish_statements(batch.outcomes, stored):
                 conn.executemany(sql, many)
             conn.execute("COMMIT")
@@ -372,6 +391,28 @@ class SQLiteStore(GroupCommit, SQLReads):
 
     async def release_outbox(self, owner: str) -> None:
         await self._on_writer(self._run, outbox.RELEASE, (owner,))
+
+    async def claim_erasures(self, lease: outbox.Lease, now: float, limit: int) -> list[outbox.OwedErasure]:
+        params = (lease.owner, lease.until, now, limit)
+        return await self._on_writer(self._claim_owed, params)
+
+    async def claim_erasure(self, record_id: str, destination: str, lease: outbox.Lease, now: float) -> bool:
+        params = (lease.owner, lease.until, stored(record_id), stored(destination), lease.owner, now)
+        return await self._on_writer(self._claim_one_owed, params)
+
+    @staticmethod
+    def _claim_one_owed(conn: sqlite3.Connection, params: tuple[object, ...]) -> bool:
+        with conn:
+            return bool(conn.execute(outbox.CLAIM_ONE_OWED, params).fetchall())
+
+    async def erasure_done(self, record_id: str, destination: str) -> None:
+        await self._on_writer(self._run, outbox.OWED_DONE, (stored(record_id), stored(destination)))
+
+    @staticmethod
+    def _claim_owed(conn: sqlite3.Connection, params: tuple[object, ...]) -> list[outbox.OwedErasure]:
+        with conn:
+            found = conn.execute(outbox.CLAIM_OWED, params).fetchall()  # all: the statement ends, and commits
+        return [outbox.owed_erasure(row) for row in found]
 
     async def _on_writer(self, fn: Callable[..., _T], *args: object) -> _T:
         self._check_identity()

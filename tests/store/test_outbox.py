@@ -4,12 +4,13 @@ in the same transaction, claimed under leases, finished with payloads cleared, a
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime
 
 from gateway.model import ConsentChoice
 from gateway.store import outbox
 from gateway.store.base import Store
-from gateway.store.outbox import Finished, Lease, OutboxItem, Purge, SealedPart
+from gateway.store.outbox import Attempted, Finished, Lease, OutboxItem, OwedErasure, Purge, SealedPart
 from tests.store.test_contract import decision
 from tests.strategies import consent_record
 
@@ -179,3 +180,70 @@ async def test_a_given_consent_whose_expiry_has_passed_blocks(store: Store) -> N
         consent_record(record_id="new", subject="p2", expires_at=datetime(2999, 1, 1, tzinfo=UTC))
     )
     assert await store.blocked("m1", ["p1", "p2"], ["summary"]) == {"p1"}
+
+
+# --- what deletion requests need --------------------------------------------------------------------------
+
+
+async def test_a_withdrawal_records_the_deletion_requests_it_owes_until_they_are_staged(store: Store) -> None:
+    """Written with the withdrawal, leased to its writer for a while, then anyone's, gone once done."""
+    meeting, person = "m\\1", "p\x00\\"
+    withdrawal = consent_record(
+        record_id="w\\1", meeting_id=meeting, subject=person, choice=ConsentChoice.WITHDRAWN
+    )
+    await store.append_consent(withdrawal, Purge(meeting, person, ("summariser", "archive"), ("summariser",)))
+    assert await store.claim_erasures(Lease("b", FAR), time.time(), 10) == []  # its writer's lease
+    owed = OwedErasure("w\\1", "summariser", meeting, person)
+    assert await store.claim_erasures(Lease("b", FAR), time.time() + 60, 10) == [owed]
+    assert await store.claim_erasures(Lease("c", FAR), time.time() + 60, 10) == []  # b holds it now
+    await store.erasure_done("w\\1", "summariser")
+    assert await store.claim_erasures(Lease("c", FAR), float("inf"), 10) == []
+
+
+async def test_an_attempted_part_stays_marked_through_its_withdrawal(store: Store) -> None:
+    """The latest attempt's start and owner outlive the purge that clears the part's payload: a deletion
+    request still lists it, once that attempt cannot be on the wire any more."""
+    await store.append_decisions([], [item("k1", "p1", "p2")], Lease("a", 0.0))
+    await store.attempt_outbox([Attempted("k1", "k1-p1", 5.0, "a")])
+    await store.attempt_outbox([Attempted("k1", "k1-p1", 9.0, "b")])
+    await store.append_consent(
+        consent_record(record_id="w", subject="p1", choice=ConsentChoice.WITHDRAWN),
+        Purge("m1", "p1", ("summariser",)),
+    )
+    [p1] = await store.outbox_parts(meeting_id="m1", participant_id="p1")
+    assert (p1["state"], p1["sealed"], p1["attempted_at"], p1["attempted_by"]) == (
+        "withdrawn",
+        False,
+        9.0,
+        "b",
+    )
+    [p2] = await store.outbox_parts(meeting_id="m1", participant_id="p2")
+    assert (p2["state"], p2["sealed"], p2["attempted_at"], p2["attempted_by"]) == ("queued", True, None, None)
+
+
+async def test_one_process_at_a_time_holds_an_owed_deletion_request(store: Store) -> None:
+    """The first to claim it holds it for its lease (again and again if it asks); nobody once it is done."""
+    withdrawal = consent_record(record_id="w", subject="p1", choice=ConsentChoice.WITHDRAWN)
+    await store.append_consent(withdrawal, Purge("m1", "p1", ("summariser",), ("summariser",)))
+    now = time.time()
+    assert await store.claim_erasure("w", "summariser", Lease("a", now + 15), now)
+    assert not await store.claim_erasure("w", "summariser", Lease("b", now + 15), now)
+    assert await store.claim_erasure("w", "summariser", Lease("a", now + 15), now)
+    assert await store.claim_erasure("w", "summariser", Lease("b", now + 99), now + 20)  # a's lease ran out
+    assert not await store.claim_erasure("w", "other", Lease("b", now + 99), now)  # never owed
+    await store.erasure_done("w", "summariser")
+    assert not await store.claim_erasure("w", "summariser", Lease("b", now + 99), now + 20)
+
+
+async def test_parts_come_back_with_ids_as_given_and_every_part_written(store: Store) -> None:
+    """Ids the store escapes come back as the platform sent them; a claimed item names its withdrawn parts."""
+    odd = "rec\\2025\\"
+    await store.append_decisions([], [item("k1", odd, "p2")], Lease("a", 0.0))
+    assert [r["segment_id"] for r in await store.outbox_parts(meeting_id="m1", participant_id=odd)] == [
+        f"k1-{odd}"
+    ]
+    withdrawal = consent_record(record_id="w", subject=odd, choice=ConsentChoice.WITHDRAWN)
+    await store.append_consent(withdrawal, Purge("m1", odd, ("summariser",)))
+    [claimed] = await store.claim_outbox(Lease("b", 1.0), now=FAR, limit=10)
+    assert [(p.participant_id, p.segment_id) for p in claimed.parts] == [("p2", "k1-p2")]
+    assert claimed.written == ((odd, f"k1-{odd}"), ("p2", "k1-p2"))
