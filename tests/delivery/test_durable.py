@@ -61,13 +61,7 @@ async def test_a_new_process_delivers_everything_a_dead_one_left_in_the_store(st
     await store.append_decisions([], [dead.seal(i, config) for i in items], Lease("dead", 0.0))
     async with FakeAIService(SECRET) as service, aiohttp.ClientSession() as session:
         config = DestinationConfig("ai", service.url, SECRET, purposes=("summary",))
-        outbox = Outbox(store, keyring)
-        dispatcher = Dispatcher(
-            session, {"ai": config}, allowed=lambda dest, part: None, outbox=outbox, blocked=store.blocked
-        )
-        await dispatcher.start()
-        assert await dispatcher.drain(60)
-        await dispatcher.close()
+        assert await _a_new_process_delivers(session, config, Outbox(store, keyring), store, 60)
     assert sorted(p["segment_id"] for p in service.segments()) == sorted(f"s{n}" for n in range(620))
     assert len(service.received) == 620
     assert {row["status"] for row in await store.outbox_report()} == {"delivered"}
@@ -94,15 +88,23 @@ async def test_an_item_whose_ids_the_store_escapes_is_recovered_and_delivered(st
     async with FakeAIService(SECRET) as service, aiohttp.ClientSession() as session:
         config = DestinationConfig("ai", service.url, SECRET, purposes=("summary",))
         await store.append_decisions([], [Outbox(store, keyring).seal(odd, config)], Lease("dead", 0.0))
-        outbox = Outbox(store, keyring)
-        dispatcher = Dispatcher(
-            session, {"ai": config}, allowed=lambda dest, part: None, outbox=outbox, blocked=store.blocked
-        )
-        await dispatcher.start()
-        assert await dispatcher.drain(10)
-        await dispatcher.close()
+        assert await _a_new_process_delivers(session, config, Outbox(store, keyring), store, 10)
     assert [p["segment_id"] for p in service.segments()] == [sid]
     assert [row["status"] for row in await store.outbox_report()] == ["delivered"]
+
+
+async def _a_new_process_delivers(
+    session: aiohttp.ClientSession, config: DestinationConfig, outbox: Outbox, store: Store, within: float
+) -> bool:
+    """Start a dispatcher on what ``store`` holds, as a new process would; whether it drained in time."""
+    dispatcher = Dispatcher(
+        session, {"ai": config}, allowed=lambda dest, part: None, outbox=outbox, blocked=store.blocked
+    )
+    await dispatcher.start()
+    try:
+        return await dispatcher.drain(within)
+    finally:
+        await dispatcher.close()
 
 
 def _said(who: str, sid: str) -> Part:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -20,6 +19,8 @@ from typing import Any, Self
 from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
+
+from tests.fakes.loopback import serve
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,7 @@ class FakeAIService:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self._port = await serve(app)
         return self
 
     async def __aexit__(

@@ -11,7 +11,6 @@ change notifications ``{"value": [...]}`` to a gateway.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -19,6 +18,8 @@ from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 
 TOKEN = "graph-test-token"
 USER = "ba321e0d-79ee-478d-8e28-85a19507f456"
@@ -53,12 +54,7 @@ class FakeGraph:
         app = web.Application()
         prefix = "/v1.0/{owner:users/[^/]+|communications}/onlineMeetings/{m}/transcripts/{t}/content"
         app.router.add_get(prefix, self._content)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self._port = await serve(app)
         return self
 
     async def __aexit__(

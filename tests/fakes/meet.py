@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -24,6 +23,8 @@ from typing import Any, Self
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 
 TOKEN = "meet-test-token"
 
@@ -61,12 +62,7 @@ class FakeMeet:
         app.router.add_get("/v2/conferenceRecords/{c}/participants/{p}/participantSessions", self._sessions)
         app.router.add_get("/v2/conferenceRecords/{c}/transcripts", self._transcripts)
         app.router.add_get("/v2/conferenceRecords/{c}/transcripts/{t}/entries", self._entries)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self._port = await serve(app)
         return self
 
     async def __aexit__(

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
-import socket
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.fakes.loopback import serve
 
 CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
 CLIENT_SECRET = "fake-client-secret-ZQXSECRET-0123456789"
@@ -80,12 +81,7 @@ class FakeOAuth:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post("/token", self._token)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self._port = await serve(app)
         return self
 
     async def __aexit__(

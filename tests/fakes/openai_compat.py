@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,6 +20,8 @@ from typing import Any, Literal, Self
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tests.fakes.loopback import serve
 
 PREFIX = "/v1"
 
@@ -72,12 +73,7 @@ class FakeOpenAI:
     async def __aenter__(self) -> Self:
         app = web.Application()
         app.router.add_post(f"{PREFIX}/chat/completions", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self._port = await serve(app)
         return self
 
     async def __aexit__(

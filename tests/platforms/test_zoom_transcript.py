@@ -302,6 +302,26 @@ async def test_a_long_late_recording_reaches_a_meeting_end_destination_as_one_tr
     the pause after which late parts are sent on their own: each cue pushes that pause back, so the
     destination gets the recording whole, not in pieces."""
     cues = 1400
+    sizes = await _late_recording(tmp_path, monkeypatch, cues, forgotten=forgotten)
+    assert sizes == [cues]
+
+
+async def test_a_late_recording_is_one_transcript_however_slow_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store so slow that every cue takes longer to apply than the pause after which late parts are
+    sent on their own (the pause made nil here): the recording is still sent whole, once, because no
+    part is ended again on its own while a late transcript is being applied."""
+    monkeypatch.setattr(runtime, "LATE_END_SECONDS", 0.0)
+    cues = 120
+    assert await _late_recording(tmp_path, monkeypatch, cues) == [cues]
+
+
+async def _late_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cues: int, *, forgotten: bool = False
+) -> list[int]:
+    """Tomás consents, the meeting ends (and is forgotten, if so), then a recording of ``cues`` cues of his
+    completes: the sizes of the transcripts a meeting-end destination receives."""
 
     def stamp(x: int) -> str:
         return f"{x // 3600:02d}:{x % 3600 // 60:02d}:{x % 60:02d}.000"
@@ -321,32 +341,7 @@ async def test_a_long_late_recording_reaches_a_meeting_end_destination_as_one_tr
         await rig.accept(transcript_completed(UUID, url, TOKEN))
         await _downloaded(rig)
         await rig.gw.settle()
-    assert [len(t) for t in transcripts(rig.gw.fakes["archive"])] == [cues]
-
-
-async def test_a_late_recording_is_one_transcript_however_slow_the_store(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A store so slow that every cue takes longer to apply than the pause after which late parts are
-    sent on their own (the pause made nil here): the recording is still sent whole, once, because no
-    part is ended again on its own while a late transcript is being applied."""
-    monkeypatch.setattr(runtime, "LATE_END_SECONDS", 0.0)
-    cues = 120
-    vtt_text = "WEBVTT\n\n" + "\n".join(
-        f"{i + 1}\n00:{i // 60:02d}:{i % 60:02d}.000 --> 00:{i // 60:02d}:{i % 60:02d}.500\n"
-        f"Tomás Ó Briain: Point number {i} of the review.\n"
-        for i in range(cues)
-    )
-    async with zoom_gateway(tmp_path, monkeypatch, (Dest("archive", delivery="meeting_end"),)) as rig:
-        await rig.accept(fixture("meeting.started.json"))
-        await rig.accept(participant_event("meeting.participant_joined", UUID, "16778242", "Tomás Ó Briain"))
-        await rig.accept(chat_event(UUID, "16778242", "c-1", "/consent summary"))
-        await rig.accept(fixture("meeting.ended.json"))
-        url = rig.zoom.add_transcript("late", vtt_text, TOKEN)
-        await rig.accept(transcript_completed(UUID, url, TOKEN))
-        await _downloaded(rig)
-        await rig.gw.settle()
-    assert [len(t) for t in transcripts(rig.gw.fakes["archive"])] == [cues]
+    return [len(t) for t in transcripts(rig.gw.fakes["archive"])]
 
 
 UNKNOWN_SPEAKER = """WEBVTT
