@@ -242,7 +242,7 @@ class GroupCommit(ABC):
         return future
 
     def attempt_outbox(self, marks: Sequence[outbox.Attempted]) -> asyncio.Future[None]:
-        """Note parts as attempted (the first time is kept); shares the next commit, then resolves."""
+        """Note parts as attempted (the latest attempt is kept); shares the next commit, then resolves."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._submit(AttemptsWrite(list(marks), future))
         return future
